@@ -8,7 +8,9 @@
 
 typedef struct mc_load_opts {
     bool training;            /* --mode=train */
-    const char *weights_path; /* overrides the model's "weights" (NULL: use the model's) */
+    /* When set, every initializer found in this safetensors file takes its bytes from
+     * it (before any init recipe; inline data still wins). NULL: the model's "weights". */
+    const char *weights_path;
 } mc_load_opts;
 
 /* Reads, checks and builds the graph: names resolved, arity and attributes checked

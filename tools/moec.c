@@ -1,3 +1,234 @@
+/* tools/moec.c: argument parsing and dispatch for `moec check | dump | run |
+ * init-weights`. Options take `--opt=value` or `--opt value`. */
 #include "backend.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
-int main(void) { printf("moec (LLVM %s)\n", mc_backend_llvm_version()); return 0; }
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*fn)(const cli_args *a);
+    const char *usage;
+    const char *help; /* options, one per line */
+} command;
+
+static const command commands[] = {
+    {"check", cmd_check, "moec check model.json [--mode=infer|train] [--weights=FILE]",
+     "Loads the model, infers shapes, verifies it and prints a one-line summary.\n"},
+    {"dump", cmd_dump,
+     "moec dump model.json [--after=PASS|all] [--format=text|dot] [--mode=infer|train]\n"
+     "          [--passes=a,b,...] [--verify-each] [--dump-dir=DIR] [--weights=FILE]",
+     "Runs the pass pipeline and prints the IR: after PASS, after every pass (all), or\n"
+     "once at the end. --dump-dir writes NN-pass.txt (.dot) for every pass.\n"},
+    {"run", cmd_run,
+     "moec run model.json --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]\n"
+     "          [--sym T=N] [--mode=infer|train] [--passes=...] [--weights=FILE] [--interp]",
+     "Runs the model on .npy inputs with the reference interpreter (--interp; the only\n"
+     "engine until the native backend lands). Outputs named with --output are written\n"
+     "as .npy; the others are summarised on stdout. --sym checks a symbol's value.\n"},
+    {"init-weights", cmd_init_weights, "moec init-weights model.json -o weights.safetensors [--seed N]",
+     "Writes every initializer (inline data, init recipes, weights file) to a\n"
+     "safetensors file. --seed N re-seeds every init recipe deterministically.\n"},
+};
+enum { NUM_COMMANDS = sizeof commands / sizeof commands[0] };
+
+static const command *find_command(const char *name) {
+    for (int i = 0; i < NUM_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
+static void print_usage(FILE *f) {
+    fprintf(f, "usage: moec COMMAND model.json [options]\n\ncommands:\n");
+    for (int i = 0; i < NUM_COMMANDS; i++) fprintf(f, "  %s\n", commands[i].usage);
+    fprintf(f, "\nmoec COMMAND --help describes one command. Exit status: 0 success,\n"
+               "1 bad model or data, 2 misuse of the command line.\n");
+}
+
+int cli_misuse(const cli_args *a, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("moec: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    const command *c = a && a->cmd ? find_command(a->cmd) : NULL;
+    if (c)
+        fprintf(stderr, "usage: %s\n", c->usage);
+    else
+        fprintf(stderr, "run 'moec --help' for usage\n");
+    return EXIT_MISUSE;
+}
+
+int cli_fail(const mc_diag *d) {
+    fprintf(stderr, "%s\n", d->msg);
+    return EXIT_USER;
+}
+
+/* "name=path" into a binding; false if there is no '=' or a side is empty. */
+static bool parse_binding(const char *s, cli_binding *out) {
+    const char *eq = strchr(s, '=');
+    if (!eq || eq == s || !eq[1]) return false;
+    size_t n = (size_t)(eq - s);
+    char *name = malloc(n + 1);
+    if (!name) mc_oom(n + 1);
+    memcpy(name, s, n);
+    name[n] = 0;
+    out->name = name;
+    out->path = eq + 1;
+    return true;
+}
+
+static bool parse_u64(const char *s, uint64_t *out) {
+    if (!*s || *s == '-') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+/* Splits "--opt=value" / "--opt value". Returns the value or NULL (misuse reported). */
+static const char *option_value(cli_args *a, int argc, char **argv, int *i, const char *opt,
+                                int *status) {
+    const char *arg = argv[*i];
+    size_t n = strlen(opt);
+    if (arg[n] == '=') return arg + n + 1;
+    if (*i + 1 < argc) return argv[++*i];
+    *status = cli_misuse(a, "option %s needs a value", opt);
+    return NULL;
+}
+
+static bool is_opt(const char *arg, const char *opt) {
+    size_t n = strlen(opt);
+    return strncmp(arg, opt, n) == 0 && (arg[n] == 0 || arg[n] == '=');
+}
+
+static int add_binding(cli_args *a, cli_binding *list, int *count, const char *v,
+                       const char *opt, int max) {
+    if (*count == max) return cli_misuse(a, "too many %s options (at most %d)", opt, max);
+    if (!parse_binding(v, &list[*count]))
+        return cli_misuse(a, "%s takes NAME=VALUE, got '%s'", opt, v);
+    (*count)++;
+    return EXIT_OK;
+}
+
+static int parse_mode(cli_args *a, const char *v) {
+    if (strcmp(v, "infer") == 0) a->training = false;
+    else if (strcmp(v, "train") == 0) a->training = true;
+    else return cli_misuse(a, "--mode must be infer or train, got '%s'", v);
+    a->pipe.training = a->training;
+    return EXIT_OK;
+}
+
+static int parse_format(cli_args *a, const char *v) {
+    if (strcmp(v, "text") == 0) a->pipe.format = MC_DUMP_TEXT;
+    else if (strcmp(v, "dot") == 0) a->pipe.format = MC_DUMP_DOT;
+    else return cli_misuse(a, "--format must be text or dot, got '%s'", v);
+    return EXIT_OK;
+}
+
+static int parse_option(cli_args *a, int argc, char **argv, int *i) {
+    const char *arg = argv[*i];
+    int st = EXIT_OK;
+    const char *v;
+#define VALUE(opt) ((v = option_value(a, argc, argv, i, opt, &st)) != NULL)
+    if (is_opt(arg, "-o")) return VALUE("-o") ? (a->out_path = v, EXIT_OK) : st;
+    if (is_opt(arg, "--mode")) return VALUE("--mode") ? parse_mode(a, v) : st;
+    if (is_opt(arg, "--weights")) return VALUE("--weights") ? (a->weights = v, EXIT_OK) : st;
+    if (is_opt(arg, "--passes")) return VALUE("--passes") ? (a->pipe.passes = v, EXIT_OK) : st;
+    if (is_opt(arg, "--after")) return VALUE("--after") ? (a->pipe.after = v, EXIT_OK) : st;
+    if (is_opt(arg, "--dump-dir")) return VALUE("--dump-dir") ? (a->pipe.dump_dir = v, EXIT_OK) : st;
+    if (is_opt(arg, "--format")) return VALUE("--format") ? parse_format(a, v) : st;
+    if (is_opt(arg, "--input"))
+        return VALUE("--input") ? add_binding(a, a->inputs, &a->ninputs, v, "--input",
+                                              CLI_MAX_BINDINGS)
+                                : st;
+    if (is_opt(arg, "--output"))
+        return VALUE("--output") ? add_binding(a, a->outputs, &a->noutputs, v, "--output",
+                                               CLI_MAX_BINDINGS)
+                                 : st;
+    if (is_opt(arg, "--sym"))
+        return VALUE("--sym") ? add_binding(a, a->syms, &a->nsyms, v, "--sym", MC_MAX_SYMS) : st;
+    if (is_opt(arg, "--seed")) {
+        if (!VALUE("--seed")) return st;
+        if (!parse_u64(v, &a->seed))
+            return cli_misuse(a, "--seed takes a non-negative integer, got '%s'", v);
+        a->has_seed = true;
+        return EXIT_OK;
+    }
+#undef VALUE
+    if (strcmp(arg, "--verify-each") == 0) return a->pipe.verify_each = true, EXIT_OK;
+    if (strcmp(arg, "--interp") == 0) return EXIT_OK;
+    return cli_misuse(a, "unknown option '%s'", arg);
+}
+
+/* Options a command does not take are misuse, not silently ignored. */
+static int check_applicable(const cli_args *a) {
+    bool is_run = strcmp(a->cmd, "run") == 0, is_dump = strcmp(a->cmd, "dump") == 0;
+    bool is_init = strcmp(a->cmd, "init-weights") == 0;
+    if ((a->ninputs || a->noutputs || a->nsyms) && !is_run)
+        return cli_misuse(a, "--input, --output and --sym belong to 'moec run'");
+    if ((a->pipe.after || a->pipe.dump_dir || a->pipe.format != MC_DUMP_TEXT) && !is_dump)
+        return cli_misuse(a, "--after, --dump-dir and --format belong to 'moec dump'");
+    if ((a->out_path || a->has_seed) && !is_init)
+        return cli_misuse(a, "-o and --seed belong to 'moec init-weights'");
+    if (is_init && !a->out_path) return cli_misuse(a, "init-weights needs -o FILE");
+    return EXIT_OK;
+}
+
+static void free_args(cli_args *a) {
+    for (int i = 0; i < a->ninputs; i++) free((char *)a->inputs[i].name);
+    for (int i = 0; i < a->noutputs; i++) free((char *)a->outputs[i].name);
+    for (int i = 0; i < a->nsyms; i++) free((char *)a->syms[i].name);
+}
+
+static int run_command(const command *c, int argc, char **argv) {
+    cli_args a;
+    memset(&a, 0, sizeof a);
+    a.cmd = c->name;
+    a.pipe.dump_out = stdout;
+    int st = EXIT_OK;
+    for (int i = 2; i < argc && st == EXIT_OK; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: %s\n\n%s", c->usage, c->help);
+            free_args(&a);
+            return EXIT_OK;
+        }
+        if (argv[i][0] == '-' && argv[i][1])
+            st = parse_option(&a, argc, argv, &i);
+        else if (a.model)
+            st = cli_misuse(&a, "more than one model file given ('%s' and '%s')", a.model, argv[i]);
+        else
+            a.model = argv[i];
+    }
+    if (st == EXIT_OK && !a.model) st = cli_misuse(&a, "no model file given");
+    if (st == EXIT_OK) st = check_applicable(&a);
+    if (st == EXIT_OK) st = c->fn(&a);
+    free_args(&a);
+    return st;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return EXIT_MISUSE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        print_usage(stdout);
+        return EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("moec 0.1 (LLVM %s)\n", mc_backend_llvm_version());
+        return EXIT_OK;
+    }
+    const command *c = find_command(argv[1]);
+    if (!c) return cli_misuse(NULL, "unknown command '%s'", argv[1]);
+    return run_command(c, argc, argv);
+}

@@ -1,0 +1,43 @@
+/* tools/cli.h: the moec command line. main() is the only place that turns diagnostics
+ * into exit codes: 0 success, 1 user error (bad model or data), 2 misuse. */
+#ifndef MC_CLI_H
+#define MC_CLI_H
+
+#include "frontend.h"
+#include "passes.h"
+
+enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_MISUSE = 2 };
+enum { CLI_MAX_BINDINGS = 64 };
+
+typedef struct {
+    const char *name, *path;
+} cli_binding; /* name=path from --input / --output */
+
+typedef struct cli_args {
+    const char *cmd;
+    const char *model;
+    const char *out_path;   /* -o */
+    const char *weights;    /* --weights */
+    bool training;          /* --mode=train */
+    mc_pipeline_opts pipe;  /* --passes --after --verify-each --format --dump-dir */
+    cli_binding inputs[CLI_MAX_BINDINGS], outputs[CLI_MAX_BINDINGS];
+    int ninputs, noutputs;
+    cli_binding syms[MC_MAX_SYMS];
+    int nsyms;
+    bool has_seed;
+    uint64_t seed;          /* --seed */
+} cli_args;
+
+/* Prints "moec: MESSAGE" and the command's usage hint to stderr; returns EXIT_MISUSE. */
+int cli_misuse(const cli_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints the diagnostic; returns EXIT_USER. */
+int cli_fail(const mc_diag *d);
+/* Loads the model and runs the pipeline given by the options (NULL on error). */
+mc_graph *cli_load_and_lower(const cli_args *a, const char *default_passes, mc_diag *d);
+
+int cmd_check(const cli_args *a);
+int cmd_dump(const cli_args *a);
+int cmd_run(const cli_args *a);
+int cmd_init_weights(const cli_args *a);
+
+#endif
