@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""Writes the inputs of the bad-input corpus into tests/diag/cases/.
+
+Each case is a small mutation of one valid model, so the message it must produce is
+about exactly one thing. The expected messages (NAME.err) are written by hand and
+reviewed; this script only writes the inputs (.json, .args, binary .npy/.safetensors).
+Run with /usr/bin/python3 (Debian's numpy)."""
+import copy, json, os, struct
+import numpy as np
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cases")
+
+BASE = {
+    "moec": 1,
+    "name": "diag",
+    "symbols": {"T": {"max": 64}},
+    "inputs": [{"name": "x", "dtype": "float32", "shape": ["T", 16]}],
+    "outputs": ["y"],
+    "initializers": [
+        {"name": "w_gate", "dtype": "float32", "shape": [16, 4],
+         "init": {"dist": "normal", "std": 0.1, "seed": 1}},
+        {"name": "w_up", "dtype": "float32", "shape": [4, 16, 8],
+         "init": {"dist": "normal", "std": 0.1, "seed": 2}},
+        {"name": "w_down", "dtype": "float32", "shape": [4, 8, 16],
+         "init": {"dist": "normal", "std": 0.1, "seed": 3}},
+    ],
+    "nodes": [
+        {"name": "gate", "op": "MatMul", "inputs": ["x", "w_gate"], "outputs": ["logits"]},
+        {"name": "route", "op": "moe.TopKRoute", "inputs": ["logits"],
+         "outputs": ["expert", "weight"], "attrs": {"k": 2}},
+        {"name": "dispatch", "op": "moe.Dispatch", "inputs": ["x", "expert", "weight"],
+         "outputs": ["rows", "offsets", "row_token", "row_weight"],
+         "attrs": {"num_experts": 4}},
+        {"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "offsets", "w_up"],
+         "outputs": ["h"]},
+        {"name": "act", "op": "Relu", "inputs": ["h"], "outputs": ["a"]},
+        {"name": "down", "op": "moe.ExpertMatMul", "inputs": ["a", "offsets", "w_down"],
+         "outputs": ["o"]},
+        {"name": "combine", "op": "moe.Combine",
+         "inputs": ["o", "row_token", "row_weight", "offsets", "x"], "outputs": ["y"]},
+    ],
+}
+
+
+def base():
+    return copy.deepcopy(BASE)
+
+
+def node(m, name):
+    return next(n for n in m["nodes"] if n["name"] == name)
+
+
+def init(m, name):
+    return next(i for i in m["initializers"] if i["name"] == name)
+
+
+def write(name, model=None, text=None, args=None, status=None):
+    if model is not None:
+        text = json.dumps(model, indent=1) + "\n"
+    if text is not None:
+        with open(os.path.join(HERE, name + ".json"), "w") as f:
+            f.write(text)
+    if args is not None:
+        with open(os.path.join(HERE, name + ".args"), "w") as f:
+            f.write(args + "\n")
+    if status is not None:
+        with open(os.path.join(HERE, name + ".status"), "w") as f:
+            f.write(f"{status}\n")
+
+
+def mutate(name, fn, **kw):
+    m = base()
+    fn(m)
+    write(name, m, **kw)
+
+
+def safetensors_bytes(tensors, header_len_override=None, header_override=None):
+    header, blobs, off = {}, [], 0
+    for tname, (dtype, arr) in tensors.items():
+        raw = arr.tobytes()
+        header[tname] = {"dtype": dtype, "shape": list(arr.shape),
+                         "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    if header_override:
+        header_override(header)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    n = len(h) if header_len_override is None else header_len_override
+    return struct.pack("<Q", n) + h + b"".join(blobs)
+
+
+def file_weights_model():
+    """The base model with w_gate taken from a weights file."""
+    m = base()
+    init(m, "w_gate").pop("init")
+    return m
+
+
+def write_bin(name, data):
+    with open(os.path.join(HERE, name), "wb") as f:
+        f.write(data)
+
+
+def npy_bytes(arr, fortran=False, magic=b"\x93NUMPY", version=(1, 0)):
+    descr = np.lib.format.dtype_to_descr(arr.dtype)
+    d = "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }" % (
+        descr, "True" if fortran else "False", repr(tuple(arr.shape)))
+    hdr = d.encode() + b" " * (-(len(d) + 11) % 64) + b"\n"
+    body = (np.asfortranarray(arr) if fortran else arr).tobytes(order="F" if fortran else "C")
+    return magic + bytes(version) + struct.pack("<H", len(hdr)) + hdr + body
+
+
+def json_cases():
+    write("01-json-syntax", text='{"moec": 1, "name": "diag"\n "symbols": {}}\n')
+    write("02-json-truncated", text='{"moec": 1, "name": "diag", "inputs": [\n')
+    write("03-json-not-object", text="[1, 2, 3]\n")
+    mutate("04-missing-version", lambda m: m.pop("moec"))
+    mutate("05-wrong-version", lambda m: m.update(moec=2))
+    mutate("06-bad-name", lambda m: m.update(name="2-bad name"))
+    mutate("07-unknown-top-key", lambda m: m.update(nodez=[]))
+    mutate("08-unknown-op", lambda m: node(m, "act").update(op="Swish"))
+    mutate("09-too-few-inputs", lambda m: node(m, "gate").update(inputs=["x"]))
+    mutate("10-too-few-outputs", lambda m: node(m, "route").update(outputs=["expert"]))
+    mutate("11-attr-wrong-type", lambda m: node(m, "route").update(attrs={"k": "two"}))
+    mutate("12-attr-float-for-int", lambda m: node(m, "route").update(attrs={"k": 2.5}))
+    mutate("13-attr-unknown", lambda m: node(m, "route").update(attrs={"k": 2, "topk": 2}))
+    mutate("14-attr-missing", lambda m: node(m, "route").update(attrs={}))
+    mutate("15-attr-bad-choice",
+           lambda m: node(m, "route").update(attrs={"k": 2, "score": "softmaxx"}))
+    mutate("16-undefined-input", lambda m: node(m, "act").update(inputs=["hh"]))
+    mutate("17-duplicate-output", lambda m: node(m, "act").update(outputs=["h"]))
+    mutate("18-initializer-shadows-input",
+           lambda m: m["initializers"].append({"name": "x", "dtype": "float32", "shape": [1],
+                                               "data": [0]}))
+    def cycle(m):
+        node(m, "act").update(inputs=["o"])
+    mutate("19-cycle", cycle)
+    mutate("20-undefined-graph-output", lambda m: m.update(outputs=["yy"]))
+    mutate("21-matmul-shape-mismatch", lambda m: init(m, "w_gate").update(shape=[8, 4]))
+    mutate("22-k-above-experts", lambda m: node(m, "route").update(attrs={"k": 5}))
+    mutate("23-undeclared-symbol",
+           lambda m: m["inputs"][0].update(shape=["N", 16]))
+    mutate("24-symbol-max-zero", lambda m: m.update(symbols={"T": {"max": 0}}))
+    mutate("25-negative-dim", lambda m: init(m, "w_gate").update(shape=[16, -4]))
+    mutate("26-huge-dims",
+           lambda m: init(m, "w_up").update(shape=[4, 1000000000, 1000000000]))
+    mutate("27-unknown-dtype", lambda m: m["inputs"][0].update(dtype="float33"))
+    mutate("28-inline-data-count",
+           lambda m: m["initializers"].append({"name": "c", "dtype": "float32", "shape": [3],
+                                               "data": [1, 2]}))
+    write("29-inline-data-infinite", text=json.dumps(base())[:-1].replace(
+        '"initializers": [', '"initializers": [{"name": "c", "dtype": "float32", '
+        '"shape": [2], "data": [1.0, 1e999]}, ', 1) + "}\n")
+    mutate("30-init-unknown-dist",
+           lambda m: init(m, "w_gate").update(init={"dist": "gauss", "std": 1, "seed": 1}))
+    mutate("31-init-missing-std",
+           lambda m: init(m, "w_gate").update(init={"dist": "normal", "seed": 1}))
+    mutate("44-capacity-negative",
+           lambda m: node(m, "route").update(attrs={"k": 2, "capacity": -1}))
+    mutate("45-expert-count-mismatch",
+           lambda m: node(m, "dispatch").update(attrs={"num_experts": 8}))
+    mutate("46-groups-not-dividing",
+           lambda m: node(m, "route").update(attrs={"k": 2, "groups": 3}))
+    mutate("47-int-data-not-integral",
+           lambda m: m["initializers"].append({"name": "c", "dtype": "int64", "shape": [2],
+                                               "data": [1, 2.5]}))
+    mutate("48-data-and-init",
+           lambda m: init(m, "w_gate").update(data=[0.0] * 64))
+    mutate("49-missing-nodes", lambda m: m.pop("nodes"))
+    mutate("50-empty-node-name", lambda m: node(m, "act").update(name=""))
+
+
+def weights_cases():
+    good = np.arange(64, dtype=np.float32).reshape(16, 4) / 64
+    m = file_weights_model()
+    m["weights"] = "missing.safetensors"
+    write("32-weights-file-missing", m)
+    cases = {
+        "33-st-header-too-long": safetensors_bytes({"w_gate": ("F32", good)},
+                                                   header_len_override=1 << 20),
+        "34-st-offsets-outside": safetensors_bytes(
+            {"w_gate": ("F32", good)},
+            header_override=lambda h: h["w_gate"].update(data_offsets=[0, 4096])),
+        "35-st-dtype-mismatch": safetensors_bytes({"w_gate": ("F16", good.astype(np.float16))}),
+        "36-st-shape-mismatch": safetensors_bytes({"w_gate": ("F32", good.reshape(8, 8))}),
+        "37-st-tensor-missing": safetensors_bytes({"w_other": ("F32", good)}),
+        "38-st-size-lies": safetensors_bytes(
+            {"w_gate": ("F32", good)},
+            header_override=lambda h: h["w_gate"].update(shape=[16, 5])),
+        "39-st-not-json": struct.pack("<Q", 8) + b"not json",
+        "40-st-too-short": b"\x10\x00",
+    }
+    for name, data in cases.items():
+        write_bin(name + ".safetensors", data)
+        m = file_weights_model()
+        m["weights"] = name + ".safetensors"
+        write(name, m)
+
+
+def run_cases():
+    write("60-run", base())  # the valid model every run case uses
+    x = np.linspace(-1, 1, 8 * 16, dtype=np.float32).reshape(8, 16)
+    bins = {
+        "61-npy-bad-magic.npy": npy_bytes(x, magic=b"\x93NUMPX"),
+        "62-npy-truncated.npy": npy_bytes(x)[:-10],
+        "63-npy-float64.npy": npy_bytes(x.astype(np.float64)),
+        "64-npy-fortran.npy": npy_bytes(x, fortran=True),
+        "65-npy-big-endian.npy": npy_bytes(x.astype(">f4")),
+        "66-symbol-above-max.npy": npy_bytes(np.zeros((65, 16), np.float32)),
+        "67-input-shape.npy": npy_bytes(np.zeros((8, 12), np.float32)),
+        "68-npy-rank.npy": npy_bytes(np.zeros((16,), np.float32)),
+        "x.npy": npy_bytes(x),
+    }
+    for name, data in bins.items():
+        write_bin(name, data)
+    for name in [n[:-4] for n in bins if n != "x.npy"]:
+        write(name, args=f"run 60-run.json --input x={name}.npy --output y=OUT.npy")
+    write("69-sym-disagrees", args="run 60-run.json --input x=x.npy --sym T=7 --output y=OUT.npy")
+    write("70-init-weights-bad-model", args="init-weights 21-matmul-shape-mismatch.json -o OUT")
+    write("71-misuse-unknown-option", args="check 60-run.json --fast", status=2)
+    write("72-misuse-unknown-input", args="run 60-run.json --input z=x.npy", status=2)
+    write("73-misuse-missing-input", args="run 60-run.json", status=2)
+    write("74-model-file-missing", args="check no-such-model.json")
+
+
+if __name__ == "__main__":
+    os.makedirs(HERE, exist_ok=True)
+    json_cases()
+    weights_cases()
+    run_cases()
