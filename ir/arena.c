@@ -9,7 +9,9 @@
 
 static long fail_countdown = -1;
 
-void mc_alloc_fail_after(long n) { fail_countdown = n; }
+void mc_alloc_fail_after(long n) {
+    fail_countdown = n;
+}
 
 static bool injected_failure(void) {
     if (fail_countdown < 0) return false;
@@ -31,7 +33,9 @@ void *mc_realloc(void *p, size_t n) {
     return realloc(p, n ? n : 1);
 }
 
-void mc_free(void *p) { free(p); }
+void mc_free(void *p) {
+    free(p);
+}
 
 _Noreturn void mc_oom(size_t n) {
     fprintf(stderr, "moec: out of memory allocating %zu bytes\n", n);

@@ -67,8 +67,8 @@ const char *mc_graph_unique_name(mc_graph *g, const char *base) {
     }
 }
 
-static int new_node(mc_graph *g, mc_op op, const char *name, const int *in, int nin,
-                    const int *out, int nout) {
+static int new_node(mc_graph *g, mc_op op, const char *name, const int *in, int nin, const int *out,
+                    int nout) {
     g->nodes = grow(g->arena, g->nodes, g->nnodes, &g->cap_nodes, sizeof(mc_node));
     int id = g->nnodes++;
     mc_node *n = &g->nodes[id];
@@ -106,8 +106,8 @@ int mc_graph_add_node(mc_graph *g, mc_op op, const char *name, const int *in, in
     return id;
 }
 
-int mc_graph_add_node_before(mc_graph *g, int anchor, mc_op op, const char *name,
-                             const int *in, int nin, const int *out, int nout) {
+int mc_graph_add_node_before(mc_graph *g, int anchor, mc_op op, const char *name, const int *in,
+                             int nin, const int *out, int nout) {
     int pos = order_index(g, anchor);
     MC_ASSERT(pos >= 0);
     int id = new_node(g, op, name, in, nin, out, nout);
@@ -146,15 +146,18 @@ int mc_graph_count_uses(const mc_graph *g, int value) {
     int uses = 0;
     for (int k = 0; k < g->norder; k++) {
         const mc_node *n = &g->nodes[g->order[k]];
-        for (int i = 0; i < n->nin; i++) uses += n->in[i] == value;
+        for (int i = 0; i < n->nin; i++)
+            uses += n->in[i] == value;
     }
-    for (int i = 0; i < g->noutputs; i++) uses += g->outputs[i] == value;
+    for (int i = 0; i < g->noutputs; i++)
+        uses += g->outputs[i] == value;
     return uses;
 }
 
 void mc_graph_set_producer(mc_graph *g, int node) {
     mc_node *n = &g->nodes[node];
-    for (int i = 0; i < n->nout; i++) g->values[n->out[i]].producer = node;
+    for (int i = 0; i < n->nout; i++)
+        g->values[n->out[i]].producer = node;
 }
 
 /* Kahn's algorithm; among ready nodes the one earliest in the current order goes
@@ -214,12 +217,14 @@ static const mc_attr *must_get(const mc_node *n, const char *name, mc_attr_kind 
     const mc_attr *a = mc_attr_get(n, name);
     if (!a) mc_die("node '%s' (%s) has no attribute %s", n->name, mc_op_infos[n->op].name, name);
     if (a->kind != kind)
-        mc_die("node '%s' attribute %s is %s, not %s", n->name, name,
-               mc_attr_kind_name(a->kind), mc_attr_kind_name(kind));
+        mc_die("node '%s' attribute %s is %s, not %s", n->name, name, mc_attr_kind_name(a->kind),
+               mc_attr_kind_name(kind));
     return a;
 }
 
-int64_t mc_attr_int(const mc_node *n, const char *name) { return must_get(n, name, MC_AK_INT)->i; }
+int64_t mc_attr_int(const mc_node *n, const char *name) {
+    return must_get(n, name, MC_AK_INT)->i;
+}
 double mc_attr_float(const mc_node *n, const char *name) {
     return must_get(n, name, MC_AK_FLOAT)->f;
 }
@@ -242,7 +247,8 @@ static mc_attr *attr_slot(mc_graph *g, mc_node *n, const char *name, mc_attr_kin
         }
     mc_attr *a = mc_arena_alloc(g->arena, sizeof(mc_attr) * (size_t)(n->nattr + 1));
     int rank = schema_rank(n->op, name), pos = 0;
-    while (pos < n->nattr && schema_rank(n->op, n->attrs[pos].name) <= rank) pos++;
+    while (pos < n->nattr && schema_rank(n->op, n->attrs[pos].name) <= rank)
+        pos++;
     memcpy(a, n->attrs, sizeof(mc_attr) * (size_t)pos);
     memcpy(a + pos + 1, n->attrs + pos, sizeof(mc_attr) * (size_t)(n->nattr - pos));
     n->attrs = a;

@@ -4,7 +4,7 @@
 #include <string.h>
 
 const mc_op_info mc_op_infos[MC_NUM_OPS] = {
-#define OP(id, name, min_in, max_in, min_out, max_out, flags)                              \
+#define OP(id, name, min_in, max_in, min_out, max_out, flags)                                      \
     [MC_OP_##id] = {name, min_in, max_in, min_out, max_out, flags},
 #include "ops.def"
 #undef OP
@@ -20,7 +20,7 @@ bool mc_op_from_name(const char *name, mc_op *out) {
 }
 
 const mc_attr_schema mc_attr_schemas[] = {
-#define ATTR(op, name, kind, presence, idef, fdef, sdef, choices)                          \
+#define ATTR(op, name, kind, presence, idef, fdef, sdef, choices)                                  \
     {MC_OP_##op, name, MC_AK_##kind, MC_AP_##presence, idef, fdef, sdef, choices},
 #include "attrs.def"
 #undef ATTR
@@ -52,15 +52,23 @@ typedef struct {
 } dtype_info;
 
 static const dtype_info dtypes[MC_NUM_DTYPES] = {
-    [MC_DT_F32] = {"f32", "float32", 4, 1},   [MC_DT_F16] = {"f16", "float16", 2, 10},
+    [MC_DT_F32] = {"f32", "float32", 4, 1},     [MC_DT_F16] = {"f16", "float16", 2, 10},
     [MC_DT_BF16] = {"bf16", "bfloat16", 2, 16}, [MC_DT_I32] = {"i32", "int32", 4, 6},
-    [MC_DT_I64] = {"i64", "int64", 8, 7},     [MC_DT_BOOL] = {"bool", "bool", 1, 9},
+    [MC_DT_I64] = {"i64", "int64", 8, 7},       [MC_DT_BOOL] = {"bool", "bool", 1, 9},
 };
 
-const char *mc_dtype_name(mc_dtype t) { return dtypes[t].dump; }
-const char *mc_dtype_json_name(mc_dtype t) { return dtypes[t].json; }
-size_t mc_dtype_size(mc_dtype t) { return dtypes[t].size; }
-int mc_dtype_onnx_code(mc_dtype t) { return dtypes[t].onnx; }
+const char *mc_dtype_name(mc_dtype t) {
+    return dtypes[t].dump;
+}
+const char *mc_dtype_json_name(mc_dtype t) {
+    return dtypes[t].json;
+}
+size_t mc_dtype_size(mc_dtype t) {
+    return dtypes[t].size;
+}
+int mc_dtype_onnx_code(mc_dtype t) {
+    return dtypes[t].onnx;
+}
 
 bool mc_dtype_is_float(mc_dtype t) {
     return t == MC_DT_F32 || t == MC_DT_F16 || t == MC_DT_BF16;

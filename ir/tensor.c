@@ -14,8 +14,7 @@ bool mc_tensor_alloc(mc_tensor *t, mc_dtype dt, int rank, const int64_t *dims, m
     for (int i = 0; i < rank; i++) {
         t->dims[i] = dims[i];
         if (dims[i] < 0 || (dims[i] && n > MC_MAX_DIM / dims[i]))
-            return mc_error(d, NULL, "%s: tensor size overflows (more than 2^40 elements)",
-                            what);
+            return mc_error(d, NULL, "%s: tensor size overflows (more than 2^40 elements)", what);
         n *= dims[i];
     }
     t->numel = n;

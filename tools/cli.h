@@ -16,16 +16,16 @@ typedef struct {
 typedef struct cli_args {
     const char *cmd;
     const char *model;
-    const char *out_path;   /* -o */
-    const char *weights;    /* --weights */
-    bool training;          /* --mode=train */
-    mc_pipeline_opts pipe;  /* --passes --after --verify-each --format --dump-dir */
+    const char *out_path;  /* -o */
+    const char *weights;   /* --weights */
+    bool training;         /* --mode=train */
+    mc_pipeline_opts pipe; /* --passes --after --verify-each --format --dump-dir */
     cli_binding inputs[CLI_MAX_BINDINGS], outputs[CLI_MAX_BINDINGS];
     int ninputs, noutputs;
     cli_binding syms[MC_MAX_SYMS];
     int nsyms;
     bool has_seed;
-    uint64_t seed;          /* --seed */
+    uint64_t seed; /* --seed */
 } cli_args;
 
 /* Prints "moec: MESSAGE" and the command's usage hint to stderr; returns EXIT_MISUSE. */

@@ -109,8 +109,7 @@ static void summarize(const mc_graph *g, const mc_value *v, const mc_tensor *t) 
     printf("%s]\n", t->numel > 4 ? ", ..." : "");
 }
 
-static bool emit_outputs(const cli_args *a, const mc_graph *g, const mc_tensor *outs,
-                         mc_diag *d) {
+static bool emit_outputs(const cli_args *a, const mc_graph *g, const mc_tensor *outs, mc_diag *d) {
     for (int i = 0; i < g->noutputs; i++) {
         const mc_value *v = &g->values[g->outputs[i]];
         int b = find_binding(a->outputs, a->noutputs, v->name);
@@ -143,8 +142,10 @@ int cmd_run(const cli_args *a) {
     if (!ins || !outs) mc_oom(sizeof *ins * (size_t)(g->ninputs + g->noutputs + 2));
     bool ok = load_inputs(a, g, ins, &d) && check_syms(a, g, ins, &d) &&
               mc_interp_run(g, ins, outs, &d) && emit_outputs(a, g, outs, &d);
-    for (int i = 0; i < g->ninputs; i++) mc_tensor_free(&ins[i]);
-    for (int i = 0; i < g->noutputs; i++) mc_tensor_free(&outs[i]);
+    for (int i = 0; i < g->ninputs; i++)
+        mc_tensor_free(&ins[i]);
+    for (int i = 0; i < g->noutputs; i++)
+        mc_tensor_free(&outs[i]);
     free(ins);
     free(outs);
     mc_graph_free(g);

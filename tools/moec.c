@@ -30,7 +30,8 @@ static const command commands[] = {
      "Runs the model on .npy inputs with the reference interpreter (--interp; the only\n"
      "engine until the native backend lands). Outputs named with --output are written\n"
      "as .npy; the others are summarised on stdout. --sym checks a symbol's value.\n"},
-    {"init-weights", cmd_init_weights, "moec init-weights model.json -o weights.safetensors [--seed N]",
+    {"init-weights", cmd_init_weights,
+     "moec init-weights model.json -o weights.safetensors [--seed N]",
      "Writes every initializer (inline data, init recipes, weights file) to a\n"
      "safetensors file. --seed N re-seeds every init recipe deterministically.\n"},
 };
@@ -44,7 +45,8 @@ static const command *find_command(const char *name) {
 
 static void print_usage(FILE *f) {
     fprintf(f, "usage: moec COMMAND model.json [options]\n\ncommands:\n");
-    for (int i = 0; i < NUM_COMMANDS; i++) fprintf(f, "  %s\n", commands[i].usage);
+    for (int i = 0; i < NUM_COMMANDS; i++)
+        fprintf(f, "  %s\n", commands[i].usage);
     fprintf(f, "\nmoec COMMAND --help describes one command. Exit status: 0 success,\n"
                "1 bad model or data, 2 misuse of the command line.\n");
 }
@@ -109,8 +111,8 @@ static bool is_opt(const char *arg, const char *opt) {
     return strncmp(arg, opt, n) == 0 && (arg[n] == 0 || arg[n] == '=');
 }
 
-static int add_binding(cli_args *a, cli_binding *list, int *count, const char *v,
-                       const char *opt, int max) {
+static int add_binding(cli_args *a, cli_binding *list, int *count, const char *v, const char *opt,
+                       int max) {
     if (*count == max) return cli_misuse(a, "too many %s options (at most %d)", opt, max);
     if (!parse_binding(v, &list[*count]))
         return cli_misuse(a, "%s takes NAME=VALUE, got '%s'", opt, v);
@@ -119,17 +121,23 @@ static int add_binding(cli_args *a, cli_binding *list, int *count, const char *v
 }
 
 static int parse_mode(cli_args *a, const char *v) {
-    if (strcmp(v, "infer") == 0) a->training = false;
-    else if (strcmp(v, "train") == 0) a->training = true;
-    else return cli_misuse(a, "--mode must be infer or train, got '%s'", v);
+    if (strcmp(v, "infer") == 0)
+        a->training = false;
+    else if (strcmp(v, "train") == 0)
+        a->training = true;
+    else
+        return cli_misuse(a, "--mode must be infer or train, got '%s'", v);
     a->pipe.training = a->training;
     return EXIT_OK;
 }
 
 static int parse_format(cli_args *a, const char *v) {
-    if (strcmp(v, "text") == 0) a->pipe.format = MC_DUMP_TEXT;
-    else if (strcmp(v, "dot") == 0) a->pipe.format = MC_DUMP_DOT;
-    else return cli_misuse(a, "--format must be text or dot, got '%s'", v);
+    if (strcmp(v, "text") == 0)
+        a->pipe.format = MC_DUMP_TEXT;
+    else if (strcmp(v, "dot") == 0)
+        a->pipe.format = MC_DUMP_DOT;
+    else
+        return cli_misuse(a, "--format must be text or dot, got '%s'", v);
     return EXIT_OK;
 }
 
@@ -143,16 +151,17 @@ static int parse_option(cli_args *a, int argc, char **argv, int *i) {
     if (is_opt(arg, "--weights")) return VALUE("--weights") ? (a->weights = v, EXIT_OK) : st;
     if (is_opt(arg, "--passes")) return VALUE("--passes") ? (a->pipe.passes = v, EXIT_OK) : st;
     if (is_opt(arg, "--after")) return VALUE("--after") ? (a->pipe.after = v, EXIT_OK) : st;
-    if (is_opt(arg, "--dump-dir")) return VALUE("--dump-dir") ? (a->pipe.dump_dir = v, EXIT_OK) : st;
+    if (is_opt(arg, "--dump-dir"))
+        return VALUE("--dump-dir") ? (a->pipe.dump_dir = v, EXIT_OK) : st;
     if (is_opt(arg, "--format")) return VALUE("--format") ? parse_format(a, v) : st;
     if (is_opt(arg, "--input"))
-        return VALUE("--input") ? add_binding(a, a->inputs, &a->ninputs, v, "--input",
-                                              CLI_MAX_BINDINGS)
-                                : st;
+        return VALUE("--input")
+                   ? add_binding(a, a->inputs, &a->ninputs, v, "--input", CLI_MAX_BINDINGS)
+                   : st;
     if (is_opt(arg, "--output"))
-        return VALUE("--output") ? add_binding(a, a->outputs, &a->noutputs, v, "--output",
-                                               CLI_MAX_BINDINGS)
-                                 : st;
+        return VALUE("--output")
+                   ? add_binding(a, a->outputs, &a->noutputs, v, "--output", CLI_MAX_BINDINGS)
+                   : st;
     if (is_opt(arg, "--sym"))
         return VALUE("--sym") ? add_binding(a, a->syms, &a->nsyms, v, "--sym", MC_MAX_SYMS) : st;
     if (is_opt(arg, "--seed")) {
@@ -183,9 +192,12 @@ static int check_applicable(const cli_args *a) {
 }
 
 static void free_args(cli_args *a) {
-    for (int i = 0; i < a->ninputs; i++) free((char *)a->inputs[i].name);
-    for (int i = 0; i < a->noutputs; i++) free((char *)a->outputs[i].name);
-    for (int i = 0; i < a->nsyms; i++) free((char *)a->syms[i].name);
+    for (int i = 0; i < a->ninputs; i++)
+        free((char *)a->inputs[i].name);
+    for (int i = 0; i < a->noutputs; i++)
+        free((char *)a->outputs[i].name);
+    for (int i = 0; i < a->nsyms; i++)
+        free((char *)a->syms[i].name);
 }
 
 static int run_command(const command *c, int argc, char **argv) {
