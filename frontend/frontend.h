@@ -7,7 +7,7 @@
 #include "ir.h"
 
 typedef struct mc_load_opts {
-    bool training;            /* --mode=train */
+    bool training; /* --mode=train */
     /* When set, every initializer found in this safetensors file takes its bytes from
      * it (before any init recipe; inline data still wins). NULL: the model's "weights". */
     const char *weights_path;
@@ -20,8 +20,7 @@ mc_graph *mc_load_model(const char *path, const mc_load_opts *opts, mc_diag *d);
 /* Same from memory (fuzzing, tests); `file` is only used in messages and `base_dir` to
  * resolve a relative "weights" path (NULL: the current directory). */
 mc_graph *mc_load_model_from_memory(const char *json, size_t len, const char *file,
-                                    const char *base_dir, const mc_load_opts *opts,
-                                    mc_diag *d);
+                                    const char *base_dir, const mc_load_opts *opts, mc_diag *d);
 
 /* ---- safetensors ---- */
 typedef struct mc_st_tensor {
@@ -62,8 +61,7 @@ bool mc_npy_save(const char *path, const mc_npy *a, mc_diag *d); /* temp + renam
 void mc_npy_free(mc_npy *a);
 /* Converts to an interpreter tensor; the dtype must be exactly `want` (float32 for f32,
  * ...), otherwise an error naming `what`. */
-bool mc_npy_to_tensor(const mc_npy *a, mc_dtype want, mc_tensor *out, mc_diag *d,
-                      const char *what);
+bool mc_npy_to_tensor(const mc_npy *a, mc_dtype want, mc_tensor *out, mc_diag *d, const char *what);
 /* f32 -> float32, i32 -> int32, i64 -> int64, bool -> bool; f16/bf16 -> float32. */
 bool mc_npy_from_tensor(const mc_tensor *t, mc_npy *out, mc_diag *d);
 

@@ -1,0 +1,30 @@
+/* ir/infer.h: helpers shared by the shape-inference files (infer*.c) and the
+ * verifier. Not used outside ir/. Every helper reports its own diagnostic. */
+#ifndef MC_INFER_H
+#define MC_INFER_H
+
+#include "ir.h"
+
+const mc_value *inf_in(mc_infer_ctx *cx, int i); /* NULL if omitted */
+void inf_set(mc_infer_ctx *cx, int out, mc_dtype dt, const mc_shape *s);
+const char *inf_shape(mc_infer_ctx *cx, const mc_shape *s); /* "[T,768]" */
+const char *inf_sub(mc_infer_ctx *cx, int input);           /* "inputs/1" */
+bool inf_fail(mc_infer_ctx *cx, const char *sub, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool inf_float(mc_infer_ctx *cx, int i); /* input i has a float dtype */
+bool inf_dtype(mc_infer_ctx *cx, int i, mc_dtype want);
+bool inf_int_index(mc_infer_ctx *cx, int i); /* i32 or i64 */
+bool inf_rank(mc_infer_ctx *cx, int i, int rank);
+bool inf_same_dtype(mc_infer_ctx *cx, int a, int b);
+/* numpy broadcasting of two shapes; a symbolic dim only matches itself or 1. */
+bool inf_broadcast(mc_infer_ctx *cx, const mc_shape *a, const mc_shape *b, mc_shape *out,
+                   const char *sub);
+/* Axis attribute in [-rank, rank) normalised to [0, rank). */
+bool inf_axis(mc_infer_ctx *cx, const char *attr, int64_t axis, int rank, int *out);
+/* Input i must be a constant integer tensor with data: its elements into out. */
+bool inf_const_ints(mc_infer_ctx *cx, int i, const char *what, int64_t *out, int *n, int max);
+bool inf_dim_eq(mc_infer_ctx *cx, const mc_shape *a, int da, const mc_shape *b, int db,
+                const char *sub, const char *what);
+bool inf_positive_attr(mc_infer_ctx *cx, const char *attr, int64_t lo, int64_t hi, int64_t *out);
+
+#endif
