@@ -1,0 +1,326 @@
+/* ir/eval_route.c: reference kernels of the routers (ROUTING.md §3, with the choices
+ * of docs/semantics-decisions.md). Every top-k, argmax and sort is StableOrderDesc:
+ * descending, ties to the lower index, NaN below every number. */
+#include "eval.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ev_softmax_row(const float *z, int64_t n, float *p) {
+    float mx = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < n; j++)
+        mx = ev_gt(z[j], mx) ? z[j] : mx;
+    for (int64_t j = 0; j < n; j++)
+        sum += expf(z[j] - mx);
+    for (int64_t j = 0; j < n; j++)
+        p[j] = expf(z[j] - mx) / sum;
+}
+
+static float sigmoid1(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}
+
+/* Index of the best allowed, untaken entry of v[0..n) (StableOrderDesc's next). */
+static int64_t next_best(const float *v, int64_t n, const bool *allowed, const bool *taken) {
+    int64_t best = -1;
+    for (int64_t j = 0; j < n; j++) {
+        if ((allowed && !allowed[j]) || (taken && taken[j])) continue;
+        if (best < 0 || ev_gt(v[j], v[best])) best = j;
+    }
+    return best;
+}
+
+void ev_topk_config(const mc_node *n, const char *normalize_attr, ev_topk *out) {
+    const char *score = mc_attr_str(n, "score");
+    out->k = mc_attr_int(n, "k");
+    out->capacity = mc_attr_int(n, "capacity");
+    out->groups = mc_attr_int(n, "groups");
+    out->topk_groups = mc_attr_int(n, "topk_groups");
+    out->scale = mc_attr_float(n, "scale");
+    out->normalize = mc_attr_int(n, normalize_attr) != 0;
+    out->priority = strcmp(mc_attr_str(n, "order"), "priority") == 0;
+    out->score = strcmp(score, "sigmoid") == 0            ? EV_SIGMOID
+                 : strcmp(score, "softmax_selected") == 0 ? EV_SOFTMAX_SELECTED
+                                                          : EV_SOFTMAX;
+}
+
+/* Group limiting: keep the topk_groups best blocks of E/groups experts. A block scores
+ * the sum of its two largest q when a bias steers selection, its largest q otherwise. */
+static void limit_groups(const ev_topk *c, const float *q, bool has_bias, int64_t E, bool *allowed,
+                         float *gs, bool *kept) {
+    for (int64_t e = 0; e < E; e++)
+        allowed[e] = true;
+    if (c->groups <= 1 || c->topk_groups == 0 || c->topk_groups >= c->groups) return;
+    int64_t G = c->groups, per = E / G;
+    for (int64_t g = 0; g < G; g++) {
+        const float *qg = q + g * per;
+        int64_t a = next_best(qg, per, NULL, NULL), b = -1;
+        for (int64_t j = 0; j < per && has_bias; j++)
+            if (j != a && (b < 0 || ev_gt(qg[j], qg[b]))) b = j;
+        gs[g] = qg[a] + (b >= 0 ? qg[b] : 0.0f);
+        kept[g] = false;
+    }
+    for (int64_t r = 0; r < c->topk_groups; r++)
+        kept[next_best(gs, G, NULL, kept)] = true;
+    for (int64_t e = 0; e < E; e++)
+        allowed[e] = kept[e / per];
+}
+
+/* One token: selection and pre-capacity weights; key = its priority score. */
+static void route_token(const ev_topk *c, const float *z, const float *bias, int64_t E, float *s,
+                        float *q, bool *allowed, bool *taken, int64_t *sel, float *w, float *key) {
+    if (c->score == EV_SIGMOID) {
+        for (int64_t e = 0; e < E; e++)
+            s[e] = sigmoid1(z[e]);
+    } else {
+        ev_softmax_row(z, E, s);
+    }
+    for (int64_t e = 0; e < E; e++)
+        q[e] = (c->score == EV_SOFTMAX_SELECTED ? z[e] : s[e]) + (bias ? bias[e] : 0.0f);
+    limit_groups(c, q, bias != NULL, E, allowed, q + E, taken);
+    memset(taken, 0, (size_t)E);
+    for (int64_t r = 0; r < c->k; r++) {
+        sel[r] = next_best(q, E, allowed, taken);
+        taken[sel[r]] = true;
+    }
+    *key = s[sel[0]];
+    if (c->score == EV_SOFTMAX_SELECTED) { /* softmax over the selected logits */
+        float mx = -INFINITY, sum = 0;
+        for (int64_t e = 0; e < E; e++)
+            if (taken[e] && ev_gt(z[e], mx)) mx = z[e];
+        for (int64_t e = 0; e < E; e++)
+            if (taken[e]) sum += expf(z[e] - mx);
+        for (int64_t r = 0; r < c->k; r++)
+            w[r] = expf(z[sel[r]] - mx) / sum;
+    } else {
+        for (int64_t r = 0; r < c->k; r++)
+            w[r] = s[sel[r]];
+    }
+    if (c->normalize) {
+        float sum = 0;
+        for (int64_t e = 0; e < E; e++)
+            for (int64_t r = 0; r < c->k; r++)
+                if (sel[r] == e) sum += w[r];
+        for (int64_t r = 0; r < c->k; r++)
+            w[r] = w[r] / (sum + 1e-20f);
+    }
+    for (int64_t r = 0; r < c->k; r++)
+        w[r] = (float)(w[r] * c->scale);
+}
+
+/* Rank-major capacity filling in position or priority order. */
+static bool apply_capacity(const ev_topk *c, int64_t T, int64_t E, const float *key,
+                           int64_t *expert, float *weight) {
+    int64_t *count = calloc((size_t)E, sizeof *count),
+            *visit = malloc(sizeof *visit * (size_t)(T + 1));
+    bool *used = calloc((size_t)T + 1, 1);
+    bool ok = count && visit && used;
+    for (int64_t i = 0; ok && i < T; i++) /* StableOrderDesc of key, or position order */
+        visit[i] = c->priority ? next_best(key, T, NULL, used) : i, used[visit[i]] = true;
+    for (int64_t r = 0; ok && r < c->k; r++)
+        for (int64_t i = 0; i < T; i++) {
+            int64_t t = visit[i], e = expert[t * c->k + r];
+            if (count[e] < c->capacity)
+                count[e]++;
+            else
+                expert[t * c->k + r] = -1, weight[t * c->k + r] = 0;
+        }
+    free(count);
+    free(visit);
+    free(used);
+    return ok;
+}
+
+bool ev_topk_route(const ev_topk *c, const float *z, const float *bias, int64_t T, int64_t E,
+                   int64_t *expert, float *weight, int64_t *choice) {
+    float *s = malloc(sizeof(float) * (size_t)(3 * E + T + 1)); /* s, q, group scores, keys */
+    bool *flags = malloc((size_t)(2 * E + 1));
+    if (!s || !flags) {
+        free(s);
+        free(flags);
+        return false;
+    }
+    float *q = s + E, *key = s + 3 * E;
+    for (int64_t t = 0; t < T; t++) {
+        route_token(c, z + t * E, bias, E, s, q, flags, flags + E, expert + t * c->k,
+                    weight + t * c->k, &key[t]);
+        if (choice) memcpy(choice + t * c->k, expert + t * c->k, sizeof(int64_t) * (size_t)c->k);
+    }
+    bool ok = c->capacity == 0 || apply_capacity(c, T, E, key, expert, weight);
+    free(s);
+    free(flags);
+    return ok;
+}
+
+bool mc_interp_MOE_TOPK_ROUTE(const mc_kernel_ctx *k) {
+    ev_topk c;
+    ev_topk_config(k->n, "normalize", &c);
+    const mc_tensor *z = k->in[0], *bias = k->n->nin > 1 ? k->in[1] : NULL;
+    if (!ev_topk_route(&c, z->f, bias ? bias->f : NULL, z->dims[0], z->dims[1], k->out[0].i,
+                       k->out[1].f, k->n->nout > 2 ? k->out[2].i : NULL))
+        return ev_fail(k, "out of memory");
+    return true;
+}
+
+bool mc_interp_MOE_TOPP_ROUTE(const mc_kernel_ctx *k) {
+    const mc_tensor *z = k->in[0];
+    int64_t T = z->dims[0], E = z->dims[1], K = k->out[0].dims[1];
+    float p_thr = (float)mc_attr_float(k->n, "p");
+    bool inclusive = mc_attr_int(k->n, "inclusive") != 0;
+    float *p = malloc(sizeof(float) * (size_t)E);
+    bool *taken = malloc((size_t)E);
+    if (!p || !taken) return free(p), free(taken), ev_fail(k, "out of memory");
+    for (int64_t t = 0; t < T; t++) {
+        ev_softmax_row(z->f + t * E, E, p);
+        memset(taken, 0, (size_t)E);
+        float cum = 0;
+        for (int64_t r = 0; r < K; r++)
+            k->out[0].i[t * K + r] = -1;
+        for (int64_t r = 0; r < E && r < K; r++) {
+            int64_t e = next_best(p, E, NULL, taken);
+            taken[e] = true;
+            k->out[0].i[t * K + r] = e;
+            k->out[1].f[t * K + r] = p[e];
+            cum += p[e];
+            if (inclusive ? cum >= p_thr : cum > p_thr) break;
+        }
+    }
+    free(p);
+    free(taken);
+    return true;
+}
+
+bool mc_interp_MOE_EXPERT_CHOICE_ROUTE(const mc_kernel_ctx *k) {
+    const mc_tensor *z = k->in[0], *mask = k->n->nin > 1 ? k->in[1] : NULL;
+    int64_t T = z->dims[0], E = z->dims[1], C = k->out[0].dims[1];
+    float *p = malloc(sizeof(float) * (size_t)(T * E + T + 1));
+    bool *used = malloc((size_t)T + 1);
+    if (!p || !used) return free(p), free(used), ev_fail(k, "out of memory");
+    float *col = p + T * E;
+    for (int64_t t = 0; t < T; t++)
+        ev_softmax_row(z->f + t * E, E, p + t * E);
+    for (int64_t e = 0; e < E; e++) {
+        for (int64_t t = 0; t < T; t++)
+            col[t] = p[t * E + e], used[t] = mask && !mask->i[t];
+        for (int64_t c = 0; c < C; c++) {
+            int64_t t = next_best(col, T, NULL, used);
+            k->out[0].i[e * C + c] = t;
+            k->out[1].f[e * C + c] = t >= 0 ? col[t] : 0;
+            if (t >= 0) used[t] = true;
+        }
+    }
+    free(p);
+    free(used);
+    return true;
+}
+
+/* Expert-Token Resonance (§3.11): cosine affinity to block gating vectors, top-k per
+ * token, then each expert keeps its best `capacity` candidates. */
+static void resonance_affinity(const float *x, int64_t D, int64_t E, float *delta, float *grap) {
+    int64_t blk = D / E;
+    float norm = 0;
+    for (int64_t j = 0; j < D; j++)
+        norm += x[j] * x[j];
+    norm = sqrtf(norm);
+    for (int64_t i = 0; i < E; i++) {
+        float sum = 0;
+        for (int64_t j = i * blk; j < (i + 1) * blk; j++)
+            sum += x[j];
+        delta[i] = norm == 0 ? 0 : sum / (norm * sqrtf((float)blk));
+        grap[i] = sum * ((float)E / (float)D);
+    }
+}
+
+bool mc_interp_MOE_RESONANCE_ROUTE(const mc_kernel_ctx *k) {
+    const mc_tensor *x = k->in[0];
+    int64_t T = x->dims[0], D = x->dims[1], E = mc_attr_int(k->n, "num_experts"),
+            K = mc_attr_int(k->n, "k");
+    int64_t cap = mc_attr_int(k->n, "capacity");
+    const char *mode = mc_attr_str(k->n, "weight_mode");
+    float *delta = malloc(sizeof(float) * (size_t)(2 * T * E + T + E + 1));
+    bool *flags = malloc((size_t)(T + E + 1));
+    if (!delta || !flags) return free(delta), free(flags), ev_fail(k, "out of memory");
+    float *grap = delta + T * E, *col = grap + T * E, *w = col + T;
+    int64_t *ex = k->out[0].i;
+    for (int64_t t = 0; t < T; t++) {
+        resonance_affinity(x->f + t * D, D, E, delta + t * E, grap + t * E);
+        memset(flags, 0, (size_t)E);
+        for (int64_t r = 0; r < K; r++)
+            flags[ex[t * K + r] = next_best(delta + t * E, E, NULL, flags)] = true;
+        if (mode[0] == 'u') {
+            for (int64_t r = 0; r < K; r++)
+                k->out[1].f[t * K + r] = 1;
+            continue;
+        }
+        ev_softmax_row((mode[8] == 'c' ? delta : grap) + t * E, E, w);
+        for (int64_t r = 0; r < K; r++)
+            k->out[1].f[t * K + r] = w[ex[t * K + r]];
+    }
+    for (int64_t i = 0; cap > 0 && i < E; i++) { /* expert side: best `cap` candidates */
+        bool *out_of_race = flags;
+        for (int64_t t = 0; t < T; t++) {
+            col[t] = delta[t * E + i];
+            out_of_race[t] = true;
+            for (int64_t r = 0; r < K; r++)
+                out_of_race[t] &= ex[t * K + r] != i;
+        }
+        for (int64_t c = 0, t; c < cap && (t = next_best(col, T, NULL, out_of_race)) >= 0; c++)
+            out_of_race[t] = true;
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t r = 0; r < K; r++)
+                if (ex[t * K + r] == i && !out_of_race[t])
+                    ex[t * K + r] = -1, k->out[1].f[t * K + r] = 0;
+    }
+    free(delta);
+    free(flags);
+    return true;
+}
+
+/* GW-MoE (§3.10): the base top-k result; in training, tokens whose routing entropy
+ * reaches the threshold (the first max_broadcast of them, valid tokens only) are
+ * listed with every expert and the full softmax row instead. */
+static bool gw_broadcast(const mc_kernel_ctx *k, const int64_t *base_e, const float *base_w,
+                         int64_t K) {
+    const mc_tensor *z = k->in[0], *mask = k->n->nin > 2 ? k->in[2] : NULL;
+    int64_t T = z->dims[0], E = z->dims[1], M = mc_attr_int(k->n, "max_broadcast"), seen = 0;
+    float tau = (float)mc_attr_float(k->n, "threshold"), eps = (float)mc_attr_float(k->n, "eps");
+    bool normalized = strcmp(mc_attr_str(k->n, "entropy_unit"), "normalized") == 0;
+    float *p = malloc(sizeof(float) * (size_t)E);
+    if (!p) return ev_fail(k, "out of memory");
+    for (int64_t t = 0; t < T; t++) {
+        ev_softmax_row(z->f + t * E, E, p);
+        float H = 0;
+        for (int64_t e = 0; e < E; e++)
+            H -= p[e] * logf(p[e] + eps);
+        if (normalized) H /= logf((float)E);
+        bool uncertain = (!mask || mask->i[t]) && H >= tau;
+        seen += uncertain;
+        bool broadcast = uncertain && seen <= M;
+        for (int64_t r = 0; r < E; r++) {
+            bool base = r < K;
+            k->out[0].i[t * E + r] = broadcast ? r : base ? base_e[t * K + r] : -1;
+            k->out[1].f[t * E + r] = broadcast ? p[r] : base ? base_w[t * K + r] : 0;
+        }
+    }
+    free(p);
+    return true;
+}
+
+bool mc_interp_MOE_GW_ROUTE(const mc_kernel_ctx *k) {
+    ev_topk c;
+    ev_topk_config(k->n, "normalize", &c);
+    const mc_tensor *z = k->in[0], *bias = k->n->nin > 1 ? k->in[1] : NULL;
+    int64_t T = z->dims[0], E = z->dims[1];
+    if (!k->g->training)
+        return ev_topk_route(&c, z->f, bias ? bias->f : NULL, T, E, k->out[0].i, k->out[1].f,
+                             NULL) ||
+               ev_fail(k, "out of memory");
+    int64_t *be = malloc(sizeof(int64_t) * (size_t)(T * c.k + 1));
+    float *bw = malloc(sizeof(float) * (size_t)(T * c.k + 1));
+    bool ok = be && bw && ev_topk_route(&c, z->f, bias ? bias->f : NULL, T, E, be, bw, NULL);
+    ok = ok ? gw_broadcast(k, be, bw, c.k) : ev_fail(k, "out of memory");
+    free(be);
+    free(bw);
+    return ok;
+}
