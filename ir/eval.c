@@ -193,8 +193,7 @@ static bool step(const mc_graph *g, int pos, const int64_t *sv, run_state *st, m
     }
     for (int i = 0; i < n->nin; i++) {
         int v = n->in[i];
-        if (v >= 0 && st->last_use[v] == pos && st->owned[v] && !g->values[v].is_output &&
-            g->values[v].kind == MC_VK_TEMP) {
+        if (v >= 0 && st->last_use[v] == pos && st->owned[v] && g->values[v].kind == MC_VK_TEMP) {
             mc_tensor_free(&st->vals[v]);
             st->owned[v] = false;
         }
@@ -228,6 +227,8 @@ static bool run_all(const mc_graph *g, const mc_tensor *inputs, mc_tensor *outpu
         for (int i = 0; i < n->nin; i++)
             if (n->in[i] >= 0) st->last_use[n->in[i]] = k;
     }
+    for (int i = 0; i < g->noutputs; i++)
+        st->last_use[g->outputs[i]] = g->norder; /* kept */
     for (int k = 0; k < g->norder; k++)
         if (!step(g, k, sv, st, d)) return false;
     for (int i = 0; i < g->noutputs; i++)

@@ -249,8 +249,10 @@ static mc_attr *attr_slot(mc_graph *g, mc_node *n, const char *name, mc_attr_kin
     int rank = schema_rank(n->op, name), pos = 0;
     while (pos < n->nattr && schema_rank(n->op, n->attrs[pos].name) <= rank)
         pos++;
-    memcpy(a, n->attrs, sizeof(mc_attr) * (size_t)pos);
-    memcpy(a + pos + 1, n->attrs + pos, sizeof(mc_attr) * (size_t)(n->nattr - pos));
+    if (n->nattr) {
+        memcpy(a, n->attrs, sizeof(mc_attr) * (size_t)pos);
+        memcpy(a + pos + 1, n->attrs + pos, sizeof(mc_attr) * (size_t)(n->nattr - pos));
+    }
     n->attrs = a;
     n->nattr++;
     memset(&a[pos], 0, sizeof a[pos]);
