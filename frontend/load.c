@@ -29,7 +29,7 @@ const char *ld_path(ld_ctx *c, const char *fmt, ...) {
 
 const char *ld_kind(const cJSON *j) {
     if (!j) return "nothing";
-    if (cJSON_IsString(j)) return "a string";
+    if (cJSON_IsString(j)) return j->valuestring[0] ? "a string" : "an empty string";
     if (cJSON_IsNumber(j)) return "a number";
     if (cJSON_IsArray(j)) return "an array";
     if (cJSON_IsObject(j)) return "an object";
@@ -106,10 +106,15 @@ static bool load_header(ld_ctx *c, const cJSON *root) {
                               ? mc_arena_strdup(c->g->arena, w->valuestring)
                               : mc_arena_printf(c->g->arena, "%s/%s", c->base_dir, w->valuestring);
     c->g->weights_path = c->weights_file;
-    for (const char *k = "inputs\0outputs\0nodes\0"; *k; k += strlen(k) + 1)
-        if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, k)))
+    for (const char *k = "inputs\0outputs\0nodes\0"; *k; k += strlen(k) + 1) {
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, k);
+        if (!arr)
+            return ld_fail(c, ld_path(c, "/%s", k),
+                           "\"%s\" is missing: the model needs an array of %s", k, k);
+        if (!cJSON_IsArray(arr))
             return ld_fail(c, ld_path(c, "/%s", k), "\"%s\" must be an array, found %s", k,
-                           ld_kind(cJSON_GetObjectItemCaseSensitive(root, k)));
+                           ld_kind(arr));
+    }
     return true;
 }
 
@@ -284,7 +289,7 @@ static bool syntax_error(ld_ctx *c, const char *json, size_t len) {
     for (size_t i = off; i < len && k < 16 && json[i] != '\n'; i++)
         near[k++] = isprint((unsigned char)json[i]) ? json[i] : '?';
     near[k] = 0;
-    if (off >= len)
+    if (off >= len || k == 0)
         return ld_fail(c, NULL, "line %d, column %d: invalid JSON: the text ends too early", line,
                        col);
     return ld_fail(c, NULL, "line %d, column %d: invalid JSON near '%s'", line, col, near);
@@ -355,11 +360,8 @@ mc_graph *mc_load_model(const char *path, const mc_load_opts *opts, mc_diag *d) 
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = 0;
-    else
-        snprintf(dir, sizeof dir, ".");
-    mc_graph *g = mc_load_model_from_memory(json, len, path, dir, opts, d);
+    if (slash) *slash = 0;
+    mc_graph *g = mc_load_model_from_memory(json, len, path, slash ? dir : NULL, opts, d);
     mc_free(json);
     return g;
 }

@@ -166,9 +166,17 @@ static bool load_attr(ld_ctx *c, mc_node *n, const cJSON *a) {
         if (!cJSON_IsString(a))
             return mc_node_error(c->d, c->g, n, sub, "attribute %s must be a string, found %s",
                                  a->string, ld_kind(a));
-        if (s->choices && !choice_ok(s->choices, a->valuestring))
+        if (s->choices && !choice_ok(s->choices, a->valuestring)) {
+            const char *list = "";
+            for (const char *p = s->choices; *p;) {
+                size_t len = strcspn(p, "|");
+                list =
+                    mc_arena_printf(c->g->arena, "%s%s%.*s", list, *list ? ", " : "", (int)len, p);
+                p += len + (p[len] == '|');
+            }
             return mc_node_error(c->d, c->g, n, sub, "%s is \"%s\" but must be one of: %s",
-                                 a->string, a->valuestring, s->choices);
+                                 a->string, a->valuestring, list);
+        }
         mc_node_set_str(c->g, n, a->string, a->valuestring);
         return true;
     case MC_AK_INTS: return number_list(c, n, a, sub, true, a->string);

@@ -113,8 +113,8 @@ bool mc_npy_parse(const void *buf, size_t len, mc_npy *out, mc_diag *d) {
     if (!parse_header(buf, len, out, &off, d)) return false;
     size_t need = (size_t)out->numel * npy_types[out->dt].size;
     if (len - off != need)
-        return mc_error(d, NULL, "%s data of shape needs %zu bytes but the file has %zu",
-                        npy_types[out->dt].name, need, len - off);
+        return mc_error(d, NULL, "%lld %s elements need %zu bytes of data but the file has %zu",
+                        (long long)out->numel, npy_types[out->dt].name, need, len - off);
     out->data = mc_alloc(need);
     if (!out->data) return mc_error(d, NULL, "cannot allocate %zu bytes for the array", need);
     memcpy(out->data, (const unsigned char *)buf + off, need);

@@ -124,7 +124,8 @@ bool mc_st_open(mc_safetensors *st, const char *path, mc_arena *a, mc_diag *d) {
     int fd = open(path, O_RDONLY);
     struct stat sb;
     if (fd < 0 || fstat(fd, &sb) != 0) {
-        mc_error(d, NULL, "cannot open weights file: %s", strerror(errno));
+        d->file = saved; /* the model names the file: report it there */
+        mc_error(d, NULL, "cannot open weights file %s: %s", path, strerror(errno));
     } else if (sb.st_size == 0) {
         ok = mc_st_parse(st, "", 0, a, d);
     } else {

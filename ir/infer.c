@@ -135,9 +135,12 @@ bool inf_dim_eq(mc_infer_ctx *cx, const mc_shape *a, int da, const mc_shape *b, 
 
 bool inf_positive_attr(mc_infer_ctx *cx, const char *attr, int64_t lo, int64_t hi, int64_t *out) {
     int64_t v = mc_attr_int(cx->n, attr);
+    const char *sub = mc_arena_printf(cx->g->arena, "attrs/%s", attr);
+    if (hi >= MC_MAX_DIM && v < lo)
+        return inf_fail(cx, sub, "%s is %lld but must be at least %lld", attr, (long long)v,
+                        (long long)lo);
     if (v < lo || v > hi)
-        return inf_fail(cx, mc_arena_printf(cx->g->arena, "attrs/%s", attr),
-                        "%s is %lld but must be between %lld and %lld", attr, (long long)v,
+        return inf_fail(cx, sub, "%s is %lld but must be between %lld and %lld", attr, (long long)v,
                         (long long)lo, (long long)hi);
     *out = v;
     return true;

@@ -82,8 +82,7 @@ static void reseed_recipes(mc_graph *g, uint64_t seed) {
 int cmd_init_weights(const cli_args *a) {
     mc_diag d;
     mc_diag_init(&d, a->model);
-    mc_load_opts lo = {.training = a->training, .weights_path = a->weights};
-    mc_graph *g = mc_load_model(a->model, &lo, &d);
+    mc_graph *g = cli_load_and_lower(a, "infer-shapes,verify", &d); /* no weights for a bad model */
     if (!g) return cli_fail(&d);
     if (a->has_seed) reseed_recipes(g, a->seed);
     bool ok = mc_st_write_params(a->out_path, g, &d);
