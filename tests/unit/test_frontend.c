@@ -107,7 +107,7 @@ Test(npy, round_trip_every_dtype) {
     const mc_npy_dtype types[5] = {MC_NPY_F32, MC_NPY_F64, MC_NPY_I32, MC_NPY_I64, MC_NPY_BOOL};
     const size_t sizes[5] = {4, 8, 4, 8, 1};
     for (int k = 0; k < 5; k++) {
-        unsigned char data[24];
+        unsigned char data[48];
         for (int i = 0; i < 24; i++)
             data[i] = (unsigned char)(types[k] == MC_NPY_BOOL ? i % 2 : i * 7);
         mc_npy a = {.dt = types[k], .rank = 2, .dims = {2, 3}, .numel = 6, .data = data}, b;
