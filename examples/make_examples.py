@@ -32,6 +32,18 @@ def model(name, doc, D, inits, nodes, outputs, extra_inputs=()):
 
 
 
+def expert_chain(x, idx, E, act_op, out, **dispatch_attrs):
+    """Dispatch -> ExpertMatMul(up) -> activation -> ExpertMatMul(down) -> Combine."""
+    return [
+        node("dispatch", "moe.Dispatch", [x, idx, "weight"],
+             ["rows", "offsets", "row_token", "row_weight"], num_experts=E, **dispatch_attrs),
+        node("up", "moe.ExpertMatMul", ["rows", "offsets", "w_up"], ["u"]),
+        node(act_op[0], act_op[1], ["u"], ["a"]),
+        node("down", "moe.ExpertMatMul", ["a", "offsets", "w_down"], ["o"]),
+        node("combine", "moe.Combine", ["o", "row_token", "row_weight", "offsets", x], [out]),
+    ]
+
+
 def mixtral():
     E, D, F = 8, 64, 128
     inits = [ones("norm_scale", [D]), normal("w_router", [D, E], 0.3, 1),
@@ -62,12 +74,7 @@ def switch():
     nodes = [
         node("router", "MatMul", ["x", "w_router"], ["logits"]),
         node("route", "moe.TopKRoute", ["logits"], ["expert", "weight", "choice"], k=1, capacity=6),
-        node("dispatch", "moe.Dispatch", ["x", "expert", "weight"],
-             ["rows", "offsets", "row_token", "row_weight"], num_experts=E),
-        node("up", "moe.ExpertMatMul", ["rows", "offsets", "w_up"], ["u"]),
-        node("relu", "Relu", ["u"], ["a"]),
-        node("down", "moe.ExpertMatMul", ["a", "offsets", "w_down"], ["o"]),
-        node("combine", "moe.Combine", ["o", "row_token", "row_weight", "offsets", "x"], ["y"]),
+        *expert_chain("x", "expert", E, ("relu", "Relu"), "y"),
         node("probs", "Softmax", ["logits"], ["p"], axis=-1),
         node("balance", "moe.LoadBalanceLoss", ["p", "choice"], ["aux_loss"], coef=0.01),
         node("zloss", "moe.ZLoss", ["logits"], ["z_loss"], coef=0.001),
@@ -104,12 +111,7 @@ def expert_choice():
     nodes = [
         node("router", "MatMul", ["x", "w_router"], ["logits"]),
         node("route", "moe.ExpertChoiceRoute", ["logits"], ["token", "weight"], capacity=16),
-        node("dispatch", "moe.Dispatch", ["x", "token", "weight"],
-             ["rows", "offsets", "row_token", "row_weight"], num_experts=E, source="expert_choice"),
-        node("up", "moe.ExpertMatMul", ["rows", "offsets", "w_up"], ["u"]),
-        node("gelu", "Gelu", ["u"], ["a"]),
-        node("down", "moe.ExpertMatMul", ["a", "offsets", "w_down"], ["o"]),
-        node("combine", "moe.Combine", ["o", "row_token", "row_weight", "offsets", "x"], ["y"]),
+        *expert_chain("x", "token", E, ("gelu", "Gelu"), "y", source="expert_choice"),
     ]
     return model("expert_choice", "Expert choice: each of 4 experts takes its top-16 tokens; "
                  "GELU experts.", D, inits, nodes, ["y"])
@@ -122,12 +124,7 @@ def top_p():
     nodes = [
         node("router", "MatMul", ["x", "w_router"], ["logits"]),
         node("route", "moe.TopPRoute", ["logits"], ["expert", "weight"], p=0.4, max_k=4),
-        node("dispatch", "moe.Dispatch", ["x", "expert", "weight"],
-             ["rows", "offsets", "row_token", "row_weight"], num_experts=E),
-        node("up", "moe.ExpertMatMul", ["rows", "offsets", "w_up"], ["u"]),
-        node("silu", "moe.Silu", ["u"], ["a"]),
-        node("down", "moe.ExpertMatMul", ["a", "offsets", "w_down"], ["o"]),
-        node("combine", "moe.Combine", ["o", "row_token", "row_weight", "offsets", "x"], ["y"]),
+        *expert_chain("x", "expert", E, ("silu", "moe.Silu"), "y"),
         node("probs", "Softmax", ["logits"], ["p"]),
         node("entropy", "moe.EntropyLoss", ["p"], ["entropy_loss"], coef=1e-4),
     ]
@@ -140,12 +137,7 @@ def resonance():
     inits = [normal("w_up", [E, D, F], 0.2, 51), normal("w_down", [E, F, D], 0.15, 52)]
     nodes = [
         node("route", "moe.ResonanceRoute", ["x"], ["expert", "weight"], num_experts=E, k=1, capacity=16),
-        node("dispatch", "moe.Dispatch", ["x", "expert", "weight"],
-             ["rows", "offsets", "row_token", "row_weight"], num_experts=E),
-        node("up", "moe.ExpertMatMul", ["rows", "offsets", "w_up"], ["u"]),
-        node("relu", "Relu", ["u"], ["a"]),
-        node("down", "moe.ExpertMatMul", ["a", "offsets", "w_down"], ["o"]),
-        node("combine", "moe.Combine", ["o", "row_token", "row_weight", "offsets", "x"], ["y"]),
+        *expert_chain("x", "expert", E, ("relu", "Relu"), "y"),
     ]
     return model("resonance", "Expert-Token Resonance: cosine affinity to block gating vectors, "
                  "tokens pick their top expert, each expert keeps its 16 best.", D, inits, nodes, ["y"])
@@ -159,12 +151,7 @@ def gw():
         node("router", "MatMul", ["x", "w_router"], ["logits"]),
         node("route", "moe.GWRoute", ["logits"], ["expert", "weight"],
              k=1, threshold=1.2, max_broadcast=8),
-        node("dispatch", "moe.Dispatch", ["x", "expert", "weight"],
-             ["rows", "offsets", "row_token", "row_weight"], num_experts=E),
-        node("up", "moe.ExpertMatMul", ["rows", "offsets", "w_up"], ["u"]),
-        node("relu", "Relu", ["u"], ["a"]),
-        node("down", "moe.ExpertMatMul", ["a", "offsets", "w_down"], ["o"]),
-        node("combine", "moe.Combine", ["o", "row_token", "row_weight", "offsets", "x"], ["moe_out"]),
+        *expert_chain("x", "expert", E, ("relu", "Relu"), "moe_out"),
         node("residual", "Add", ["x", "moe_out"], ["h"]),
         node("classify", "MatMul", ["h", "w_cls"], ["y"]),
     ]
