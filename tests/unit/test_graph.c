@@ -246,3 +246,50 @@ Test(half, f16_and_bf16_round_to_nearest_even) {
     cr_assert_float_eq(mc_bf16_to_f32(0x4049), 3.140625f, 0);
     cr_assert_float_eq(mc_round_to_dtype(0.1f, MC_DT_BF16), 0.10009765625f, 0);
 }
+
+/* x -> Relu -> Neg, shapes inferred and verified. */
+static mc_graph *verified_chain(void) {
+    int x, y, z, n1, n2;
+    mc_graph *g = chain(&x, &y, &z, &n1, &n2);
+    mc_val(g, x)->shape = (mc_shape){1, {mc_dim_const(3)}};
+    mc_val(g, x)->has_shape = true;
+    mc_diag d;
+    mc_diag_init(&d, "m.json");
+    cr_assert(mc_infer_shapes(g, &d), "%s", d.msg);
+    cr_assert(mc_verify(g, &d), "%s", d.msg);
+    return g;
+}
+
+Test(verify, catches_a_use_before_its_producer) {
+    mc_graph *g = verified_chain();
+    int first = g->order[0];
+    g->order[0] = g->order[1]; /* Neg now runs before the Relu that feeds it */
+    g->order[1] = first;
+    mc_diag d;
+    mc_diag_init(&d, "m.json");
+    cr_assert_not(mc_verify(g, &d));
+    cr_assert_str_eq(d.msg,
+                     "m.json: error: (n, Neg): verify: input %y is used before it is produced");
+    mc_graph_free(g);
+}
+
+Test(verify, catches_a_recorded_shape_that_inference_disagrees_with) {
+    mc_graph *g = verified_chain();
+    mc_val(g, 2)->shape.d[0] = mc_dim_const(4); /* %z claims [4] */
+    mc_diag d;
+    mc_diag_init(&d, "m.json");
+    cr_assert_not(mc_verify(g, &d));
+    cr_assert_str_eq(d.msg, "m.json: error: (n, Neg): verify: %z is f32[4] but Neg infers f32[3]");
+    mc_graph_free(g);
+}
+
+Test(verify, catches_a_missing_attribute) {
+    mc_graph *g = verified_chain();
+    mc_node *n = mc_nod(g, g->order[0]);
+    n->op = MC_OP_SOFTMAX; /* Softmax needs its axis attribute */
+    mc_diag d;
+    mc_diag_init(&d, "m.json");
+    cr_assert_not(mc_verify(g, &d));
+    cr_assert_str_eq(d.msg, "m.json: error: (r, Softmax): verify: attribute axis is missing");
+    mc_graph_free(g);
+}
