@@ -6,7 +6,7 @@ seconds=${1:-60}
 cd "$(dirname "$0")/../.."
 out=${FUZZ_BUILD:-build-fuzz}
 mkdir -p "$out"
-srcs=$(ls ir/*.c frontend/*.c passes/*.c)
+srcs=$(git ls-files "ir/*.c" "frontend/*.c" "passes/*.c" 2>/dev/null || ls ir/*.c frontend/*.c passes/*.c)
 flags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -Iir -Ifrontend -Ipasses"
 for target in frontend formats; do
     clang-19 $flags -ffp-contract=off tests/fuzz/fuzz_$target.c $srcs -lcjson -lm -o "$out/fuzz_$target"
