@@ -5,23 +5,19 @@
 
 #include <string.h>
 
-static bool fail(mc_diag *d, const mc_graph *g, const mc_node *n, const char *fmt, const char *a,
-                 const char *b) {
-    return mc_node_error(d, g, n, NULL, fmt, a, b);
-}
-
 static bool attrs_ok(const mc_graph *g, const mc_node *n, mc_diag *d) {
     for (int i = 0; i < n->nattr; i++) {
         const mc_attr_schema *s = mc_attr_schema_find(n->op, n->attrs[i].name);
-        if (!s) return fail(d, g, n, "verify: unknown attribute %s%s", n->attrs[i].name, "");
+        if (!s)
+            return mc_node_error(d, g, n, NULL, "verify: unknown attribute %s", n->attrs[i].name);
         if (s->kind != n->attrs[i].kind)
-            return fail(d, g, n, "verify: attribute %s is not a %s", s->name,
-                        mc_attr_kind_name(s->kind));
+            return mc_node_error(d, g, n, NULL, "verify: attribute %s is not a %s", s->name,
+                                 mc_attr_kind_name(s->kind));
     }
     for (int i = 0; i < mc_num_attr_schemas; i++) {
         const mc_attr_schema *s = &mc_attr_schemas[i];
         if (s->op == n->op && s->presence != MC_AP_OPT && !mc_attr_get(n, s->name))
-            return fail(d, g, n, "verify: attribute %s is missing%s", s->name, "");
+            return mc_node_error(d, g, n, NULL, "verify: attribute %s is missing", s->name);
     }
     return true;
 }
@@ -30,22 +26,23 @@ static bool inputs_ok(const mc_graph *g, const mc_node *n, const bool *done, mc_
     const mc_op_info *info = &mc_op_infos[n->op];
     if (n->nin < info->min_in || n->nin > info->max_in || n->nout < info->min_out ||
         n->nout > info->max_out)
-        return fail(d, g, n, "verify: wrong number of inputs or outputs for %s%s", info->name, "");
+        return mc_node_error(d, g, n, NULL, "verify: wrong number of inputs or outputs for %s",
+                             info->name);
     for (int i = 0; i < n->nin; i++) {
         int v = n->in[i];
         if (v < 0) {
             if (i < info->min_in)
-                return fail(d, g, n, "verify: required input %s%s is missing", "", "");
+                return mc_node_error(d, g, n, NULL, "verify: required input %d is missing", i);
             continue;
         }
         if (v >= g->nvalues || g->values[v].dead)
-            return fail(d, g, n, "verify: input %s%s is not a live value", "", "");
+            return mc_node_error(d, g, n, NULL, "verify: input %d is not a live value", i);
         const mc_value *val = &g->values[v];
         if (!val->has_shape)
-            return fail(d, g, n, "verify: input %%%s has no shape%s", val->name, "");
+            return mc_node_error(d, g, n, NULL, "verify: input %%%s has no shape", val->name);
         if (val->kind == MC_VK_TEMP && (val->producer < 0 || !done[val->producer]))
-            return fail(d, g, n, "verify: input %%%s is used before it is produced%s", val->name,
-                        "");
+            return mc_node_error(d, g, n, NULL, "verify: input %%%s is used before it is produced",
+                                 val->name);
     }
     return true;
 }
@@ -81,7 +78,8 @@ static bool outputs_ok(const mc_graph *g, int id, mc_diag *d) {
         int v = n->out[j];
         if (v < 0 || v >= g->nvalues || g->values[v].dead || g->values[v].producer != id ||
             g->values[v].kind != MC_VK_TEMP)
-            return fail(d, g, n, "verify: output %s%s is not a temp produced by this node", "", "");
+            return mc_node_error(d, g, n, NULL,
+                                 "verify: output %d is not a temp produced by this node", j);
     }
     return true;
 }
