@@ -1,27 +1,55 @@
-/* ir/printer.c: the stable text dump, one line per value declaration or node:
- *   %expert:i32[T,2], %weight:f32[T,2] = moe.TopKRoute(%logits) {k=2, ...}  # route
- * Attributes appear in schema order, every one of them; floats with %.9g. A temp
- * whose shape is not inferred yet prints as %v:?. docs/ir.md describes the format. */
+/* ir/printer.c: the text dump of a graph, stable and diff-friendly, one line per
+ * declaration or node. Golden tests and `moec dump` compare it byte for byte, so every
+ * choice here is part of the format documented in docs/ir.md:
+ *
+ *   graph NAME mode=infer|train
+ *     symbol T max=4096
+ *     input %x:f32[T,768]
+ *     param %w:f32[768,8] init normal(mean=0, std=0.02, seed=7)
+ *     const %c:f32[2] data [0.5, 0.5]
+ *     %y:f32[T,8] = MatMul(%x, %w)  # name
+ *     output %y
+ *
+ * A temp whose shape is not inferred yet prints as `%v:?` (its dtype is not known
+ * either, so nothing is shown for it). Omitted optional inputs print as `_`. */
 #include "ir.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-static void print_value_ref(FILE *f, const mc_graph *g, int id) {
-    if (id < 0) {
-        fputs("_", f);
-        return;
+enum { MAX_INLINE_ELEMS = 8 }; /* more than this: "data <N elements>" */
+
+/* "text" with \" \\ and control characters escaped, so a line stays one line. */
+static void print_quoted(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\x%02x", *p);
+        else
+            fputc(*p, f);
     }
-    fprintf(f, "%%%s", g->values[id].name);
+    fputc('"', f);
 }
 
+static void print_ref(FILE *f, const mc_graph *g, int id) {
+    if (id < 0)
+        fputc('_', f);
+    else
+        fprintf(f, "%%%s", g->values[id].name);
+}
+
+/* %name:dtype[dims], or %name:? before shape inference. */
 static void print_typed(FILE *f, const mc_graph *g, int id) {
     const mc_value *v = &g->values[id];
-    char buf[256];
-    if (!v->has_shape)
+    if (!v->has_shape) {
         fprintf(f, "%%%s:?", v->name);
-    else
-        fprintf(f, "%%%s:%s%s", v->name, mc_dtype_name(v->dt),
-                mc_shape_str(g, &v->shape, buf, sizeof buf));
+        return;
+    }
+    char buf[512];
+    fprintf(f, "%%%s:%s%s", v->name, mc_dtype_name(v->dt),
+            mc_shape_str(g, &v->shape, buf, sizeof buf));
 }
 
 static void print_attr(FILE *f, const mc_attr *a) {
@@ -29,7 +57,7 @@ static void print_attr(FILE *f, const mc_attr *a) {
     switch (a->kind) {
     case MC_AK_INT: fprintf(f, "%lld", (long long)a->i); return;
     case MC_AK_FLOAT: fprintf(f, "%.9g", a->f); return;
-    case MC_AK_STRING: fprintf(f, "\"%s\"", a->s); return;
+    case MC_AK_STRING: print_quoted(f, a->s); return;
     case MC_AK_INTS:
         fputc('[', f);
         for (int i = 0; i < a->n; i++)
@@ -54,7 +82,7 @@ void mc_print_node(FILE *f, const mc_graph *g, const mc_node *n) {
     fprintf(f, " = %s(", mc_op_infos[n->op].name);
     for (int i = 0; i < n->nin; i++) {
         if (i) fputs(", ", f);
-        print_value_ref(f, g, n->in[i]);
+        print_ref(f, g, n->in[i]);
     }
     fputc(')', f);
     if (n->nattr) {
@@ -65,47 +93,79 @@ void mc_print_node(FILE *f, const mc_graph *g, const mc_node *n) {
         }
         fputc('}', f);
     }
-    fprintf(f, "  # %s\n", n->name);
+    if (n->name && *n->name) fprintf(f, "  # %s", n->name);
+    fputc('\n', f);
 }
 
-/* Up to 8 elements inline, else a count. */
+/* The shortest decimal that reads back as the same float: the bytes are floats, and
+ * "1e-05" says what the model author wrote where %.9g would say 9.99999975e-06. */
+static void print_float_elem(FILE *f, float x) {
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)x);
+        if (strtof(buf, NULL) == x || x != x) break;
+    }
+    fputs(buf, f);
+}
+
+/* Up to MAX_INLINE_ELEMS elements inline, else a count. */
 static void print_data(FILE *f, const mc_value *v) {
     int64_t n = (int64_t)(v->nbytes / mc_dtype_size(v->dt));
-    if (n > 8) {
+    if (n > MAX_INLINE_ELEMS || (n > 0 && !v->data)) {
         fprintf(f, "data <%lld elements>", (long long)n);
         return;
     }
-    mc_tensor t = {.dt = v->dt, .numel = n};
-    float fb[8];
-    int64_t ib[8];
-    t.f = mc_dtype_is_float(v->dt) ? fb : NULL;
-    t.i = mc_dtype_is_float(v->dt) ? NULL : ib;
-    mc_tensor_load_bytes(&t, v->data);
+    float fb[MAX_INLINE_ELEMS];
+    int64_t ib[MAX_INLINE_ELEMS];
+    bool is_float = mc_dtype_is_float(v->dt);
+    mc_tensor t = {.dt = v->dt, .rank = 1, .dims = {n}, .numel = n};
+    t.f = is_float ? fb : NULL;
+    t.i = is_float ? NULL : ib;
+    if (n > 0) mc_tensor_load_bytes(&t, v->data);
     fputs("data [", f);
-    for (int64_t i = 0; i < n; i++)
-        if (t.f)
-            fprintf(f, "%s%.9g", i ? ", " : "", (double)fb[i]);
+    for (int64_t i = 0; i < n; i++) {
+        if (i) fputs(", ", f);
+        if (is_float)
+            print_float_elem(f, fb[i]);
         else
-            fprintf(f, "%s%lld", i ? ", " : "", (long long)ib[i]);
+            fprintf(f, "%lld", (long long)ib[i]);
+    }
     fputc(']', f);
 }
 
 static void print_source(FILE *f, const mc_value *v) {
+    const mc_init_recipe *r = &v->init;
     switch (v->src) {
     case MC_SRC_INIT:
-        if (strcmp(v->init.dist, "normal") == 0)
-            fprintf(f, "init normal(mean=%.9g, std=%.9g, seed=%llu)", v->init.mean, v->init.std,
-                    (unsigned long long)v->init.seed);
-        else if (strcmp(v->init.dist, "uniform") == 0)
-            fprintf(f, "init uniform(low=%.9g, high=%.9g, seed=%llu)", v->init.low, v->init.high,
-                    (unsigned long long)v->init.seed);
+        if (strcmp(r->dist, "normal") == 0)
+            fprintf(f, "init normal(mean=%.9g, std=%.9g, seed=%llu)", r->mean, r->std,
+                    (unsigned long long)r->seed);
+        else if (strcmp(r->dist, "uniform") == 0)
+            fprintf(f, "init uniform(low=%.9g, high=%.9g, seed=%llu)", r->low, r->high,
+                    (unsigned long long)r->seed);
         else
-            fprintf(f, "init %s", v->init.dist);
+            fprintf(f, "init %s", r->dist);
         return;
-    case MC_SRC_FILE: fprintf(f, "file \"%s\"", v->file_key); return;
+    case MC_SRC_FILE:
+        fputs("file ", f);
+        print_quoted(f, v->file_key ? v->file_key : v->name);
+        return;
     case MC_SRC_INLINE:
     case MC_SRC_FOLDED: print_data(f, v); return;
     case MC_SRC_NONE: fputs("no data", f); return;
+    }
+}
+
+/* Params and consts in value-id order: declaration order first, folded ones after. */
+static void print_initializers(FILE *f, const mc_graph *g) {
+    for (int i = 0; i < g->nvalues; i++) {
+        const mc_value *v = &g->values[i];
+        if (v->dead || (v->kind != MC_VK_PARAM && v->kind != MC_VK_CONST)) continue;
+        fprintf(f, "  %s ", v->kind == MC_VK_PARAM ? "param" : "const");
+        print_typed(f, g, i);
+        fputc(' ', f);
+        print_source(f, v);
+        fputc('\n', f);
     }
 }
 
@@ -118,20 +178,12 @@ void mc_print_graph(FILE *f, const mc_graph *g) {
         print_typed(f, g, g->inputs[i]);
         fputc('\n', f);
     }
-    for (int i = 0; i < g->nvalues; i++) {
-        const mc_value *v = &g->values[i];
-        if (v->dead || (v->kind != MC_VK_PARAM && v->kind != MC_VK_CONST)) continue;
-        fprintf(f, "  %s ", v->kind == MC_VK_PARAM ? "param" : "const");
-        print_typed(f, g, i);
-        fputc(' ', f);
-        print_source(f, v);
-        fputc('\n', f);
-    }
+    print_initializers(f, g);
     for (int k = 0; k < g->norder; k++)
         mc_print_node(f, g, &g->nodes[g->order[k]]);
     for (int i = 0; i < g->noutputs; i++) {
         fputs("  output ", f);
-        print_value_ref(f, g, g->outputs[i]);
+        print_ref(f, g, g->outputs[i]);
         fputc('\n', f);
     }
 }

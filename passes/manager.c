@@ -1,36 +1,78 @@
-/* passes/manager.c: the pass list and the pass manager. The default pipeline, in
- * order, with what each pass needs, keeps and breaks; infer-shapes and verify are
- * small enough to live here. */
+/* passes/manager.c: the pass list and the pass manager, plus the two passes that only
+ * wrap an ir/ entry point (infer-shapes, verify).
+ *
+ * The table below is the default pipeline, in order, with one line per pass saying
+ * what it needs, what it keeps and what it breaks (docs/ir.md repeats it). Adding a
+ * pass is one row here plus its file. The manager parses `--passes`, runs each pass,
+ * optionally verifies after each one (naming the pass that broke the graph) and dumps
+ * after the requested ones, to a stream or to numbered files in a directory. */
 #include "passes.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <string.h>
 
-bool mc_pass_infer_shapes(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
-    *changed = true;
-    return mc_infer_shapes(g, cx->d);
+/* ---- infer-shapes ----
+ * infer-shapes: gives every value its dtype and shape by running each node's shape
+ * inference in order (mc_infer_shapes in ir/). This is the pass that reports shape errors: a
+ * model that loads but does not type-check fails here with the node and the field.
+ * It reports a change only when some value's dtype or shape is new or different, so a
+ * second run (or a run on an already inferred graph) changes nothing.
+ * needs: a loaded graph    keeps: everything    breaks: nothing */
+typedef struct {
+    bool has_shape;
+    mc_dtype dt;
+    mc_shape shape;
+} typing;
+
+static bool same_typing(const typing *t, const mc_value *v) {
+    return t->has_shape == v->has_shape &&
+           (!v->has_shape || (t->dt == v->dt && mc_shape_eq(&t->shape, &v->shape)));
 }
 
+bool mc_pass_infer_shapes(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
+    *changed = false;
+    typing *before = mc_alloc(sizeof(typing) * (size_t)(g->nvalues + 1));
+    if (!before) mc_oom(sizeof(typing) * (size_t)(g->nvalues + 1));
+    for (int i = 0; i < g->nvalues; i++)
+        before[i] = (typing){g->values[i].has_shape, g->values[i].dt, g->values[i].shape};
+    bool ok = mc_infer_shapes(g, cx->d);
+    for (int i = 0; ok && i < g->nvalues && !*changed; i++)
+        *changed = !same_typing(&before[i], &g->values[i]);
+    mc_free(before);
+    return ok;
+}
+
+/* ---- verify ----
+ * verify: checks what every pass must keep true (mc_verify in ir/: ids and producers
+ * consistent, order topological, arity and attributes as the op table says, recorded
+ * shapes equal to re-inferred ones). As a pipeline step it lets `--after=verify` show
+ * the graph a model really starts from; `--verify-each` runs the same check after every
+ * pass instead.
+ * needs: shapes    keeps: everything    breaks: nothing */
 bool mc_pass_verify(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     *changed = false;
     return mc_verify(g, cx->d);
 }
 
+/* ---- the pipeline ---- */
+
 static const mc_pass_info pipeline[] = {
     {"infer-shapes", mc_pass_infer_shapes,
-     "needs: a loaded graph; gives every value its dtype and shape"},
+     "needs: a loaded graph; gives every value a dtype and shape, reports shape errors"},
     {"verify", mc_pass_verify,
-     "needs: shapes; checks structure, attributes and shapes, changes nothing"},
+     "needs: shapes; checks ids, order, arity, attributes and shapes; changes nothing"},
     {"expand-moe", mc_pass_expand_moe,
      "needs: shapes; moe.MoE -> route, dispatch, expert GEMMs, combine; keeps: shapes"},
     {"canonicalize", mc_pass_canonicalize,
-     "needs: shapes; drops no-op Identity/Reshape/Transpose/Cast, merges Transposes"},
+     "needs: shapes; drops no-op Identity/Reshape/Transpose/Cast, merges Transposes; "
+     "keeps: shapes, output names"},
     {"fold-constants", mc_pass_fold_constants,
-     "needs: shapes; evaluates nodes whose inputs are all known (params too, in inference)"},
-    {"dce", mc_pass_dce, "needs: nothing; removes nodes and initializers no output depends on"},
+     "needs: shapes; runs nodes of constants (and params, in inference) once; keeps: shapes"},
+    {"dce", mc_pass_dce,
+     "needs: nothing; removes nodes and initializers no output depends on; keeps: inputs"},
 };
 enum { NUM_PASSES = sizeof pipeline / sizeof pipeline[0] };
+enum { MAX_PASS_NAME = 64 };
 
 const mc_pass_info *mc_pass_find(const char *name) {
     for (int i = 0; i < NUM_PASSES; i++)
@@ -43,37 +85,54 @@ const mc_pass_info *mc_pass_list(int *out_n) {
     return pipeline;
 }
 
-static const char *pass_names(void) {
-    static char buf[256];
-    buf[0] = 0;
+/* "infer-shapes, verify, ..." for messages. */
+static const char *pass_names(mc_graph *g) {
+    const char *s = "";
     for (int i = 0; i < NUM_PASSES; i++)
-        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", i ? ", " : "",
-                 pipeline[i].name);
-    return buf;
+        s = mc_arena_printf(g->arena, "%s%s%s", s, i ? ", " : "", pipeline[i].name);
+    return s;
 }
 
-/* "a,b,c" -> pass list; false with a diagnostic on an unknown name. */
-static bool parse_passes(const char *spec, const mc_pass_info **out, int *n, mc_diag *d) {
+/* "a,b,c" -> passes in the graph arena; false with a diagnostic on a bad name. */
+static bool parse_passes(mc_graph *g, const char *spec, const mc_pass_info ***out, int *n,
+                         mc_diag *d) {
+    int cap = NUM_PASSES;
+    for (const char *p = spec; p && *p; p++)
+        cap += *p == ',';
+    const mc_pass_info **list = mc_arena_alloc(g->arena, sizeof *list * (size_t)cap);
+    *out = list;
     *n = 0;
-    if (!spec) {
+    if (!spec) { /* the default pipeline: the whole table */
         for (int i = 0; i < NUM_PASSES; i++)
-            out[(*n)++] = &pipeline[i];
+            list[(*n)++] = &pipeline[i];
         return true;
     }
-    char name[64];
-    for (const char *p = spec; *p;) {
+    for (const char *p = spec;; p++) {
         size_t len = strcspn(p, ",");
-        if (len == 0 || len >= sizeof name || *n == 64)
-            return mc_error(d, NULL, "--passes takes a comma-separated list of: %s", pass_names());
+        char name[MAX_PASS_NAME];
+        if (len == 0 || len >= sizeof name)
+            return mc_error(d, NULL, "--passes takes a comma-separated list of pass names (%s)",
+                            pass_names(g));
         memcpy(name, p, len);
         name[len] = 0;
-        const mc_pass_info *pi = mc_pass_find(name);
-        if (!pi)
-            return mc_error(d, NULL, "unknown pass '%s'; the passes are: %s", name, pass_names());
-        out[(*n)++] = pi;
-        p += len + (p[len] == ',');
+        if (!(list[(*n)++] = mc_pass_find(name)))
+            return mc_error(d, NULL, "unknown pass '%s'; the passes are: %s", name, pass_names(g));
+        p += len;
+        if (!*p) break;
     }
     return true;
+}
+
+static bool check_after(mc_graph *g, const char *after, const mc_pass_info **list, int n,
+                        mc_diag *d) {
+    if (!after || strcmp(after, "all") == 0) return true;
+    for (int i = 0; i < n; i++)
+        if (strcmp(list[i]->name, after) == 0) return true;
+    const char *names = "";
+    for (int i = 0; i < n; i++)
+        names = mc_arena_printf(g->arena, "%s%s, ", names, list[i]->name);
+    return mc_error(d, NULL, "--after=%s is not a pass of this pipeline; expected one of: %sall",
+                    after, names);
 }
 
 static void dump(FILE *f, const mc_graph *g, const char *pass, mc_dump_format fmt) {
@@ -86,48 +145,52 @@ static void dump(FILE *f, const mc_graph *g, const char *pass, mc_dump_format fm
     }
 }
 
-static bool dump_to_dir(const mc_pipeline_opts *o, const mc_graph *g, int index, const char *pass,
+/* DIR/NN-pass.txt (or .dot), NN counting passes from 01. */
+static bool dump_to_dir(const mc_pipeline_opts *o, mc_graph *g, int index, const char *pass,
                         mc_diag *d) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%02d-%s.%s", o->dump_dir, index, pass,
-             o->format == MC_DUMP_DOT ? "dot" : "txt");
+    const char *path = mc_arena_printf(g->arena, "%s/%02d-%s.%s", o->dump_dir, index, pass,
+                                       o->format == MC_DUMP_DOT ? "dot" : "txt");
     FILE *f = fopen(path, "w");
     if (!f) return mc_error(d, NULL, "cannot write %s: %s", path, strerror(errno));
     dump(f, g, pass, o->format);
-    return fclose(f) == 0 || mc_error(d, NULL, "cannot write %s: %s", path, strerror(errno));
+    bool bad = ferror(f) != 0;
+    if (fclose(f) != 0 || bad)
+        return mc_error(d, NULL, "cannot write %s: %s", path, strerror(errno));
+    return true;
 }
 
-/* A verifier failure after a pass is a compiler bug in that pass: say which. */
+/* A verifier failure after a pass is that pass's bug: the message names it. */
 static bool verify_after(mc_graph *g, const char *pass, mc_diag *d) {
     mc_diag vd;
     mc_diag_init(&vd, d->file);
     if (mc_verify(g, &vd)) return true;
     const char *msg = strstr(vd.msg, "error: ");
-    return mc_error(d, NULL, "after pass %s: %s", pass, msg ? msg + 7 : vd.msg);
+    return mc_error(d, NULL, "the graph is invalid after pass %s: %s", pass,
+                    msg ? msg + strlen("error: ") : vd.msg);
+}
+
+static bool after_step(mc_graph *g, const mc_pipeline_opts *o, int index, const char *pass,
+                       mc_diag *d) {
+    if (o->verify_each && !verify_after(g, pass, d)) return false;
+    if (o->after && (strcmp(o->after, "all") == 0 || strcmp(o->after, pass) == 0))
+        dump(o->dump_out ? o->dump_out : stdout, g, pass, o->format);
+    return !o->dump_dir || dump_to_dir(o, g, index, pass, d);
 }
 
 bool mc_run_pipeline(mc_graph *g, const mc_pipeline_opts *o, mc_diag *d) {
-    const mc_pass_info *list[64];
+    const mc_pass_info **list;
     int n;
-    if (!parse_passes(o->passes, list, &n, d)) return false;
-    if (o->after && strcmp(o->after, "all") != 0) {
-        bool found = false;
-        for (int i = 0; i < n; i++)
-            found |= strcmp(list[i]->name, o->after) == 0;
-        if (!found)
-            return mc_error(d, NULL, "--after=%s names no pass of the pipeline (%s, or all)",
-                            o->after, pass_names());
-    }
-    mc_pass_ctx cx = {d, o->training};
-    bool changed;
-    /* Every pass needs shapes: infer them first unless the list starts there. */
-    if ((n == 0 || list[0]->fn != mc_pass_infer_shapes) && !mc_infer_shapes(g, d)) return false;
+    if (!parse_passes(g, o->passes, &list, &n, d) || !check_after(g, o->after, list, n, d))
+        return false;
+    mc_pass_ctx cx = {d, o->training || g->training};
+    /* Every pass but infer-shapes needs shapes: infer them first (not dumped) unless
+     * the list starts there. Inference is idempotent, so this never changes a graph
+     * that already has them. */
+    if (list[0]->fn != mc_pass_infer_shapes && !mc_infer_shapes(g, d)) return false;
     for (int i = 0; i < n; i++) {
+        bool changed = false;
         if (!list[i]->fn(g, &cx, &changed)) return false;
-        if (o->verify_each && !verify_after(g, list[i]->name, d)) return false;
-        if (o->after && (strcmp(o->after, "all") == 0 || strcmp(o->after, list[i]->name) == 0))
-            dump(o->dump_out ? o->dump_out : stdout, g, list[i]->name, o->format);
-        if (o->dump_dir && !dump_to_dir(o, g, i + 1, list[i]->name, d)) return false;
+        if (!after_step(g, o, i + 1, list[i]->name, d)) return false;
     }
     return true;
 }
