@@ -153,11 +153,11 @@ bool mc_pass_expand_moe(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     *changed = false;
     /* Expansion edits g->order: walk a snapshot of it. */
     int n = g->norder;
-    int *todo = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(n + 1));
-    memcpy(todo, g->order, sizeof(int) * (size_t)n);
+    int *snapshot = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(n + 1));
+    memcpy(snapshot, g->order, sizeof(int) * (size_t)n);
     for (int k = 0; k < n; k++) {
-        if (g->nodes[todo[k]].op != MC_OP_MOE_MOE) continue;
-        if (!expand_one(g, todo[k], cx->d)) return false;
+        if (g->nodes[snapshot[k]].op != MC_OP_MOE_MOE) continue;
+        if (!expand_one(g, snapshot[k], cx->d)) return false;
         *changed = true;
     }
     return true;
