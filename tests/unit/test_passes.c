@@ -645,6 +645,21 @@ Test(fold_constants, symbolic_inputs_do_not_fold) {
     mc_graph_free(g);
 }
 
+/* An error while folding is one the model would hit on every run: it is reported. */
+Test(fold_constants, a_run_time_error_in_constants_is_reported) {
+    mc_graph *g = mc_graph_new("m");
+    float data[3] = {1, 2, 3};
+    int64_t index[1] = {5};
+    int d = param(g, "d", MC_DT_F32, "3", data), i = param(g, "i", MC_DT_I64, "1", index);
+    output(g, op2(g, MC_OP_GATHER, "g", d, i, "y"));
+    infer(g);
+    mc_pass_ctx cx = {&diag, false};
+    bool changed = false;
+    cr_expect_not(mc_pass_fold_constants(g, &cx, &changed));
+    cr_expect(strstr(diag.msg, "(g, Gather): index 5") != NULL, "%s", diag.msg);
+    mc_graph_free(g);
+}
+
 /* ---- dce ---- */
 
 Test(dce, removes_unused_chains_and_initializers_but_keeps_inputs) {
