@@ -1,5 +1,5 @@
 /* passes/passes.h: graph-to-graph rewrites and the pass manager. One pass per file,
- * one exported function each; pipeline.c lists them in order with why each runs. */
+ * one exported function each; manager.c lists them in order with why each runs. */
 #ifndef MC_PASSES_H
 #define MC_PASSES_H
 
