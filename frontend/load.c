@@ -189,28 +189,43 @@ static bool define_name(ld_ctx *c, const cJSON *j, const char *path, const char 
     return true;
 }
 
+/* One declaration {"name", "dtype", "shape", ...}: checks it and adds the value (or
+ * returns -1). `what` is "an input" or "an initializer" for messages. */
+static int load_decl(ld_ctx *c, const cJSON *j, const char *path, const char *what,
+                     const char *keys, mc_value_kind kind, int index) {
+    const char *name = NULL;
+    mc_dtype dt = MC_DT_F32;
+    mc_shape shape;
+    if (!cJSON_IsObject(j))
+        return ld_fail(c, path, "%s must be an object, found %s", what, ld_kind(j)), -1;
+    bool is_input = kind == MC_VK_INPUT;
+    if (!ld_check_keys(c, j, path, keys) ||
+        !define_name(c, cJSON_GetObjectItemCaseSensitive(j, "name"), ld_path(c, "%s/name", path),
+                     &name) ||
+        !load_dtype(c, cJSON_GetObjectItemCaseSensitive(j, "dtype"), ld_path(c, "%s/dtype", path),
+                    &dt) ||
+        !ld_shape(c, cJSON_GetObjectItemCaseSensitive(j, "shape"), ld_path(c, "%s/shape", path),
+                  is_input, &shape))
+        return -1;
+    if (mc_shape_numel_max(c->g, &shape) < 0)
+        return ld_fail(c, ld_path(c, "%s/shape", path), "%s '%s' has more than 2^40 elements",
+                       is_input ? "input" : "initializer", name),
+               -1;
+    int v = mc_graph_add_value(c->g, name, dt, kind);
+    mc_val(c->g, v)->shape = shape;
+    mc_val(c->g, v)->has_shape = true;
+    mc_val(c->g, v)->src_index = index;
+    return v;
+}
+
 static bool load_inputs(ld_ctx *c, const cJSON *root) {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "inputs");
     c->g->inputs = mc_arena_alloc(c->g->arena, sizeof(int) * (size_t)(cJSON_GetArraySize(arr) + 1));
     int i = 0;
     for (const cJSON *in = arr->child; in; in = in->next, i++) {
-        const char *path = ld_path(c, "/inputs/%d", i), *name = NULL;
-        mc_dtype dt = MC_DT_F32;
-        mc_shape shape;
-        if (!cJSON_IsObject(in))
-            return ld_fail(c, path, "an input must be an object, found %s", ld_kind(in));
-        if (!ld_check_keys(c, in, path, "name|dtype|shape") ||
-            !define_name(c, cJSON_GetObjectItemCaseSensitive(in, "name"),
-                         ld_path(c, "%s/name", path), &name) ||
-            !load_dtype(c, cJSON_GetObjectItemCaseSensitive(in, "dtype"),
-                        ld_path(c, "%s/dtype", path), &dt) ||
-            !ld_shape(c, cJSON_GetObjectItemCaseSensitive(in, "shape"),
-                      ld_path(c, "%s/shape", path), true, &shape))
-            return false;
-        int v = mc_graph_add_value(c->g, name, dt, MC_VK_INPUT);
-        mc_val(c->g, v)->shape = shape;
-        mc_val(c->g, v)->has_shape = true;
-        mc_val(c->g, v)->src_index = i;
+        int v = load_decl(c, in, ld_path(c, "/inputs/%d", i), "an input", "name|dtype|shape",
+                          MC_VK_INPUT, i);
+        if (v < 0) return false;
         c->g->inputs[c->g->ninputs++] = v;
     }
     return true;
@@ -224,27 +239,10 @@ static bool load_initializers(ld_ctx *c, const cJSON *root) {
                        ld_kind(arr));
     int i = 0;
     for (const cJSON *in = arr->child; in; in = in->next, i++) {
-        const char *path = ld_path(c, "/initializers/%d", i), *name = NULL;
-        mc_dtype dt = MC_DT_F32;
-        mc_shape shape;
-        if (!cJSON_IsObject(in))
-            return ld_fail(c, path, "an initializer must be an object, found %s", ld_kind(in));
-        if (!ld_check_keys(c, in, path, "name|dtype|shape|data|init|key") ||
-            !define_name(c, cJSON_GetObjectItemCaseSensitive(in, "name"),
-                         ld_path(c, "%s/name", path), &name) ||
-            !load_dtype(c, cJSON_GetObjectItemCaseSensitive(in, "dtype"),
-                        ld_path(c, "%s/dtype", path), &dt) ||
-            !ld_shape(c, cJSON_GetObjectItemCaseSensitive(in, "shape"),
-                      ld_path(c, "%s/shape", path), false, &shape))
-            return false;
-        if (mc_shape_numel(&shape, NULL) < 0)
-            return ld_fail(c, ld_path(c, "%s/shape", path),
-                           "initializer '%s' has more than 2^40 elements", name);
-        int v = mc_graph_add_value(c->g, name, dt, MC_VK_PARAM);
-        mc_val(c->g, v)->shape = shape;
-        mc_val(c->g, v)->has_shape = true;
-        mc_val(c->g, v)->src_index = i;
-        if (!ld_initializer_data(c, in, path, v)) return false;
+        const char *path = ld_path(c, "/initializers/%d", i);
+        int v = load_decl(c, in, path, "an initializer", "name|dtype|shape|data|init|key",
+                          MC_VK_PARAM, i);
+        if (v < 0 || !ld_initializer_data(c, in, path, v)) return false;
     }
     return true;
 }
