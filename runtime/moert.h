@@ -43,6 +43,108 @@ typedef void (*moert_task_fn)(void *ctx, int64_t begin, int64_t end);
 void moert_parallel_for(int64_t n, int64_t grain, moert_task_fn fn, void *ctx);
 int moert_num_threads(void);
 
+/* ---- what the generated header describes ---- */
+typedef enum moert_dtype {
+    MOERT_F32,
+    MOERT_F16,
+    MOERT_BF16,
+    MOERT_I32,
+    MOERT_I64,
+    MOERT_BOOL /* bool: 1 byte */
+} moert_dtype;
+const char *moert_dtype_name(moert_dtype t); /* "f32" ... */
+size_t moert_dtype_size(moert_dtype t);
+
+typedef struct moert_dim {
+    int64_t c; /* the dim is c * (value of symbol `sym`), or c when sym < 0 */
+    int64_t sym;
+} moert_dim;
+typedef struct moert_symbol_info {
+    const char *name;
+    int64_t max;
+} moert_symbol_info;
+typedef struct moert_tensor_info {
+    const char *name;
+    int64_t dtype; /* moert_dtype */
+    int64_t rank;
+    const moert_dim *dims;
+} moert_tensor_info;
+typedef struct moert_model_info {
+    const char *name;
+    int64_t num_symbols;
+    const moert_symbol_info *symbols;
+    int64_t num_inputs;
+    const moert_tensor_info *inputs;
+    int64_t num_outputs;
+    const moert_tensor_info *outputs;
+    int64_t num_params; /* weights, in the order of the weights file */
+    const moert_tensor_info *params;
+    int64_t arena_bytes;      /* peak of the memory plan, all symbols at their max */
+    int64_t external_weights; /* 1: _create needs a safetensors file */
+} moert_model_info;
+
+/* ---- the model object behind <name>_create/_run/_destroy ----
+ * Generated code reads the first two fields directly; the rest is private. */
+typedef struct moert_model moert_model;
+struct moert_model {
+    unsigned char *arena; /* arena_bytes, MOERT_ALIGN-aligned */
+    const void **params;  /* external weights: one pointer per param, in info order */
+};
+/* How a param is stored for the generated code (external weights only). */
+typedef struct moert_param_desc {
+    int64_t panel_nr; /* 0: as in the file; else GEMM panels of this width (mk.h) */
+} moert_param_desc;
+/* Uniform entry: symbol values, then input and output buffers in info order. */
+typedef moert_status (*moert_run_fn)(moert_model *m, const int64_t *syms, const void *const *inputs,
+                                     void *const *outputs);
+typedef struct moert_model_desc {
+    const moert_model_info *info;
+    const moert_param_desc *params; /* info->num_params entries */
+    moert_run_fn run;
+} moert_model_desc;
+/* Allocates the arena; with external weights maps `weights_path` (safetensors), checks
+ * every param's name, dtype and shape against info, and packs panels. */
+moert_status moert_model_create(const moert_model_desc *d, const char *weights_path,
+                                moert_model **out);
+void moert_model_destroy(moert_model *m);
+
+/* B[.., K, N] (lead = product of leading dims) into GEMM panels of width nr (mk.h):
+ * dst holds lead * ceil(N/nr) * K * nr floats. */
+void moert_pack_panels(const float *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
+                       float *dst);
+
+/* ---- safetensors, read-only, mapped ---- */
+typedef struct moert_st_tensor {
+    const char *name;
+    moert_dtype dtype;
+    int64_t rank;
+    int64_t dims[8];
+    const void *data;
+    size_t nbytes;
+} moert_st_tensor;
+typedef struct moert_st_file moert_st_file;
+moert_status moert_st_open(const char *path, moert_st_file **out);
+const moert_st_tensor *moert_st_find(const moert_st_file *f, const char *name); /* NULL */
+void moert_st_close(moert_st_file *f);
+/* Writes tensors (data in host order) as a safetensors file, atomically (temp+rename). */
+moert_status moert_st_write(const char *path, const moert_st_tensor *tensors, int64_t n);
+
+/* ---- .npy for drivers (v1/v2 headers, little-endian, C order) ---- */
+typedef struct moert_npy {
+    moert_dtype dtype;
+    int64_t rank;
+    int64_t dims[8];
+    void *data; /* malloc'ed, numel * dtype size */
+} moert_npy;
+moert_status moert_npy_read(const char *path, moert_npy *out);
+moert_status moert_npy_write(const char *path, moert_dtype dtype, int64_t rank, const int64_t *dims,
+                             const void *data); /* atomically */
+void moert_npy_free(moert_npy *a);
+
+/* The `moec build` driver: ./model --input x=x.npy --output y=y.npy [--sym T=N]
+ * [--bench N]. Returns the process exit status (0 ok, 1 bad input, 2 misuse). */
+int moert_driver_main(int argc, char **argv, const moert_model_desc *d);
+
 #ifdef __cplusplus
 }
 #endif

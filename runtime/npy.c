@@ -116,7 +116,7 @@ static moert_status read_preamble(FILE *f, const char *path, size_t *out_hlen, s
 
 static moert_status read_header(FILE *f, const char *path, size_t fsize, moert_npy *out,
                                 size_t *out_data_off) {
-    size_t hlen, start;
+    size_t hlen = 0, start = 0;
     moert_status s = read_preamble(f, path, &hlen, &start);
     if (s != MOERT_OK) return s;
     if (hlen > fsize - start || hlen > MAX_HEADER)
@@ -203,7 +203,7 @@ static moert_status check_write_args(const char *path, moert_dtype dtype, int64_
 
 moert_status moert_npy_write(const char *path, moert_dtype dtype, int64_t rank, const int64_t *dims,
                              const void *data) {
-    size_t bytes;
+    size_t bytes = 0;
     moert_status s = check_write_args(path, dtype, rank, dims, data, &bytes);
     if (s != MOERT_OK) return s;
     char h[512];

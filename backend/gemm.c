@@ -1,0 +1,196 @@
+/* backend/gemm.c: the register-blocked GEMM micro-kernel, emitted as explicit vector
+ * code for the target (the contract is mk_ukernel in kernels/mk.h), and the panel
+ * packing of constant B operands done at compile time.
+ *
+ * The tile is mr rows by nr = 2 vectors: mr*2 accumulators stay in registers across
+ * the whole K loop (16 on AVX-512 with mr = 8, 12 on AVX2/NEON with mr = 6), each step
+ * loading two vectors of B and broadcasting one float of A per row into an FMA. */
+#include "internal.h"
+
+#include <string.h>
+
+typedef struct {
+    mb_ctx *c;
+    LLVMTypeRef vec;
+    LLVMValueRef fma;
+    LLVMTypeRef fma_ty;
+    LLVMValueRef fn;
+} ukernel;
+
+enum { P_K, P_A, P_LDA, P_MR, P_B, P_LDB, P_C, P_LDC, P_ACC, NUM_P };
+
+static LLVMValueRef gep_f32(mb_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildGEP2(c->b, c->f32, base, &idx, 1, "");
+}
+
+static LLVMValueRef load_vec(ukernel *u, LLVMValueRef base, LLVMValueRef idx) {
+    LLVMValueRef v = LLVMBuildLoad2(u->c->b, u->vec, gep_f32(u->c, base, idx), "");
+    LLVMSetAlignment(v, 4);
+    return v;
+}
+
+static LLVMValueRef splat(ukernel *u, LLVMValueRef s) {
+    mb_ctx *c = u->c;
+    LLVMValueRef one =
+        LLVMBuildInsertElement(c->b, LLVMGetUndef(u->vec), s, LLVMConstInt(c->i32, 0, 0), "");
+    LLVMValueRef mask = LLVMConstNull(LLVMVectorType(c->i32, (unsigned)c->t->vec_width));
+    return LLVMBuildShuffleVector(c->b, one, LLVMGetUndef(u->vec), mask, "");
+}
+
+static LLVMValueRef i64c(mb_ctx *c, int64_t v) {
+    return LLVMConstInt(c->i64, (unsigned long long)v, 1);
+}
+
+/* Row pointers of A, rows past mr clamped to the last valid one. */
+static void a_rows(ukernel *u, LLVMValueRef *arow) {
+    mb_ctx *c = u->c;
+    LLVMValueRef fn = u->fn, last = LLVMBuildSub(c->b, LLVMGetParam(fn, P_MR), i64c(c, 1), "");
+    for (int r = 0; r < c->t->mr; r++) {
+        LLVMValueRef lt = LLVMBuildICmp(c->b, LLVMIntSLT, i64c(c, r), LLVMGetParam(fn, P_MR), "");
+        LLVMValueRef row = LLVMBuildSelect(c->b, lt, i64c(c, r), last, "");
+        arow[r] =
+            gep_f32(c, LLVMGetParam(fn, P_A), LLVMBuildMul(c->b, row, LLVMGetParam(fn, P_LDA), ""));
+    }
+}
+
+/* Accumulators start from C when accumulating, from zero otherwise. */
+static void init_acc(ukernel *u, LLVMValueRef *init) {
+    mb_ctx *c = u->c;
+    int W = c->t->vec_width;
+    LLVMValueRef accum = LLVMBuildICmp(c->b, LLVMIntNE, LLVMGetParam(u->fn, P_ACC), i64c(c, 0), "");
+    for (int r = 0; r < c->t->mr; r++)
+        for (int j = 0; j < 2; j++) {
+            LLVMValueRef at =
+                LLVMBuildAdd(c->b, LLVMBuildMul(c->b, i64c(c, r), LLVMGetParam(u->fn, P_LDC), ""),
+                             i64c(c, j * W), "");
+            init[r * 2 + j] = LLVMBuildSelect(
+                c->b, accum, load_vec(u, LLVMGetParam(u->fn, P_C), at), LLVMConstNull(u->vec), "");
+        }
+}
+
+static void store_acc(ukernel *u, LLVMValueRef *acc) {
+    mb_ctx *c = u->c;
+    for (int r = 0; r < c->t->mr; r++)
+        for (int j = 0; j < 2; j++) {
+            LLVMValueRef at =
+                LLVMBuildAdd(c->b, LLVMBuildMul(c->b, i64c(c, r), LLVMGetParam(u->fn, P_LDC), ""),
+                             i64c(c, j * c->t->vec_width), "");
+            LLVMValueRef st =
+                LLVMBuildStore(c->b, acc[r * 2 + j], gep_f32(c, LLVMGetParam(u->fn, P_C), at));
+            LLVMSetAlignment(st, 4);
+        }
+}
+
+/* One step of K: two B vectors, one broadcast of A per row, 2*mr FMAs. */
+static void k_step(ukernel *u, LLVMValueRef k, LLVMValueRef *arow, LLVMValueRef *acc,
+                   LLVMValueRef *next) {
+    mb_ctx *c = u->c;
+    LLVMValueRef brow = LLVMBuildMul(c->b, k, LLVMGetParam(u->fn, P_LDB), "");
+    LLVMValueRef bv[2] = {load_vec(u, LLVMGetParam(u->fn, P_B), brow),
+                          load_vec(u, LLVMGetParam(u->fn, P_B),
+                                   LLVMBuildAdd(c->b, brow, i64c(c, c->t->vec_width), ""))};
+    for (int r = 0; r < c->t->mr; r++) {
+        LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], k), "");
+        LLVMValueRef av = splat(u, a);
+        for (int j = 0; j < 2; j++) {
+            LLVMValueRef args[3] = {av, bv[j], acc[r * 2 + j]};
+            next[r * 2 + j] = LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
+        }
+    }
+}
+
+static void emit_body(ukernel *u) {
+    mb_ctx *c = u->c;
+    int nacc = 2 * c->t->mr;
+    LLVMValueRef arow[16], init[32], acc[32], next[32], out[32];
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, u->fn, "entry");
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->cx, u->fn, "loop");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->cx, u->fn, "done");
+    LLVMPositionBuilderAtEnd(c->b, entry);
+    a_rows(u, arow);
+    init_acc(u, init);
+    LLVMValueRef K = LLVMGetParam(u->fn, P_K);
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, i64c(c, 0), ""), loop, done);
+
+    LLVMPositionBuilderAtEnd(c->b, loop);
+    LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
+    for (int i = 0; i < nacc; i++)
+        acc[i] = LLVMBuildPhi(c->b, u->vec, "");
+    k_step(u, k, arow, acc, next);
+    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, i64c(c, 1), "");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k1, K, ""), loop, done);
+    LLVMValueRef zero = i64c(c, 0);
+    LLVMAddIncoming(k, (LLVMValueRef[]){zero, k1}, (LLVMBasicBlockRef[]){entry, loop}, 2);
+    for (int i = 0; i < nacc; i++)
+        LLVMAddIncoming(acc[i], (LLVMValueRef[]){init[i], next[i]},
+                        (LLVMBasicBlockRef[]){entry, loop}, 2);
+
+    LLVMPositionBuilderAtEnd(c->b, done);
+    for (int i = 0; i < nacc; i++) {
+        out[i] = LLVMBuildPhi(c->b, u->vec, "");
+        LLVMAddIncoming(out[i], (LLVMValueRef[]){init[i], next[i]},
+                        (LLVMBasicBlockRef[]){entry, loop}, 2);
+    }
+    store_acc(u, out);
+    LLVMBuildRetVoid(c->b);
+}
+
+static void emit_const_fn(mb_ctx *c, const char *name, int64_t v) {
+    /* External until the kernels are linked (they refer to it), internal after. */
+    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->i64, NULL, 0, 0));
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, fn, "entry"));
+    LLVMBuildRet(c->b, i64c(c, v));
+}
+
+void mb_emit_ukernel(mb_ctx *c) {
+    ukernel u = {.c = c, .vec = LLVMVectorType(c->f32, (unsigned)c->t->vec_width)};
+    LLVMTypeRef params[NUM_P] = {c->i64, c->ptr, c->i64, c->i64, c->ptr,
+                                 c->i64, c->ptr, c->i64, c->i64};
+    u.fn = LLVMAddFunction(c->mod, "mk_ukernel", LLVMFunctionType(c->vd, params, NUM_P, 0));
+    char width[16];
+    snprintf(width, sizeof width, "%d", 32 * c->t->vec_width);
+    /* Without this the x86 backend may split 512-bit vectors on CPUs that prefer 256. */
+    LLVMAddTargetDependentFunctionAttr(u.fn, "min-legal-vector-width", width);
+    unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
+    u.fma = LLVMGetIntrinsicDeclaration(c->mod, id, &u.vec, 1);
+    u.fma_ty = LLVMIntrinsicGetType(c->cx, id, &u.vec, 1);
+    emit_body(&u);
+    emit_const_fn(c, "mk_gemm_mr", c->t->mr);
+    emit_const_fn(c, "mk_gemm_nr", c->t->nr);
+}
+
+void mb_pack_panels(const float *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
+                    bool transposed, float *dst) {
+    int64_t panels = (N + nr - 1) / nr;
+    for (int64_t l = 0; l < lead; l++, src += K * N)
+        for (int64_t p = 0; p < panels; p++)
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t j = 0; j < nr; j++, dst++) {
+                    int64_t n = p * nr + j;
+                    *dst = n >= N ? 0.0f : transposed ? src[n * K + k] : src[k * N + n];
+                }
+}
+
+/* A param is stored as panels when every use is the B operand of a GEMM the kernels
+ * run through the micro-kernel. */
+static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
+    if (n->in[slot] != v) return false;
+    if (n->op == MC_OP_MATMUL) return slot == 1 && mc_val(g, v)->shape.rank == 2;
+    if (n->op == MC_OP_GEMM) return slot == 1 && mc_attr_int(n, "transB") == 0;
+    return n->op == MC_OP_MOE_EXPERT_MATMUL && slot == 2;
+}
+
+int mb_param_panel_nr(const mc_graph *g, int v, const mb_target *t) {
+    const mc_value *x = mc_val(g, v);
+    if (x->dt != MC_DT_F32 || x->is_output || x->shape.rank < 2) return 0;
+    int uses = 0;
+    for (int pos = 0; pos < g->norder; pos++) {
+        const mc_node *n = mc_nod(g, g->order[pos]);
+        for (int i = 0; i < n->nin; i++) {
+            if (n->in[i] != v) continue;
+            if (!is_panel_use(g, n, i, v)) return 0;
+            uses++;
+        }
+    }
+    return uses > 0 ? t->nr : 0;
+}

@@ -1,0 +1,82 @@
+/* backend/internal.h: what the backend's files share. One mb_ctx lives for one
+ * mb_compile call. */
+#ifndef MB_INTERNAL_H
+#define MB_INTERNAL_H
+
+#include "backend.h"
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+/* The target: machine, and the vector shape of the GEMM micro-kernel on it. */
+typedef struct mb_target {
+    LLVMTargetMachineRef tm;
+    char *triple;
+    const char *arch; /* "x86_64" | "aarch64": which kernel bitcode links in */
+    char *cpu, *features;
+    int vec_width; /* floats per vector register: 16 AVX-512, 8 AVX2, 4 SSE/NEON */
+    int mr, nr;    /* micro-kernel tile: mr rows by nr = 2 vectors of columns */
+} mb_target;
+
+bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d);
+void mb_target_free(mb_target *t);
+
+/* Memory plan: byte offsets into the arena for every temp value and per-node scratch. */
+typedef struct mb_plan {
+    int64_t *value_off;                   /* per value id; -1 when not in the arena */
+    int64_t *scratch_off, *scratch_bytes; /* per node id */
+    int64_t peak;
+} mb_plan;
+void mb_plan_build(const mc_graph *g, mb_plan *p); /* arrays in g's arena */
+int64_t mb_scratch_bytes(const mc_graph *g, const mc_node *n);
+int64_t mb_scratch_std(const mc_graph *g, const mc_node *n);
+int64_t mb_scratch_moe(const mc_graph *g, const mc_node *n);
+
+/* How each param is stored: panel width for GEMM B operands, 0 otherwise. */
+int mb_param_panel_nr(const mc_graph *g, int value, const mb_target *t);
+
+typedef struct mb_ctx {
+    const mc_graph *g;
+    const mb_options *o;
+    mb_target *t;
+    mb_plan plan;
+    mc_diag *d;
+    LLVMContextRef cx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;
+    LLVMTypeRef i8, i32, i64, f32, f64, ptr, vd;
+    LLVMTypeRef tensor_ty, attr_ty; /* mk_tensor, mk_attr */
+    LLVMTypeRef info_ty, tinfo_ty, dim_ty, sinfo_ty, desc_ty;
+    LLVMValueRef *param_global; /* per value id: embedded constant, or NULL */
+    int *param_index;           /* per value id: index in info->params, or -1 */
+    int nparams;
+    LLVMValueRef info, desc; /* the moert_model_info and _desc constants */
+    LLVMValueRef run_args;   /* <name>_run_args */
+} mb_ctx;
+
+/* kernlib.c */
+bool mb_link_kernels(mb_ctx *c);
+/* gemm.c: mk_ukernel, mk_gemm_mr, mk_gemm_nr for the target. */
+void mb_emit_ukernel(mb_ctx *c);
+void mb_pack_panels(const float *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
+                    bool transposed, float *dst);
+/* consts.c: params as globals, the model info and descriptor. */
+bool mb_emit_params(mb_ctx *c);
+void mb_emit_info(mb_ctx *c);
+LLVMValueRef mb_cstr(mb_ctx *c, const char *s);
+/* attrs.c: "MOE_TOPK_ROUTE" (the kernel is mk_MOE_TOPK_ROUTE), and a node's attributes
+ * as a constant mk_attr array (kernels/mk.h). */
+const char *mb_op_id_name(mc_op op);
+LLVMValueRef mb_node_attrs(mb_ctx *c, const mc_node *n);
+/* lower.c: <name>_run_args, the calls to the kernels. */
+bool mb_emit_run(mb_ctx *c);
+/* emit.c: the public wrappers */
+void mb_emit_api(mb_ctx *c);
+/* header.c */
+/* Writes to `path`, names `shown` in messages (the final name of a staged file). */
+bool mb_write_header(const mc_graph *g, const mb_options *o, int64_t peak, const char *path,
+                     const char *shown, mc_diag *d);
+/* A C identifier for a tensor name: non-alphanumerics become '_'. Arena string. */
+const char *mb_c_ident(const mc_graph *g, const char *name);
+
+#endif

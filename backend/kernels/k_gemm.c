@@ -1,0 +1,299 @@
+/* backend/kernels/k_gemm.c: MatMul, Gemm and moe.ExpertMatMul over the backend's
+ * register-blocked micro-kernel (mk_ukernel, emitted per target by backend/gemm.c).
+ *
+ * A product C[M,N] = A[M,K] B[K,N] is cut into tasks of one B panel (nr columns) by up
+ * to ROWS_PER_TASK rows; a run of consecutive tasks shares its panel, which stays in
+ * cache while the micro-kernel walks down the rows. Tasks of all experts (or batches)
+ * form one parallel loop, so uneven expert loads balance across threads.
+ * Each output element sums over k in ascending order like the interpreter, with fused
+ * multiply-adds: results differ from it by rounding only (relative 1e-5 for K ~ 1e3).
+ * Other dtypes than f32 and transposed operands take a plain loop. */
+#include "../../runtime/moert.h"
+#include "k_math.h"
+#include "mk.h"
+
+enum { ROWS_PER_TASK = 96, MAX_TILE = 16 * 64 };
+
+typedef struct mat {
+    const float *A, *B;
+    float *C;
+    int64_t M, K, N, lda, ldb, ldc;
+    bool packed; /* B in panels: panel p at B + p*K*nr */
+} mat;
+
+typedef struct gemm_job gemm_job;
+struct gemm_job {
+    int64_t count;                                       /* products */
+    void (*get)(const gemm_job *j, int64_t i, mat *out); /* the i-th product */
+    const mk_tensor *in, *out;
+    int64_t nr;
+};
+
+static int64_t cdiv(int64_t a, int64_t b) {
+    return (a + b - 1) / b;
+}
+
+static int64_t tasks_of(const mat *m, int64_t nr) {
+    return m->M <= 0 ? 0 : cdiv(m->N, nr) * cdiv(m->M, ROWS_PER_TASK);
+}
+
+/* Columns [n0, n0+nn) of an unpacked B that do not fill a panel: a plain loop. */
+static void edge_columns(const mat *m, int64_t n0, int64_t nn, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++)
+        for (int64_t n = n0; n < n0 + nn; n++) {
+            float s = 0;
+            for (int64_t k = 0; k < m->K; k++)
+                s += m->A[r * m->lda + k] * m->B[k * m->ldb + n];
+            m->C[r * m->ldc + n] = s;
+        }
+}
+
+static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
+    int64_t MR = mk_gemm_mr(), n0 = p * nr, nn = m->N - n0 < nr ? m->N - n0 : nr;
+    const float *B = m->packed ? m->B + p * m->K * nr : m->B + n0;
+    int64_t ldb = m->packed ? nr : m->ldb;
+    if (!m->packed && nn < nr) {
+        edge_columns(m, n0, nn, r0, r1);
+        return;
+    }
+    float tile[MAX_TILE];
+    for (int64_t r = r0; r < r1; r += MR) {
+        int64_t mr = r1 - r < MR ? r1 - r : MR;
+        const float *A = m->A + r * m->lda;
+        if (mr == MR && nn == nr) {
+            mk_ukernel(m->K, A, m->lda, mr, B, ldb, m->C + r * m->ldc + n0, m->ldc, 0);
+            continue;
+        }
+        mk_ukernel(m->K, A, m->lda, mr, B, ldb, tile, nr, 0);
+        for (int64_t i = 0; i < mr; i++)
+            for (int64_t j = 0; j < nn; j++)
+                m->C[(r + i) * m->ldc + n0 + j] = tile[i * nr + j];
+    }
+}
+
+static void run_task(const gemm_job *j, int64_t t) {
+    mat m;
+    for (int64_t i = 0; i < j->count; i++) {
+        j->get(j, i, &m);
+        int64_t n = tasks_of(&m, j->nr);
+        if (t >= n) {
+            t -= n;
+            continue;
+        }
+        int64_t row_blocks = cdiv(m.M, ROWS_PER_TASK), p = t / row_blocks;
+        int64_t r0 = (t % row_blocks) * ROWS_PER_TASK;
+        panel_rows(&m, p, r0, r0 + ROWS_PER_TASK < m.M ? r0 + ROWS_PER_TASK : m.M, j->nr);
+        return;
+    }
+}
+
+static void gemm_tasks(void *ctx, int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; t++)
+        run_task(ctx, t);
+}
+
+static void run_job(gemm_job *j) {
+    int64_t total = 0;
+    mat m;
+    for (int64_t i = 0; i < j->count; i++) {
+        j->get(j, i, &m);
+        total += tasks_of(&m, j->nr);
+    }
+    moert_parallel_for(total, 1, gemm_tasks, j);
+}
+
+/* ---- MatMul: batched, with numpy broadcasting of the batch dims ---- */
+
+/* Offset, in matrices, of batch bi of operand t (batch dims right-aligned to y's). */
+static int64_t batch_offset(const mk_tensor *t, const mk_tensor *y, int64_t yb, int64_t bi) {
+    int64_t tb = t->rank - 2, off = 0, stride = 1;
+    for (int64_t i = yb - 1; i >= 0; i--) {
+        int64_t idx = bi % y->dims[i];
+        bi /= y->dims[i];
+        int64_t ti = i - (yb - tb);
+        if (ti < 0) continue;
+        if (t->dims[ti] != 1) off += idx * stride;
+        stride *= t->dims[ti];
+    }
+    return off;
+}
+
+static void matmul_get(const gemm_job *j, int64_t bi, mat *m) {
+    const mk_tensor *a = &j->in[0], *b = &j->in[1], *y = &j->out[0];
+    int64_t yb = y->rank - 2, K = a->dims[a->rank - 1];
+    m->M = y->dims[y->rank - 2];
+    m->N = y->dims[y->rank - 1];
+    m->K = K;
+    m->lda = K;
+    m->ldb = m->N;
+    m->ldc = m->N;
+    m->packed = b->layout == MK_PANELS;
+    m->A = (const float *)a->p + batch_offset(a, y, yb, bi) * m->M * K;
+    m->B = (const float *)b->p +
+           batch_offset(b, y, yb, bi) * (m->packed ? mk_panel_floats(K, m->N, j->nr) : K * m->N);
+    m->C = (float *)y->p + bi * m->M * m->N;
+}
+
+/* Plain loop for vectors (rank 1 operands) and non-f32 dtypes. */
+static void matmul_plain(const mk_tensor *a, const mk_tensor *b, const mk_tensor *y) {
+    int64_t M = a->rank == 1 ? 1 : a->dims[a->rank - 2], K = a->dims[a->rank - 1];
+    int64_t N = b->rank == 1 ? 1 : b->dims[b->rank - 1], batches = mk_numel(y) / (M * N);
+    mk_tensor ya = *y, ta = *a, tb = *b; /* batch views: matrix dims dropped */
+    ya.rank = y->rank - (a->rank == 1 ? 0 : 1) - (b->rank == 1 ? 0 : 1) + 2;
+    ta.rank = a->rank < 2 ? 2 : a->rank;
+    tb.rank = b->rank < 2 ? 2 : b->rank;
+    for (int64_t bi = 0; bi < batches; bi++) {
+        int64_t oa = a->rank > 2 ? batch_offset(&ta, &ya, ya.rank - 2, bi) : 0;
+        int64_t ob = b->rank > 2 ? batch_offset(&tb, &ya, ya.rank - 2, bi) : 0;
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                float s = 0;
+                for (int64_t q = 0; q < K; q++)
+                    s += mk_ldf(a, oa * M * K + m * K + q) * mk_ldf(b, ob * K * N + q * N + n);
+                mk_stf(y, bi * M * N + m * N + n, s);
+            }
+    }
+}
+
+int32_t mk_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    const mk_tensor *a = &in[0], *b = &in[1], *y = &out[0];
+    if (a->dt != MK_F32 || a->rank < 2 || b->rank < 2) {
+        matmul_plain(a, b, y);
+        return 0;
+    }
+    gemm_job j = {.count = mk_numel(y) / (y->dims[y->rank - 2] * y->dims[y->rank - 1]),
+                  .get = matmul_get,
+                  .in = in,
+                  .out = out,
+                  .nr = b->layout == MK_PANELS ? b->nr : mk_gemm_nr()};
+    if (j.count > 0) run_job(&j);
+    return 0;
+}
+
+/* ---- Gemm: alpha * A' B' + beta * C ---- */
+
+enum { G_ALPHA, G_BETA, G_TRANS_A, G_TRANS_B };
+
+static void gemm_get(const gemm_job *j, int64_t i, mat *m) {
+    (void)i;
+    const mk_tensor *a = &j->in[0], *y = &j->out[0];
+    m->M = y->dims[0];
+    m->N = y->dims[1];
+    m->K = a->dims[1];
+    m->lda = m->K;
+    m->ldb = m->N;
+    m->ldc = m->N;
+    m->packed = j->in[1].layout == MK_PANELS;
+    m->A = a->p;
+    m->B = j->in[1].p;
+    m->C = y->p;
+}
+
+static float bias_at(const mk_tensor *c, int64_t M, int64_t N, int64_t m, int64_t n) {
+    int64_t r = c->rank >= 2 && c->dims[c->rank - 2] != 1 ? m : 0;
+    int64_t col = c->rank >= 1 && c->dims[c->rank - 1] != 1 ? n : 0;
+    int64_t ldc = c->rank >= 1 ? c->dims[c->rank - 1] : 1;
+    (void)M;
+    (void)N;
+    return mk_ldf(c, r * ldc + col);
+}
+
+int32_t mk_GEMM(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    const mk_tensor *a = &in[0], *b = &in[1], *c = &in[2], *y = &out[0];
+    float alpha = (float)attr[G_ALPHA].f, beta = (float)attr[G_BETA].f;
+    int64_t ta = attr[G_TRANS_A].i, tb = attr[G_TRANS_B].i, M = y->dims[0], N = y->dims[1];
+    int64_t K = ta ? a->dims[0] : a->dims[1];
+    bool fast = a->dt == MK_F32 && !ta && (!tb || b->layout == MK_PANELS);
+    if (fast && M > 0) {
+        gemm_job j = {.count = 1,
+                      .get = gemm_get,
+                      .in = in,
+                      .out = out,
+                      .nr = b->layout == MK_PANELS ? b->nr : mk_gemm_nr()};
+        run_job(&j);
+    }
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            float s = 0;
+            if (fast)
+                s = ((const float *)y->p)[m * N + n];
+            else
+                for (int64_t q = 0; q < K; q++)
+                    s += mk_ldf(a, ta ? q * M + m : m * K + q) *
+                         mk_ldf(b, tb ? n * K + q : q * N + n);
+            float v = alpha * s;
+            if (c->p) v += beta * bias_at(c, M, N, m, n);
+            mk_stf(y, m * N + n, v);
+        }
+    return 0;
+}
+
+/* ---- moe.ExpertMatMul: rows of expert e (offsets[e] .. offsets[e+1]) times W[e] ---- */
+
+static int64_t offset_at(const mk_tensor *off, int64_t e) {
+    return mk_ldi(off, e);
+}
+
+static void expert_get(const gemm_job *j, int64_t e, mat *m) {
+    const mk_tensor *rows = &j->in[0], *off = &j->in[1], *W = &j->in[2];
+    int64_t D = rows->dims[1], F = W->dims[2], r0 = offset_at(off, e);
+    m->M = offset_at(off, e + 1) - r0;
+    m->K = D;
+    m->N = F;
+    m->lda = D;
+    m->ldb = F;
+    m->ldc = F;
+    m->packed = W->layout == MK_PANELS;
+    m->A = (const float *)rows->p + r0 * D;
+    m->B = (const float *)W->p + e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F);
+    m->C = (float *)j->out[0].p + r0 * F;
+}
+
+static int32_t check_offsets(const mk_tensor *off, int64_t N) {
+    int64_t E = off->dims[0] - 1;
+    for (int64_t e = 0; e <= E; e++) {
+        int64_t o = offset_at(off, e);
+        if (o < (e ? offset_at(off, e - 1) : 0) || o > N)
+            return moert_fail(MOERT_ERR_ARGUMENT,
+                              "offsets must rise from 0 to at most %lld, but offsets[%lld] is %lld",
+                              (long long)N, (long long)e, (long long)o);
+    }
+    return 0;
+}
+
+static void expert_plain(const mk_tensor *in, const mk_tensor *y, int64_t E) {
+    const mk_tensor *rows = &in[0], *off = &in[1], *W = &in[2];
+    int64_t D = rows->dims[1], F = W->dims[2];
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t i = offset_at(off, e); i < offset_at(off, e + 1); i++)
+            for (int64_t f = 0; f < F; f++) {
+                float s = 0;
+                for (int64_t d = 0; d < D; d++)
+                    s += mk_ldf(rows, i * D + d) * mk_ldf(W, (e * D + d) * F + f);
+                mk_stf(y, i * F + f, s);
+            }
+}
+
+int32_t mk_MOE_EXPERT_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    const mk_tensor *rows = &in[0], *off = &in[1], *y = &out[0];
+    int64_t N = rows->dims[0], F = y->dims[1], E = off->dims[0] - 1;
+    int32_t st = check_offsets(off, N);
+    if (st) return st;
+    if (rows->dt != MK_F32) {
+        expert_plain(in, y, E);
+    } else {
+        gemm_job j = {.count = E,
+                      .get = expert_get,
+                      .in = in,
+                      .out = out,
+                      .nr = in[2].layout == MK_PANELS ? in[2].nr : mk_gemm_nr()};
+        run_job(&j);
+    }
+    /* Rows past the last expert's are padding of the static bound: zero, as in the
+     * interpreter. */
+    for (int64_t i = offset_at(off, E) * F; i < N * F; i++)
+        mk_stf(y, i, 0.0f);
+    return 0;
+}

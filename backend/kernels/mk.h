@@ -1,0 +1,92 @@
+/* backend/kernels/mk.h: the contract between the code the backend emits and the kernel
+ * library (backend/kernels/k_*.c).
+ *
+ * The kernel library is plain C compiled by clang-19 to LLVM bitcode when moec is
+ * built, once per target architecture, and embedded in moec. At compile time the
+ * backend links it into the model's module and emits, for every node, one call
+ *
+ *     int32_t mk_<OP_ID>(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+ *
+ * (mk_MATMUL, mk_MOE_TOPK_ROUTE, ... : the IDs of ir/ops.def). Every argument is built
+ * from constants except buffer pointers and dims that depend on a symbol, so after
+ * inlining at -O2/-O3 each call is specialised to its node's shapes and attributes.
+ *
+ * Rules for kernel code:
+ *  - freestanding C11: only <stdint.h>, <stddef.h>, <stdbool.h>, <float.h>, this header
+ *    and ../../runtime/moert.h; math through __builtin_* or the mk_* helpers below;
+ *  - never allocate, never abort: scratch memory comes in as an extra output (see
+ *    mb_scratch_bytes in the backend), errors return a moert_status after moert_fail;
+ *  - semantics are those of the reference interpreter (ir/eval_*.c, ROUTING.md), with
+ *    the same tie rules and summation order wherever a routing decision depends on it.
+ */
+#ifndef MK_H
+#define MK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MK_MAX_RANK 8
+
+/* Same order as mc_dtype (ir/ir.h) and moert_dtype (runtime/moert.h). */
+enum { MK_F32, MK_F16, MK_BF16, MK_I32, MK_I64, MK_BOOL };
+
+/* Storage layouts of a tensor's bytes. */
+enum {
+    MK_PLAIN = 0, /* C order */
+    MK_PANELS = 1 /* GEMM B operand pre-packed: see mk_gemm_panel_layout below */
+};
+
+typedef struct mk_tensor {
+    void *p;    /* NULL for an omitted optional input */
+    int64_t dt; /* MK_F32 ... : f16/bf16 stored as uint16, bool as one byte 0/1 */
+    int64_t rank;
+    int64_t dims[MK_MAX_RANK];
+    int64_t layout; /* MK_PLAIN or MK_PANELS */
+    int64_t nr;     /* MK_PANELS: columns per panel */
+} mk_tensor;
+
+/* One attribute of the node, in the order of the op's rows in ir/attrs.def.
+ * INT: i. FLOAT: f. STRING: i = index of the value in the row's choices.
+ * INTS/FLOATS: n entries at ints/floats. An absent OPT attribute has present = 0.
+ * After the op's own attributes comes one more, MK_MODE: i = 1 when the graph is
+ * compiled for training (--mode=train), 0 for inference. */
+typedef struct mk_attr {
+    int64_t present;
+    int64_t i;
+    double f;
+    int64_t n;
+    const int64_t *ints;
+    const double *floats;
+} mk_attr;
+
+typedef int32_t (*mk_kernel_fn)(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+
+/* Element count. */
+static inline int64_t mk_numel(const mk_tensor *t) {
+    int64_t n = 1;
+    for (int64_t i = 0; i < t->rank; i++)
+        n *= t->dims[i];
+    return n;
+}
+
+/* GEMM panel layout (MK_PANELS) of a B operand [.., K, N]: for each leading index (an
+ * expert), ceil(N / nr) panels, panel p holding B[k][p*nr + j] at [p][k][j] for k < K,
+ * j < nr, zero beyond N. The backend packs constant weights this way at compile time and
+ * the runtime packs external weights at create time (moert_pack_panels). */
+static inline int64_t mk_panel_floats(int64_t K, int64_t N, int64_t nr) {
+    return ((N + nr - 1) / nr) * K * nr;
+}
+
+/* The register-blocked micro-kernel, emitted by the backend as explicit vector code for
+ * the target (backend/gemm.c): C[0..MR)[0..NR) (+)= A[0..MR)[0..K) * B[0..K)[0..NR), where
+ * A row r is A + min(r, mr - 1) * lda (rows past mr are computed, not stored: the
+ * caller passes a scratch tile for partial tiles), B row k is B + k * ldb, and C row r
+ * is C + r * ldc. accumulate = 0 overwrites C. MR and NR come from mk_gemm_mr() and
+ * mk_gemm_nr(), also emitted by the backend, as constants for the target. */
+void mk_ukernel(int64_t K, const float *A, int64_t lda, int64_t mr, const float *B, int64_t ldb,
+                float *C, int64_t ldc, int64_t accumulate);
+int64_t mk_gemm_mr(void);
+int64_t mk_gemm_nr(void);
+
+#endif
