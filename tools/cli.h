@@ -26,6 +26,14 @@ typedef struct cli_args {
     int nsyms;
     bool has_seed;
     uint64_t seed; /* --seed */
+    bool interp;   /* run: --interp */
+    /* compile / build */
+    const char *header_path; /* --header */
+    int emit;                /* --emit: mb_emit_kind */
+    int opt_level;           /* -O0..-O3, default 3 */
+    bool has_opt;
+    bool external_weights; /* --weights=external */
+    const char *triple, *cpu, *features;
 } cli_args;
 
 /* Prints "moec: MESSAGE" and the command's usage hint to stderr; returns EXIT_MISUSE. */
@@ -39,5 +47,9 @@ int cmd_check(const cli_args *a);
 int cmd_dump(const cli_args *a);
 int cmd_run(const cli_args *a);
 int cmd_init_weights(const cli_args *a);
+int cmd_compile(const cli_args *a);
+int cmd_build(const cli_args *a);
+/* Builds g natively in a temporary directory and runs it on the inputs of `a`. */
+int cli_run_native(const cli_args *a, mc_graph *g);
 
 #endif

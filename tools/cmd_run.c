@@ -1,5 +1,6 @@
-/* tools/cmd_run.c: `moec run`: .npy inputs in, interpreter, .npy outputs out (or a
- * short summary of each output on stdout). */
+/* tools/cmd_run.c: `moec run`: .npy inputs in, checked here; then the compiled model
+ * (tools/cmd_compile.c) or, with --interp, the reference interpreter; .npy outputs out
+ * (or a short summary of each output on stdout). */
 #include "cli.h"
 
 #include <errno.h>
@@ -140,8 +141,12 @@ int cmd_run(const cli_args *a) {
     mc_tensor *ins = calloc((size_t)g->ninputs + 1, sizeof *ins);
     mc_tensor *outs = calloc((size_t)g->noutputs + 1, sizeof *outs);
     if (!ins || !outs) mc_oom(sizeof *ins * (size_t)(g->ninputs + g->noutputs + 2));
-    bool ok = load_inputs(a, g, ins, &d) && check_syms(a, g, ins, &d) &&
-              mc_interp_run(g, ins, outs, &d) && emit_outputs(a, g, outs, &d);
+    bool ok = load_inputs(a, g, ins, &d) && check_syms(a, g, ins, &d);
+    int native = EXIT_OK;
+    if (ok && !a->interp)
+        native = cli_run_native(a, g);
+    else
+        ok = ok && mc_interp_run(g, ins, outs, &d) && emit_outputs(a, g, outs, &d);
     for (int i = 0; i < g->ninputs; i++)
         mc_tensor_free(&ins[i]);
     for (int i = 0; i < g->noutputs; i++)
@@ -149,5 +154,6 @@ int cmd_run(const cli_args *a) {
     free(ins);
     free(outs);
     mc_graph_free(g);
+    if (ok && !a->interp) return native;
     return ok ? EXIT_OK : cli_fail(&d);
 }

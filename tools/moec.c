@@ -1,5 +1,5 @@
-/* tools/moec.c: argument parsing and dispatch for `moec check | dump | run |
- * init-weights`. Options take `--opt=value` or `--opt value`. */
+/* tools/moec.c: argument parsing and dispatch for `moec check | dump | run | compile |
+ * build | init-weights`. Options take `--opt=value` or `--opt value`. */
 #include "backend.h"
 #include "cli.h"
 
@@ -27,9 +27,22 @@ static const command commands[] = {
     {"run", cmd_run,
      "moec run model.json --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]\n"
      "          [--sym T=N] [--mode=infer|train] [--passes=...] [--weights=FILE] [--interp]",
-     "Runs the model on .npy inputs with the reference interpreter (--interp; the only\n"
-     "engine until the native backend lands). Outputs named with --output are written\n"
-     "as .npy; the others are summarised on stdout. --sym checks a symbol's value.\n"},
+     "Compiles the model for this machine and runs it on .npy inputs; --interp runs\n"
+     "the reference interpreter instead. Outputs named with --output are written as\n"
+     ".npy; the others are summarised on stdout. --sym checks a symbol's value.\n"},
+    {"compile", cmd_compile,
+     "moec compile model.json -o model.o [--header model.h] [--emit=obj|asm|llvm] [-O0..-O3]\n"
+     "          [--weights=embed|external] [--mode=infer|train] [--passes=...]\n"
+     "          [--target-triple T] [--cpu C] [--features F] [--weights-file=FILE]",
+     "Writes an object (or assembly / LLVM IR with --emit) and a C header (default: -o\n"
+     "with .h). Weights are embedded read-only by default; --weights=external writes\n"
+     "them to -o with .safetensors, which <name>_create maps. -O3 is the default.\n"
+     "Without --target-triple the code is for this machine's CPU and features.\n"},
+    {"build", cmd_build,
+     "moec build model.json -o model [-O0..-O3] [--weights=embed|external] [--cpu C] ...",
+     "Compiles and links an executable with libmoert and the .npy driver:\n"
+     "  ./model --input x=x.npy [--output y=y.npy] [--sym T=N] [--weights FILE] [--bench N]\n"
+     "--bench N prints min/median/max milliseconds over N runs after one warm-up.\n"},
     {"init-weights", cmd_init_weights,
      "moec init-weights model.json -o weights.safetensors [--seed N]",
      "Writes every initializer (inline data, init recipes, weights file) to a\n"
@@ -131,6 +144,25 @@ static int parse_mode(cli_args *a, const char *v) {
     return EXIT_OK;
 }
 
+/* compile/build: --weights=embed|external; elsewhere the model's weights file. */
+static int parse_weights(cli_args *a, const char *v) {
+    bool backend = strcmp(a->cmd, "compile") == 0 || strcmp(a->cmd, "build") == 0;
+    if (!backend) return a->weights = v, EXIT_OK;
+    if (strcmp(v, "embed") == 0 || strcmp(v, "external") == 0)
+        return a->external_weights = strcmp(v, "external") == 0, EXIT_OK;
+    return cli_misuse(a,
+                      "--weights must be embed or external, got '%s' (the model's weights "
+                      "file is --weights-file=FILE)",
+                      v);
+}
+
+static int parse_emit(cli_args *a, const char *v) {
+    static const char *const kinds[] = {"obj", "asm", "llvm"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(v, kinds[i]) == 0) return a->emit = i, EXIT_OK;
+    return cli_misuse(a, "--emit must be obj, asm or llvm, got '%s'", v);
+}
+
 static int parse_format(cli_args *a, const char *v) {
     if (strcmp(v, "text") == 0)
         a->pipe.format = MC_DUMP_TEXT;
@@ -148,7 +180,15 @@ static int parse_option(cli_args *a, int argc, char **argv, int *i) {
 #define VALUE(opt) ((v = option_value(a, argc, argv, i, opt, &st)) != NULL)
     if (is_opt(arg, "-o")) return VALUE("-o") ? (a->out_path = v, EXIT_OK) : st;
     if (is_opt(arg, "--mode")) return VALUE("--mode") ? parse_mode(a, v) : st;
-    if (is_opt(arg, "--weights")) return VALUE("--weights") ? (a->weights = v, EXIT_OK) : st;
+    if (is_opt(arg, "--weights")) return VALUE("--weights") ? parse_weights(a, v) : st;
+    if (is_opt(arg, "--weights-file"))
+        return VALUE("--weights-file") ? (a->weights = v, EXIT_OK) : st;
+    if (is_opt(arg, "--header")) return VALUE("--header") ? (a->header_path = v, EXIT_OK) : st;
+    if (is_opt(arg, "--emit")) return VALUE("--emit") ? parse_emit(a, v) : st;
+    if (is_opt(arg, "--target-triple"))
+        return VALUE("--target-triple") ? (a->triple = v, EXIT_OK) : st;
+    if (is_opt(arg, "--cpu")) return VALUE("--cpu") ? (a->cpu = v, EXIT_OK) : st;
+    if (is_opt(arg, "--features")) return VALUE("--features") ? (a->features = v, EXIT_OK) : st;
     if (is_opt(arg, "--passes")) return VALUE("--passes") ? (a->pipe.passes = v, EXIT_OK) : st;
     if (is_opt(arg, "--after")) return VALUE("--after") ? (a->pipe.after = v, EXIT_OK) : st;
     if (is_opt(arg, "--dump-dir"))
@@ -173,7 +213,9 @@ static int parse_option(cli_args *a, int argc, char **argv, int *i) {
     }
 #undef VALUE
     if (strcmp(arg, "--verify-each") == 0) return a->pipe.verify_each = true, EXIT_OK;
-    if (strcmp(arg, "--interp") == 0) return EXIT_OK;
+    if (strcmp(arg, "--interp") == 0) return a->interp = true, EXIT_OK;
+    if (strlen(arg) == 3 && arg[0] == '-' && arg[1] == 'O' && arg[2] >= '0' && arg[2] <= '3')
+        return a->opt_level = arg[2] - '0', a->has_opt = true, EXIT_OK;
     return cli_misuse(a, "unknown option '%s'", arg);
 }
 
@@ -185,9 +227,19 @@ static int check_applicable(const cli_args *a) {
         return cli_misuse(a, "--input, --output and --sym belong to 'moec run'");
     if ((a->pipe.after || a->pipe.dump_dir || a->pipe.format != MC_DUMP_TEXT) && !is_dump)
         return cli_misuse(a, "--after, --dump-dir and --format belong to 'moec dump'");
-    if ((a->out_path || a->has_seed) && !is_init)
-        return cli_misuse(a, "-o and --seed belong to 'moec init-weights'");
-    if (is_init && !a->out_path) return cli_misuse(a, "init-weights needs -o FILE");
+    bool is_backend = strcmp(a->cmd, "compile") == 0 || strcmp(a->cmd, "build") == 0;
+    if (a->has_seed && !is_init) return cli_misuse(a, "--seed belongs to 'moec init-weights'");
+    if (a->out_path && !is_init && !is_backend)
+        return cli_misuse(a, "-o belongs to 'moec compile', 'moec build' and 'moec init-weights'");
+    if ((is_init || is_backend) && !a->out_path) return cli_misuse(a, "%s needs -o FILE", a->cmd);
+    bool backend_opts =
+        a->header_path || a->emit || a->has_opt || a->triple || a->cpu || a->features;
+    if (backend_opts && !is_backend)
+        return cli_misuse(a, "--header, --emit, -O, --target-triple, --cpu and --features belong "
+                             "to 'moec compile' and 'moec build'");
+    if (strcmp(a->cmd, "build") == 0 && (a->header_path || a->emit))
+        return cli_misuse(a, "--header and --emit belong to 'moec compile'");
+    if (a->interp && !is_run) return cli_misuse(a, "--interp belongs to 'moec run'");
     return EXIT_OK;
 }
 
@@ -205,6 +257,7 @@ static int run_command(const command *c, int argc, char **argv) {
     memset(&a, 0, sizeof a);
     a.cmd = c->name;
     a.pipe.dump_out = stdout;
+    a.opt_level = 3;
     int st = EXIT_OK;
     for (int i = 2; i < argc && st == EXIT_OK; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

@@ -1,0 +1,215 @@
+/* tools/cmd_compile.c: `moec compile` (object + header [+ weights]), `moec build` (an
+ * executable: the object, libmoert and the .npy driver), and the native path of
+ * `moec run` (build into a temporary directory, run, clean up).
+ *
+ * Linking uses the system C compiler driver (`cc`, or $CC) and the libmoert.a found
+ * beside the moec executable (or $MOEC_RUNTIME_LIB), plus the words of $MOEC_LDFLAGS. */
+#include "backend.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* The composite ops the backend never sees: lowered here whatever --passes said. */
+static bool lower_composites(mc_graph *g, const cli_args *a, mc_diag *d) {
+    for (int pos = 0; pos < g->norder; pos++)
+        if (mc_op_infos[g->nodes[g->order[pos]].op].flags & MC_OPF_COMPOSITE) {
+            mc_pipeline_opts po = {.passes = "expand-moe", .training = a->training};
+            return mc_run_pipeline(g, &po, d);
+        }
+    return true;
+}
+
+static mc_graph *load_for_backend(const cli_args *a, mc_diag *d) {
+    mc_graph *g = cli_load_and_lower(a, NULL, d);
+    if (g && !lower_composites(g, a, d)) {
+        mc_graph_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* "out.o" -> "out" + ext */
+static char *replace_ext(const char *path, const char *ext) {
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    size_t n = dot && (!slash || dot > slash) ? (size_t)(dot - path) : strlen(path);
+    char *s = malloc(n + strlen(ext) + 1);
+    if (!s) mc_oom(n + strlen(ext) + 1);
+    memcpy(s, path, n);
+    strcpy(s + n, ext);
+    return s;
+}
+
+static mb_options backend_options(const cli_args *a) {
+    return (mb_options){.triple = a->triple,
+                        .cpu = a->cpu,
+                        .features = a->features,
+                        .opt_level = a->opt_level,
+                        .emit = (mb_emit_kind)a->emit,
+                        .external_weights = a->external_weights};
+}
+
+int cmd_compile(const cli_args *a) {
+    mc_diag d;
+    mc_diag_init(&d, a->model);
+    mc_graph *g = load_for_backend(a, &d);
+    if (!g) return cli_fail(&d);
+    mb_options o = backend_options(a);
+    char *header = a->header_path ? NULL : replace_ext(a->out_path, ".h");
+    char *weights = replace_ext(a->out_path, ".safetensors");
+    mb_outputs out = {.object = a->out_path,
+                      .header = a->header_path ? a->header_path : header,
+                      .weights = weights};
+    mc_diag_init(&d, a->model);
+    bool ok = mb_compile(g, &o, &out, &d);
+    free(header);
+    free(weights);
+    mc_graph_free(g);
+    return ok ? EXIT_OK : cli_fail(&d);
+}
+
+/* libmoert.a: $MOEC_RUNTIME_LIB, else beside the moec executable. */
+static bool runtime_lib(char *buf, size_t n, mc_diag *d) {
+    const char *env = getenv("MOEC_RUNTIME_LIB");
+    if (env && *env) return snprintf(buf, n, "%s", env) < (int)n;
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return mc_error(d, "", "cannot locate the moec executable to find libmoert.a");
+    exe[len] = 0;
+    snprintf(buf, n, "%s/libmoert.a", dirname(exe));
+    if (access(buf, R_OK) == 0) return true;
+    return mc_error(d, "", "cannot find libmoert.a beside moec (%s); set MOEC_RUNTIME_LIB", buf);
+}
+
+static int run_child(char *const *argv) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        fprintf(stderr, "moec: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static bool link_executable(const char *obj, const char *exe, mc_diag *d) {
+    char lib[PATH_MAX];
+    if (!runtime_lib(lib, sizeof lib, d)) return false;
+    const char *cc = getenv("CC") && *getenv("CC") ? getenv("CC") : "cc";
+    char *argv[64] = {(char *)cc, "-o", (char *)exe, (char *)obj, lib};
+    int n = 5;
+    /* $MOEC_LDFLAGS: extra words for the link (a sanitized libmoert needs them). */
+    char *extra = strdup(getenv("MOEC_LDFLAGS") ? getenv("MOEC_LDFLAGS") : "");
+    if (!extra) mc_oom(1);
+    for (char *w = strtok(extra, " "); w && n < 60; w = strtok(NULL, " "))
+        argv[n++] = w;
+    argv[n++] = "-lpthread";
+    argv[n++] = "-lm";
+    argv[n] = NULL;
+    int st = run_child(argv);
+    free(extra);
+    if (st == 0) return true;
+    remove(exe);
+    return mc_error(d, "", "linking %s with %s failed (exit status %d)", exe, cc, st);
+}
+
+/* Object with main() in `dir`, linked to `exe`. */
+static bool build_into(const cli_args *a, mc_graph *g, const char *dir, const char *exe,
+                       mc_diag *d) {
+    if (!lower_composites(g, a, d)) return false;
+    mb_options o = backend_options(a);
+    o.with_main = true;
+    o.emit = MB_EMIT_OBJ;
+    char *obj = mc_arena_printf(g->arena, "%s/model.o", dir);
+    char *weights = replace_ext(exe, ".safetensors");
+    mb_outputs out = {.object = obj, .weights = weights};
+    mc_diag_init(d, a->model);
+    bool ok = mb_compile(g, &o, &out, d) && link_executable(obj, exe, d);
+    remove(obj);
+    free(weights);
+    return ok;
+}
+
+static char *make_temp_dir(void) {
+    const char *base = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *dir = malloc(strlen(base) + 16);
+    if (!dir) mc_oom(strlen(base) + 16);
+    sprintf(dir, "%s/moec.XXXXXX", base);
+    if (mkdtemp(dir)) return dir;
+    free(dir);
+    return NULL;
+}
+
+int cmd_build(const cli_args *a) {
+    mc_diag d;
+    mc_diag_init(&d, a->model);
+    mc_graph *g = cli_load_and_lower(a, NULL, &d);
+    if (!g) return cli_fail(&d);
+    char *dir = make_temp_dir();
+    bool ok = dir ? build_into(a, g, dir, a->out_path, &d)
+                  : mc_error(&d, "", "cannot create a temporary directory");
+    if (dir) rmdir(dir);
+    free(dir);
+    mc_graph_free(g);
+    return ok ? EXIT_OK : cli_fail(&d);
+}
+
+/* argv of the driver: "--input name=path" and the like, strings owned by *store. */
+static void add_pairs(char **argv, int *n, char **store, int *ns, const char *flag,
+                      const cli_binding *b, int count) {
+    for (int i = 0; i < count; i++) {
+        size_t len = strlen(b[i].name) + strlen(b[i].path) + 2;
+        char *s = malloc(len);
+        if (!s) mc_oom(len);
+        snprintf(s, len, "%s=%s", b[i].name, b[i].path);
+        store[(*ns)++] = s;
+        argv[(*n)++] = (char *)flag;
+        argv[(*n)++] = s;
+    }
+}
+
+static int run_driver(const cli_args *a, char *exe) {
+    int pairs = a->ninputs + a->noutputs + a->nsyms, n = 0, ns = 0;
+    char **argv = calloc((size_t)(2 * pairs + 2), sizeof *argv);
+    char **store = calloc((size_t)pairs + 1, sizeof *store);
+    if (!argv || !store) mc_oom(sizeof *argv * (size_t)(3 * pairs + 3));
+    argv[n++] = exe;
+    add_pairs(argv, &n, store, &ns, "--input", a->inputs, a->ninputs);
+    add_pairs(argv, &n, store, &ns, "--output", a->outputs, a->noutputs);
+    add_pairs(argv, &n, store, &ns, "--sym", a->syms, a->nsyms);
+    int st = run_child(argv);
+    for (int i = 0; i < ns; i++)
+        free(store[i]);
+    free(store);
+    free(argv);
+    return st < 0 || st > EXIT_MISUSE ? EXIT_USER : st;
+}
+
+/* `moec run` without --interp, once the inputs are checked: the same driver a
+ * `moec build` binary has, built in a temporary directory. */
+int cli_run_native(const cli_args *a, mc_graph *g) {
+    mc_diag d;
+    mc_diag_init(&d, a->model);
+    char *dir = make_temp_dir();
+    if (!dir) return mc_error(&d, "", "cannot create a temporary directory"), cli_fail(&d);
+    size_t len = strlen(dir) + 8;
+    char *exe = malloc(len);
+    if (!exe) mc_oom(len);
+    snprintf(exe, len, "%s/model", dir);
+    int st = build_into(a, g, dir, exe, &d) ? run_driver(a, exe) : cli_fail(&d);
+    remove(exe);
+    rmdir(dir);
+    free(exe);
+    free(dir);
+    return st;
+}
