@@ -21,6 +21,8 @@ def report(name, ok, detail=""):
 
 
 def moec(args):
+    if args[0] == "run" and ARGS.engine == "interp":
+        args = args + ["--interp"]
     p = subprocess.run([ARGS.moec] + args, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"moec {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
@@ -187,6 +189,8 @@ def main():
     ap.add_argument("--moec", required=True)
     ap.add_argument("--examples", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--engine", choices=("native", "interp"), default="native",
+                    help="compiled code (moec run) or the reference interpreter (--interp)")
     ARGS = ap.parse_args()
     os.makedirs(ARGS.work, exist_ok=True)
     rng = np.random.default_rng(7)

@@ -1,0 +1,15 @@
+# The native backend (tests/native): every op and every example compiled at -O0 and -O3
+# against the interpreter, the generated API from C and C++, run-time misuse, and what
+# the emitted code looks like on x86-64 and AArch64.
+set(NATIVE_ENV "MOEC_LDFLAGS=${MOEC_LDFLAGS}")
+add_test(NAME native.ops
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/diff_ops.py $<TARGET_FILE:moec>)
+add_test(NAME native.examples
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/examples.sh $<TARGET_FILE:moec>
+                 ${PROJECT_SOURCE_DIR}/examples)
+add_test(NAME native.abi
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/abi.sh $<TARGET_FILE:moec> $<TARGET_FILE:moert>)
+add_test(NAME native.targets
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/targets.sh $<TARGET_FILE:moec>)
+set_tests_properties(native.ops native.examples native.abi native.targets
+                     PROPERTIES ENVIRONMENT "${NATIVE_ENV}")

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The generated API from C11 and C++17 (-Wall -Wextra -Werror -pedantic), with embedded
+# and with external weights, against the interpreter; then run-time misuse.
+# usage: abi.sh MOEC LIBMOERT   ($MOEC_LDFLAGS: extra link flags, e.g. sanitizers)
+set -euo pipefail
+moec=$(realpath "$1")
+lib=$(realpath "$2")
+src=$(cd "$(dirname "$0")" && pwd)
+runtime=$src/../../runtime
+read -r -a ldflags <<<"${MOEC_LDFLAGS:-}"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+cp "$src/abi_model.json" .
+/usr/bin/python3 -c "import numpy as np; np.save('x.npy', np.random.default_rng(1).standard_normal((13, 48)).astype(np.float32))"
+"$moec" run abi_model.json --interp --input x=x.npy --output y=want_y.npy --output expert=want_e.npy
+mkdir emb ext
+"$moec" compile abi_model.json -o emb/abi_model.o
+"$moec" compile abi_model.json -o ext/abi_model.o --weights=external
+test -f emb/abi_model.h && test -f ext/abi_model.h && test -f ext/abi_model.safetensors
+test ! -e emb/abi_model.safetensors
+sed 's/70/69/g' abi_model.json >bad.json
+"$moec" init-weights bad.json -o bad.safetensors
+
+build() { # compiler std dir source out
+    "$1" -std="$2" -Wall -Wextra -Werror -pedantic -I"$3" -I"$runtime" "$4" "$3/abi_model.o" "$lib" \
+        "${ldflags[@]}" -lpthread -lm -o "$5"
+}
+build cc c11 emb "$src/abi_c.c" abi_c
+build c++ c++17 emb "$src/abi_cpp.cpp" abi_cpp
+build cc c11 ext "$src/abi_c.c" abi_c_ext
+build cc c11 ext "$src/misuse.c" misuse
+./abi_c x.npy want_y.npy want_e.npy
+./abi_cpp x.npy want_y.npy want_e.npy
+./abi_c_ext x.npy want_y.npy want_e.npy ext/abi_model.safetensors
+./misuse x.npy ext/abi_model.safetensors bad.safetensors

@@ -1,0 +1,281 @@
+#!/usr/bin/python3
+"""Differential test of the native backend: every op of ir/ops.def (moe.MoE through the
+examples, since the backend sees it expanded) in a one-node model on random shapes,
+compiled at -O0 and -O3 and run for several values of the symbol T (1, odd, max), against
+the reference interpreter (`moec run --interp`).
+
+Tolerances, per op family (relative, absolute), stated here once:
+  exact   data movement, comparisons, casts, TopK, routing, dispatch: bit for bit
+  arith   + - * / neg relu, normalisations, reductions: (1e-5, 1e-6)
+  transc  exp log pow sqrt tanh sigmoid gelu silu softmax: (2e-5, 1e-6)
+  gemm    MatMul Gemm ExpertMatMul (FMA, K up to ~100): (1e-5, 1e-5)
+Routing ops are fed exact inputs here, so their decisions must match exactly.
+
+usage: diff_ops.py MOEC [--only NAME] [--keep DIR]"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+TOL = {"exact": (0, 0), "arith": (1e-5, 1e-6), "transc": (2e-5, 1e-6), "gemm": (1e-5, 1e-5)}
+TMAX = 33
+T_VALUES = (1, 7, TMAX)
+
+
+def f32(*shape):
+    return {"dtype": "float32", "shape": list(shape)}
+
+
+def case(name, op, inputs, outputs, tol, attrs=None, inits=(), feeds=None, extra_nodes=()):
+    """inputs: [(name, dtype, shape, generator)] graph inputs; inits: initializer dicts."""
+    return dict(name=name, op=op, inputs=inputs, outputs=outputs, tol=tol, attrs=attrs or {},
+                inits=list(inits), extra_nodes=list(extra_nodes))
+
+
+def rnd(scale=1.0):
+    return lambda rng, shape: (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def pos():
+    return lambda rng, shape: (rng.random(shape) + 0.5).astype(np.float32)
+
+
+def ints(lo, hi, dt=np.int64):
+    return lambda rng, shape: rng.integers(lo, hi, size=shape).astype(dt)
+
+
+def bools():
+    return lambda rng, shape: rng.random(shape) < 0.5
+
+
+def const(name, dtype, shape, data):
+    return {"name": name, "dtype": dtype, "shape": list(shape), "data": list(data)}
+
+
+def unary(name, op, tol, gen=rnd(), attrs=None):
+    return case(name, op, [("x", "float32", ["T", 5, 3], gen)], ["y"], tol, attrs)
+
+
+def binary(name, op, tol, bshape=("T", 1, 6), gen_b=rnd()):
+    return case(name, op, [("a", "float32", ["T", 4, 6], rnd()), ("b", "float32", list(bshape), gen_b)],
+                ["y"], tol)
+
+
+def std_cases():
+    c = [binary("add_bcast", "Add", "arith"), binary("add_same", "Add", "arith", ("T", 4, 6)),
+         binary("sub_row", "Sub", "arith", (6,)), binary("mul_scalar", "Mul", "arith", (1,)),
+         binary("div", "Div", "arith", ("T", 4, 1), pos()), binary("pow", "Pow", "transc", (6,), pos())]
+    c[5]["inputs"][0] = ("a", "float32", ["T", 4, 6], pos())
+    c += [unary("neg", "Neg", "exact"), unary("sqrt", "Sqrt", "transc", pos()),
+          unary("exp", "Exp", "transc"), unary("log", "Log", "transc", pos()),
+          unary("relu", "Relu", "exact"), unary("gelu", "Gelu", "transc"),
+          unary("gelu_tanh", "Gelu", "transc", attrs={"approximate": "tanh"}),
+          unary("sigmoid", "Sigmoid", "transc"), unary("tanh", "Tanh", "transc"),
+          unary("silu", "moe.Silu", "transc"), unary("softmax", "Softmax", "transc", rnd(3)),
+          unary("softmax_axis1", "Softmax", "transc", rnd(3), {"axis": 1}),
+          unary("log_softmax", "LogSoftmax", "transc", rnd(3)),
+          case("layer_norm", "LayerNormalization",
+               [("x", "float32", ["T", 24], rnd()), ("s", "float32", [24], rnd()), ("b", "float32", [24], rnd())],
+               ["y"], "arith"),
+          case("rms_norm", "RMSNormalization", [("x", "float32", ["T", 24], rnd()), ("s", "float32", [24], rnd())],
+               ["y"], "arith"),
+          case("matmul", "MatMul", [("a", "float32", ["T", 37], rnd()), ("w", None, None, None)], ["y"], "gemm",
+               inits=[{"name": "w", **f32(37, 70), "init": {"dist": "normal", "std": 0.5, "seed": 3}}]),
+          case("matmul_act", "MatMul", [("a", "float32", ["T", 3, 9], rnd()), ("w", "float32", [9, 5], rnd())],
+               ["y"], "gemm"),
+          case("matmul_batch", "MatMul", [("a", "float32", [2, "T", 9], rnd()), ("w", "float32", [2, 9, 40], rnd())],
+               ["y"], "gemm"),
+          case("gemm", "Gemm", [("a", "float32", ["T", 20], rnd()), ("w", None, None, None),
+                                ("c", "float32", [33], rnd())], ["y"], "gemm",
+               attrs={"alpha": 0.5, "beta": 2.0},
+               inits=[{"name": "w", **f32(20, 33), "init": {"dist": "normal", "std": 0.5, "seed": 4}}]),
+          case("gemm_transB", "Gemm", [("a", "float32", ["T", 20], rnd()), ("w", "float32", [12, 20], rnd())],
+               ["y"], "gemm", attrs={"transB": 1})]
+    return c
+
+
+def tensor_cases():
+    return [
+        case("reshape", "Reshape", [("x", "float32", ["T", 6], rnd())], ["y"], "exact",
+             inits=[const("shape", "int64", [3], [-1, 2, 3])]),
+        case("transpose", "Transpose", [("x", "float32", ["T", 4, 5], rnd())], ["y"], "exact",
+             attrs={"perm": [2, 0, 1]}),
+        case("concat", "Concat", [("a", "float32", ["T", 3], rnd()), ("b", "float32", ["T", 5], rnd())], ["y"],
+             "exact", attrs={"axis": 1}),
+        case("split", "Split", [("x", "float32", ["T", 9], rnd())], ["y0", "y1"], "exact",
+             attrs={"axis": 1}, inits=[const("sizes", "int64", [2], [4, 5])]),
+        case("slice", "Slice", [("x", "float32", ["T", 10], rnd())], ["y"], "exact",
+             inits=[const("st", "int64", [1], [1]), const("en", "int64", [1], [9]),
+                    const("ax", "int64", [1], [1]), const("sp", "int64", [1], [3])]),
+        case("gather", "Gather", [("x", "float32", [11, 4], rnd()), ("i", "int64", ["T", 2], ints(-11, 11))],
+             ["y"], "exact"),
+        case("reduce_sum", "ReduceSum", [("x", "float32", ["T", 4, 6], rnd())], ["y"], "arith",
+             inits=[const("axes", "int64", [1], [2])]),
+        case("reduce_mean", "ReduceMean", [("x", "float32", ["T", 4, 6], rnd())], ["y"], "arith",
+             attrs={"keepdims": 0}, inits=[const("axes", "int64", [1], [1])]),
+        case("reduce_max", "ReduceMax", [("x", "float32", ["T", 4, 6], rnd())], ["y"], "exact",
+             inits=[const("axes", "int64", [2], [0, 2])]),
+        case("cast_f2i", "Cast", [("x", "float32", ["T", 7], rnd(20))], ["y"], "exact", attrs={"to": 6}),
+        case("cast_i2f", "Cast", [("x", "int64", ["T", 7], ints(-99, 99))], ["y"], "exact", attrs={"to": 1}),
+        case("identity", "Identity", [("x", "float32", ["T", 7], rnd())], ["y"], "exact"),
+        case("where", "Where", [("c", "bool", ["T", 6], bools()), ("a", "float32", ["T", 6], rnd()),
+                                ("b", "float32", [6], rnd())], ["y"], "exact"),
+        case("equal", "Equal", [("a", "int32", ["T", 6], ints(0, 3, np.int32)),
+                                ("b", "int32", [6], ints(0, 3, np.int32))], ["y"], "exact"),
+        case("less", "Less", [("a", "float32", ["T", 6], rnd()), ("b", "float32", [6], rnd())], ["y"], "exact"),
+        case("topk", "TopK", [("x", "float32", ["T", 9], rnd())], ["v", "i"], "exact",
+             inits=[const("k", "int64", [1], [4])]),
+        case("topk_ties", "TopK", [("x", "float32", ["T", 9], lambda r, s: r.integers(0, 3, s).astype(np.float32))],
+             ["v", "i"], "exact", attrs={"largest": 0}, inits=[const("k", "int64", [1], [3])]),
+    ]
+
+
+def route_input(E):
+    return [("z", "float32", ["T", E], rnd(2))]
+
+
+def moe_cases():
+    E = 6
+    bias = [{"name": "bias", **f32(E), "init": {"dist": "normal", "std": 0.5, "seed": 9}}]
+    mask = ("mask", "bool", ["T"], bools())
+    c = [case("topk_route", "moe.TopKRoute", route_input(E), ["e", "w"], "exact", {"k": 2, "normalize": 1}),
+         case("topk_route_sigmoid_groups", "moe.TopKRoute", route_input(E) + [("bias", None, None, None)],
+              ["e", "w"], "exact", {"k": 2, "score": "sigmoid", "groups": 3, "topk_groups": 2}, bias),
+         case("topk_route_capacity", "moe.TopKRoute", route_input(E), ["e", "w", "choice"], "exact",
+              {"k": 2, "capacity": 4, "order": "priority"}),
+         case("topp_route", "moe.TopPRoute", route_input(E), ["e", "w"], "exact", {"p": 0.6, "max_k": 3}),
+         case("expert_choice", "moe.ExpertChoiceRoute", route_input(E), ["tok", "w"], "exact", {"capacity": 3}),
+         case("resonance", "moe.ResonanceRoute", [("x", "float32", ["T", 8], rnd())], ["e", "w"], "exact",
+              {"num_experts": 4, "k": 1, "capacity": 5}),
+         case("gw_route", "moe.GWRoute", route_input(E), ["e", "w"], "exact",
+              {"k": 2, "threshold": 1.2, "max_broadcast": 3}),
+         case("lb_loss", "moe.LoadBalanceLoss", [("p", "float32", ["T", E], pos()),
+                                                 ("e", "int32", ["T", 2], ints(0, E, np.int32))], ["l"], "arith"),
+         case("z_loss", "moe.ZLoss", route_input(E) + [mask], ["l"], "arith", {"coef": 0.1}),
+         case("entropy_loss", "moe.EntropyLoss", [("p", "float32", ["T", E], pos())], ["l"], "arith")]
+    # Dispatch / ExpertMatMul / Combine behind a real router, so indices are valid.
+    chain = [{"name": "route", "op": "moe.TopKRoute", "inputs": ["z"], "outputs": ["e", "w"], "attrs": {"k": 2}},
+             {"name": "disp", "op": "moe.Dispatch", "inputs": ["x", "e", "w"],
+              "outputs": ["rows", "off", "rtok", "rw"], "attrs": {"num_experts": E}}]
+    w1 = {"name": "w1", **f32(E, 10, 40), "init": {"dist": "normal", "std": 0.3, "seed": 5}}
+    xz = [("x", "float32", ["T", 10], rnd()), ("z", "float32", ["T", E], rnd(2))]
+    c.append(case("dispatch", None, xz, ["rows", "off", "rtok", "rw"], "exact", extra_nodes=chain))
+    c.append(case("expert_matmul", None, xz, ["h"], "gemm", inits=[w1], extra_nodes=chain + [
+        {"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "off", "w1"], "outputs": ["h"]}]))
+    c.append(case("expert_matmul_act", None, xz + [("w2", "float32", [E, 10, 7], rnd())], ["h"], "gemm",
+                  extra_nodes=chain + [{"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "off", "w2"],
+                                        "outputs": ["h"]}]))
+    c.append(case("combine", None, xz, ["y"], "arith", extra_nodes=chain + [
+        {"name": "comb", "op": "moe.Combine", "inputs": ["rows", "rtok", "rw", "off", "x"], "outputs": ["y"]}]))
+    ec = [{"name": "route", "op": "moe.ExpertChoiceRoute", "inputs": ["z"], "outputs": ["tok", "w"],
+           "attrs": {"capacity": 4}},
+          {"name": "disp", "op": "moe.Dispatch", "inputs": ["x", "tok", "w"], "outputs": ["rows", "off", "rtok", "rw"],
+           "attrs": {"num_experts": E, "source": "expert_choice"}},
+          {"name": "comb", "op": "moe.Combine", "inputs": ["rows", "rtok", "rw", "off", "x"], "outputs": ["y"]}]
+    c.append(case("dispatch_expert_choice", None, xz, ["y", "off"], "arith", extra_nodes=ec))
+    return c
+
+
+def model_of(cs):
+    ins, seen = [], set()
+    for name, dt, shape, _ in cs["inputs"]:
+        if dt is not None:
+            ins.append({"name": name, "dtype": dt, "shape": shape})
+    nodes = list(cs["extra_nodes"])
+    if cs["op"]:
+        node = {"name": "n", "op": cs["op"], "inputs": [i[0] for i in cs["inputs"]], "outputs": cs["outputs"]}
+        if cs["inits"] and cs["op"] not in ("MatMul", "Gemm", "moe.TopKRoute"):
+            node["inputs"] += [i["name"] for i in cs["inits"]]
+        if cs["attrs"]:
+            node["attrs"] = cs["attrs"]
+        nodes.append(node)
+    del seen
+    return {"moec": 1, "name": "op_" + cs["name"], "symbols": {"T": {"max": TMAX}}, "inputs": ins,
+            "outputs": cs["outputs"], "initializers": cs["inits"], "nodes": nodes}
+
+
+def feeds_of(cs, T, rng):
+    out = {}
+    for name, dt, shape, gen in cs["inputs"]:
+        if dt is not None:
+            out[name] = gen(rng, tuple(T if d == "T" else d for d in shape))
+    return out
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:2]), p.returncode, p.stderr.strip()))
+
+
+def compare(cs, got, want):
+    rtol, atol = TOL[cs["tol"]]
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return "dtype/shape %s%s vs %s%s" % (got.dtype, got.shape, want.dtype, want.shape)
+    if rtol == 0 and atol == 0:
+        same = (got == want) | (np.isnan(got) & np.isnan(want)) if got.dtype.kind == "f" else got == want
+        return None if np.all(same) else "%d elements differ (exact expected)" % np.sum(~same)
+    ok = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
+    if np.all(ok):
+        return None
+    i = np.argmax(~ok.ravel())
+    return "%d elements outside (%g, %g); first got %r want %r" % (
+        np.sum(~ok), rtol, atol, got.ravel()[i], want.ravel()[i])
+
+
+def check_case(moec, cs, work, rng):
+    d = os.path.join(work, cs["name"])
+    os.makedirs(d, exist_ok=True)
+    model = os.path.join(d, "model.json")
+    with open(model, "w") as f:
+        json.dump(model_of(cs), f, indent=1)
+    exes = {}
+    for opt in ("-O0", "-O3"):
+        exes[opt] = os.path.join(d, "model" + opt)
+        run([moec, "build", model, "-o", exes[opt], opt])
+    problems = []
+    for T in T_VALUES:
+        feeds = feeds_of(cs, T, rng)
+        args = []
+        for name, arr in feeds.items():
+            p = os.path.join(d, "%s_T%d.npy" % (name, T))
+            np.save(p, arr)
+            args += ["--input", "%s=%s" % (name, p)]
+        want = {o: os.path.join(d, "want_%s_T%d.npy" % (o, T)) for o in cs["outputs"]}
+        run([moec, "run", model, "--interp"] + args + sum([["--output", "%s=%s" % kv] for kv in want.items()], []))
+        for opt, exe in exes.items():
+            got = {o: os.path.join(d, "got%s_%s_T%d.npy" % (opt, o, T)) for o in cs["outputs"]}
+            run([exe] + args + sum([["--output", "%s=%s" % kv] for kv in got.items()], []))
+            for o in cs["outputs"]:
+                msg = compare(cs, np.load(got[o]), np.load(want[o]))
+                if msg:
+                    problems.append("%s T=%d output %s: %s" % (opt, T, o, msg))
+    return problems
+
+
+def main():
+    moec = os.path.abspath(sys.argv[1])
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
+    rng = np.random.default_rng(20261123)
+    cases = [c for c in std_cases() + tensor_cases() + moe_cases() if not only or c["name"] == only]
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        work = keep or tmp
+        for cs in cases:
+            try:
+                problems = check_case(moec, cs, work, rng)
+            except RuntimeError as e:
+                problems = [str(e)]
+            for p in problems:
+                print("FAIL %s: %s" % (cs["name"], p))
+            failed += bool(problems)
+    print("%d cases, %d passed, %d failed" % (len(cases), len(cases) - failed, failed))
+    return 1 if failed or not cases else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

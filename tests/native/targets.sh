@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# What the backend emits: packed FMAs in the GEMM micro-kernel on AVX-512 and AVX2, an
+# AArch64 object (inspected with llvm-readobj-19 and llvm-objdump-19), large weights in
+# the x86-64 large-data section so that models above 2 GiB of weights still link, and
+# nothing half-written when a compile fails.
+# usage: targets.sh MOEC
+set -euo pipefail
+moec=$(realpath "$1")
+model=$(dirname "$(realpath "$0")")/abi_model.json
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+x86=(--target-triple x86_64-linux-gnu)
+
+"$moec" compile "$model" "${x86[@]}" --cpu=skylake-avx512 --emit=asm -o "$work/avx512.s"
+grep -Eq 'vfmadd[0-9]+ps[^#]*%zmm' "$work/avx512.s" || fail "no packed zmm FMA for skylake-avx512"
+"$moec" compile "$model" "${x86[@]}" --cpu=haswell --emit=asm -o "$work/avx2.s"
+grep -Eq 'vfmadd[0-9]+ps[^#]*%ymm' "$work/avx2.s" || fail "no packed ymm FMA for haswell"
+grep -Eq '%zmm' "$work/avx2.s" && fail "haswell code uses AVX-512 registers"
+
+"$moec" compile "$model" --target-triple aarch64-linux-gnu -o "$work/a64.o"
+# (Tool output goes to files first: grep -q closing a pipe early trips pipefail.)
+llvm-readobj-19 --file-headers "$work/a64.o" >"$work/a64.hdr"
+grep -q 'Machine: EM_AARCH64' "$work/a64.hdr" || fail "not an AArch64 object"
+llvm-objdump-19 -d -t "$work/a64.o" >"$work/a64.dis"
+grep -Eq 'fmla[[:space:]]+v[0-9]+\.4s' "$work/a64.dis" || fail "no NEON FMA in the AArch64 object"
+grep -q 'abi_model_run' "$work/a64.dis" || fail "AArch64 object lacks abi_model_run"
+
+# Weights (w1: 6*48*70 floats, above LLVM's large-data threshold) go to .lrodata.
+"$moec" compile "$model" "${x86[@]}" -o "$work/x86.o"
+llvm-readobj-19 --sections "$work/x86.o" >"$work/x86.sec"
+grep -q 'Name: .lrodata' "$work/x86.sec" || fail "weights are not in .lrodata"
+
+# -O0 and LLVM IR output.
+"$moec" compile "$model" -O0 --emit=llvm -o "$work/m.ll"
+grep -q 'define .*@abi_model_run(' "$work/m.ll" || fail "no abi_model_run in the LLVM IR"
+
+# A compile that fails after the object is written (the header cannot be) leaves
+# neither the object nor a temporary file behind.
+if "$moec" compile "$model" -o "$work/late.o" --header "$work/no/such/dir.h" 2>"$work/err"; then
+    fail "compile with an unwritable header succeeded"
+fi
+grep -q "cannot write $work/no/such/dir.h" "$work/err" || fail "unexpected message: $(cat "$work/err")"
+[ -z "$(ls "$work" | grep late)" ] || fail "a failed compile left files behind: $(ls "$work")"
+echo "targets: ok"
