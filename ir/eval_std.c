@@ -47,7 +47,7 @@ bool mc_interp_MATMUL(const mc_kernel_ctx *k) {
 }
 
 bool mc_interp_GEMM(const mc_kernel_ctx *k) {
-    const mc_tensor *a = k->in[0], *b = k->in[1], *c = k->in[2];
+    const mc_tensor *a = k->in[0], *b = k->in[1], *c = k->n->nin > 2 ? k->in[2] : NULL;
     mc_tensor *y = &k->out[0];
     bool ta = mc_attr_int(k->n, "transA"), tb = mc_attr_int(k->n, "transB");
     float alpha = (float)mc_attr_float(k->n, "alpha"), beta = (float)mc_attr_float(k->n, "beta");
