@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what bench/ compares against, from Debian's packages: PyTorch
+# (python3-torch) with OpenBLAS built for OpenMP as its BLAS (Debian's torch uses the
+# system libblas.so.3; the reference BLAS would understate it, and the pthread OpenBLAS
+# fights torch's OpenMP threads for the cores).
+set -euo pipefail
+packages=(python3-numpy python3-torch libopenblas0-openmp)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+if ((${#missing[@]})); then
+    $sudo apt-get update
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+for lib in libblas.so.3 liblapack.so.3; do
+    $sudo update-alternatives --set "$lib-$arch" "/usr/lib/$arch/openblas-openmp/$lib" >/dev/null
+done
