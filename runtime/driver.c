@@ -393,15 +393,17 @@ static moert_status write_outputs(const run_state *st, const cli *c) {
     return MOERT_OK;
 }
 
+/* The same line `moec run --interp` prints, so the two engines read alike. */
 static void summarize(const run_state *st) {
     for (int64_t i = 0; i < st->info->num_outputs; i++) {
         const moert_tensor_info *t = &st->info->outputs[i];
         const int64_t *dims = &st->out_dims[8 * i];
-        char shape[256];
-        moert_format_dims(shape, sizeof shape, dims, t->rank);
         int ok;
         size_t n = moert_nbytes(dims, t->rank, 1, &ok);
-        printf("%s: %s %s", t->name, moert_dtype_name((moert_dtype)t->dtype), shape);
+        printf("%s: %s[", t->name, moert_dtype_name((moert_dtype)t->dtype));
+        for (int64_t d = 0; d < t->rank; d++)
+            printf("%s%lld", d ? "," : "", (long long)dims[d]);
+        printf("]");
         if (n == 0) {
             printf(" (empty)\n");
             continue;
@@ -413,7 +415,10 @@ static void summarize(const run_state *st) {
             lo = v < lo ? v : lo;
             hi = v > hi ? v : hi;
         }
-        printf(" mean %g min %g max %g\n", sum / (double)n, lo, hi);
+        printf(" mean=%.6g min=%.6g max=%.6g first=[", sum / (double)n, lo, hi);
+        for (size_t k = 0; k < n && k < 4; k++)
+            printf("%s%.6g", k ? ", " : "", element(st->out[i], (moert_dtype)t->dtype, k));
+        printf("%s]\n", n > 4 ? ", ..." : "");
     }
 }
 

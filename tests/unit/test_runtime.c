@@ -611,7 +611,7 @@ Test(driver, summary_without_outputs, .init = driver_init, .fini = scratch_fini)
     const char *argv[] = {"/some/dir/add1", in};
     cr_assert_eq(drive(2, argv), 0);
     fflush(stdout);
-    cr_assert_stdout_eq_str("y: f32 [2, 2] mean 2.5 min 1 max 4\n");
+    cr_assert_stdout_eq_str("y: f32[2,2] mean=2.5 min=1 max=4 first=[1, 2, 3, 4]\n");
 }
 
 Test(driver, bench_prints_timings, .init = driver_init, .fini = scratch_fini) {
