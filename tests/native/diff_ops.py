@@ -14,6 +14,7 @@ Routing ops are fed exact inputs here, so their decisions must match exactly.
 usage: diff_ops.py MOEC [--only NAME] [--keep DIR]"""
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,10 +30,11 @@ def f32(*shape):
     return {"dtype": "float32", "shape": list(shape)}
 
 
-def case(name, op, inputs, outputs, tol, attrs=None, inits=(), feeds=None, extra_nodes=()):
-    """inputs: [(name, dtype, shape, generator)] graph inputs; inits: initializer dicts."""
+def case(name, op, inputs, outputs, tol, attrs=None, inits=(), extra_nodes=(), mode="infer"):
+    """inputs: [(name, dtype, shape, generator)] graph inputs, dtype None for an
+    initializer's slot; inits: initializer dicts; extra_nodes: nodes before the op."""
     return dict(name=name, op=op, inputs=inputs, outputs=outputs, tol=tol, attrs=attrs or {},
-                inits=list(inits), extra_nodes=list(extra_nodes))
+                inits=list(inits), extra_nodes=list(extra_nodes), mode=mode)
 
 
 def rnd(scale=1.0):
@@ -133,6 +135,23 @@ def tensor_cases():
     ]
 
 
+def half_cases():
+    """f16 and bf16 kernels, reached through Cast (ONNX codes 10 and 16)."""
+    out = []
+    for name, code in (("f16", 10), ("bf16", 16)):
+        nodes = [{"name": "c1", "op": "Cast", "inputs": ["a"], "outputs": ["ah"], "attrs": {"to": code}},
+                 {"name": "c2", "op": "Cast", "inputs": ["b"], "outputs": ["bh"], "attrs": {"to": code}},
+                 {"name": "mul", "op": "Mul", "inputs": ["ah", "ah"], "outputs": ["p"]},
+                 {"name": "sm", "op": "Softmax", "inputs": ["p"], "outputs": ["s"]},
+                 {"name": "mm", "op": "MatMul", "inputs": ["s", "bh"], "outputs": ["q"]},
+                 {"name": "sum", "op": "ReduceSum", "inputs": ["q", "axes"], "outputs": ["r"]}]
+        out.append(case(name + "_chain", "Cast", [("r", None, None, None)], ["y"], "transc", {"to": 1},
+                        [const("axes", "int64", [1], [1])], nodes))
+        out[-1]["inputs"] = [("a", "float32", ["T", 8], rnd()), ("b", "float32", [8, 8], rnd())]
+        out[-1]["op_inputs"] = ["r"]
+    return out
+
+
 def route_input(E):
     return [("z", "float32", ["T", E], rnd(2))]
 
@@ -152,6 +171,8 @@ def moe_cases():
               {"num_experts": 4, "k": 1, "capacity": 5}),
          case("gw_route", "moe.GWRoute", route_input(E), ["e", "w"], "exact",
               {"k": 2, "threshold": 1.2, "max_broadcast": 3}),
+         case("gw_route_train", "moe.GWRoute", route_input(E) + [("bias", None, None, None), mask], ["e", "w"],
+              "exact", {"k": 2, "threshold": 1.2, "max_broadcast": 3}, bias, mode="train"),
          case("lb_loss", "moe.LoadBalanceLoss", [("p", "float32", ["T", E], pos()),
                                                  ("e", "int32", ["T", 2], ints(0, E, np.int32))], ["l"], "arith"),
          case("z_loss", "moe.ZLoss", route_input(E) + [mask], ["l"], "arith", {"coef": 0.1}),
@@ -180,19 +201,19 @@ def moe_cases():
 
 
 def model_of(cs):
-    ins, seen = [], set()
+    ins = []
     for name, dt, shape, _ in cs["inputs"]:
         if dt is not None:
             ins.append({"name": name, "dtype": dt, "shape": shape})
     nodes = list(cs["extra_nodes"])
     if cs["op"]:
-        node = {"name": "n", "op": cs["op"], "inputs": [i[0] for i in cs["inputs"]], "outputs": cs["outputs"]}
-        if cs["inits"] and cs["op"] not in ("MatMul", "Gemm", "moe.TopKRoute"):
+        node = {"name": "n", "op": cs["op"], "inputs": cs.get("op_inputs") or [i[0] for i in cs["inputs"]],
+                "outputs": cs["outputs"]}
+        if cs["inits"] and not cs.get("op_inputs") and not any(i[1] is None for i in cs["inputs"]):
             node["inputs"] += [i["name"] for i in cs["inits"]]
         if cs["attrs"]:
             node["attrs"] = cs["attrs"]
         nodes.append(node)
-    del seen
     return {"moec": 1, "name": "op_" + cs["name"], "symbols": {"T": {"max": TMAX}}, "inputs": ins,
             "outputs": cs["outputs"], "initializers": cs["inits"], "nodes": nodes}
 
@@ -233,9 +254,10 @@ def check_case(moec, cs, work, rng):
     with open(model, "w") as f:
         json.dump(model_of(cs), f, indent=1)
     exes = {}
+    mode = "--mode=" + cs["mode"]
     for opt in ("-O0", "-O3"):
         exes[opt] = os.path.join(d, "model" + opt)
-        run([moec, "build", model, "-o", exes[opt], opt])
+        run([moec, "build", model, "-o", exes[opt], opt, mode])
     problems = []
     for T in T_VALUES:
         feeds = feeds_of(cs, T, rng)
@@ -245,7 +267,7 @@ def check_case(moec, cs, work, rng):
             np.save(p, arr)
             args += ["--input", "%s=%s" % (name, p)]
         want = {o: os.path.join(d, "want_%s_T%d.npy" % (o, T)) for o in cs["outputs"]}
-        run([moec, "run", model, "--interp"] + args + sum([["--output", "%s=%s" % kv] for kv in want.items()], []))
+        run([moec, "run", model, "--interp", mode] + args + sum([["--output", "%s=%s" % kv] for kv in want.items()], []))
         for opt, exe in exes.items():
             got = {o: os.path.join(d, "got%s_%s_T%d.npy" % (opt, o, T)) for o in cs["outputs"]}
             run([exe] + args + sum([["--output", "%s=%s" % kv] for kv in got.items()], []))
@@ -256,13 +278,25 @@ def check_case(moec, cs, work, rng):
     return problems
 
 
+def untested_ops(cases):
+    """Ops of ir/ops.def no case uses: a new op must come with a case here."""
+    table = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "ir", "ops.def")
+    names = set(re.findall(r'^OP\(\w+,\s*"([^"]+)"', open(table).read(), re.M))
+    used = {c["op"] for c in cases} | {n["op"] for c in cases for n in c["extra_nodes"]}
+    return sorted(names - used - {"moe.MoE"})  # moe.MoE: expanded first; see examples.sh
+
+
 def main():
     moec = os.path.abspath(sys.argv[1])
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
     rng = np.random.default_rng(20261123)
-    cases = [c for c in std_cases() + tensor_cases() + moe_cases() if not only or c["name"] == only]
+    every = std_cases() + tensor_cases() + half_cases() + moe_cases()
+    cases = [c for c in every if not only or c["name"] == only]
     failed = 0
+    if untested_ops(every):
+        print("FAIL: no case for %s" % ", ".join(untested_ops(every)))
+        failed += 1
     with tempfile.TemporaryDirectory() as tmp:
         work = keep or tmp
         for cs in cases:
