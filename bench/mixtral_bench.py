@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Prefill benchmark of a Mixtral MoE block: moec's compiled code against PyTorch
-(Debian's python3-torch) on the same weights, in the same run.
+(Debian's python3-torch) and ONNX Runtime (npm's onnxruntime-node) on the same weights,
+in the same run.
 
 Shape (issue 3): T=256 tokens, D=768, F=2048, E=8 experts, top-2 softmax routing with
 renormalised weights, SwiGLU experts, fp32, 2 threads. FLOPs counted: 6*T*k*D*F (the
@@ -70,27 +71,39 @@ def bench_moec(moec, work, runs, threads):
     return float(m.group(2)) / 1e3, build_s, np.load(os.path.join(work, "y.npy"))
 
 
+def torch_block(w):
+    """The Hugging Face Mixtral sparse MoE block, fp32, as a module (ONNX export too)."""
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for n in ("w_router", "w_gate", "w_up", "w_down"):
+                self.register_buffer(n, torch.from_numpy(np.array(w[n])))
+
+        def forward(self, x):
+            probs = torch.softmax(x @ self.w_router, dim=-1)
+            top_w, top_e = torch.topk(probs, K, dim=-1)
+            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+            y = torch.zeros_like(x)
+            for e in range(E):
+                tok, slot = torch.where(top_e == e)
+                h = x[tok]
+                h = torch.nn.functional.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])
+                y = y.index_add(0, tok, (h @ self.w_down[e]) * top_w[tok, slot, None])
+            return y
+    return Block().eval()
+
+
 def bench_torch(x, w, runs, threads):
     import torch
     torch.set_num_threads(threads)
     xt = torch.from_numpy(x)
-    wr, wg, wu, wd = (torch.from_numpy(np.array(w[n])) for n in
-                      ("w_router", "w_gate", "w_up", "w_down"))
+    model = torch_block(w)
 
-    def block():  # the Hugging Face Mixtral sparse MoE block, fp32
+    def block():
         with torch.no_grad():
-            probs = torch.softmax(xt @ wr, dim=-1)
-            top_w, top_e = torch.topk(probs, K, dim=-1)
-            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
-            y = torch.zeros_like(xt)
-            for e in range(E):
-                tok, slot = torch.where(top_e == e)
-                if tok.numel() == 0:
-                    continue
-                h = xt[tok]
-                h = torch.nn.functional.silu(h @ wg[e]) * (h @ wu[e])
-                y.index_add_(0, tok, (h @ wd[e]) * top_w[tok, slot, None])
-            return y
+            return model(xt)
     block()
     times = []
     for _ in range(runs):
@@ -98,6 +111,27 @@ def bench_torch(x, w, runs, threads):
         y = block()
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), y.numpy()
+
+
+def bench_ort(x, w, runs, threads, work):
+    """The same module exported with torch.onnx (what a user deploying with ONNX Runtime
+    gets), run by npm's onnxruntime-node; None when it is not installed (bench/setup.sh)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.isdir(os.path.join(here, "node_modules", "onnxruntime-node")):
+        return None
+    import torch
+    onnx_path = os.path.join(work, "block.onnx")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # index_add's duplicate-index caveat: indices are unique here
+        torch.onnx.export(torch_block(w), (torch.from_numpy(x),), onnx_path, input_names=["x"],
+                          output_names=["y"], opset_version=17)
+    x.tofile(os.path.join(work, "x.bin"))
+    out = subprocess.run(["node", os.path.join(here, "ort_run.js"), onnx_path, os.path.join(work, "x.bin"),
+                          str(T), str(D), str(runs), str(threads), os.path.join(work, "y_ort.bin")],
+                         check=True, capture_output=True, text=True, cwd=here).stdout
+    t = float(re.search(r"median_ms ([\d.]+)", out).group(1)) / 1e3
+    return t, np.fromfile(os.path.join(work, "y_ort.bin"), dtype=np.float32).reshape(T, D)
 
 
 def system_blas():
@@ -124,13 +158,23 @@ def main():
         weights = read_safetensors(os.path.join(work, "w.safetensors"))
         t_moec, build_s, y_moec = bench_moec(os.path.abspath(a.moec), work, a.runs, a.threads)
         t_torch, y_torch = bench_torch(x, weights, a.runs, a.threads)
+        ort = bench_ort(x, weights, a.runs, a.threads, work)
     diff = float(np.abs(y_moec - y_torch).max())
     print("Mixtral prefill block T=%d D=%d F=%d E=%d k=%d fp32, %d threads, median of %d runs"
           % (T, D, F, E, K, a.threads, a.runs))
     print("  moec     %8.2f ms  %6.1f GFLOP/s  (moec build: %.1f s)" % (t_moec * 1e3, FLOPS / t_moec / 1e9, build_s))
     print("  pytorch  %8.2f ms  %6.1f GFLOP/s  (torch %s, BLAS: %s)" % (
         t_torch * 1e3, FLOPS / t_torch / 1e9, __import__("torch").__version__, system_blas()))
+    if ort:
+        print("  onnxrt   %8.2f ms  %6.1f GFLOP/s  (onnxruntime-node, torch.onnx export)"
+              % (ort[0] * 1e3, FLOPS / ort[0] / 1e9))
     print("  moec / pytorch speed: %.2fx   max |y_moec - y_torch| = %.2e" % (t_torch / t_moec, diff))
+    if ort:
+        diff = max(diff, float(np.abs(y_moec - ort[1]).max()))
+        print("  moec / onnxrt speed:  %.2fx   max |y_moec - y_ort| = %.2e"
+              % (ort[0] / t_moec, float(np.abs(y_moec - ort[1]).max())))
+    else:
+        print("  onnxrt: not installed (run bench/setup.sh)")
     if diff > 1e-3:
         sys.exit("the engines disagree: not the same model")
 
