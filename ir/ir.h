@@ -257,12 +257,20 @@ void mc_print_dot(FILE *f, const mc_graph *g);
 /* ---- tensors for the interpreter and constant folding (ir/tensor.c) ----
  * Float dtypes are held as float (f16/bf16 values rounded to their dtype after every
  * op); integer and bool dtypes as int64_t. Raw bytes are little-endian, C order. */
+/* The interpreter's real number: float, or double in the f64 build of the interpreter
+ * that gradient checks use (MC_REAL_DOUBLE; every float dtype is then computed and held
+ * in double, rounding only f16/bf16). */
+#ifdef MC_REAL_DOUBLE
+typedef double mc_real;
+#else
+typedef float mc_real;
+#endif
 typedef struct mc_tensor {
     mc_dtype dt;
     int rank;
     int64_t dims[MC_MAX_RANK];
     int64_t numel;
-    float *f;   /* float dtypes */
+    mc_real *f; /* float dtypes */
     int64_t *i; /* integer and bool dtypes */
 } mc_tensor;
 /* Zeroed storage; false with "cannot allocate N bytes for WHAT" on failure. */
