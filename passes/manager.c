@@ -63,6 +63,8 @@ static const mc_pass_info pipeline[] = {
      "needs: shapes; checks ids, order, arity, attributes and shapes; changes nothing"},
     {"expand-moe", mc_pass_expand_moe,
      "needs: shapes; moe.MoE -> route, dispatch, expert GEMMs, combine; keeps: shapes"},
+    {"gw-specialize", mc_pass_gw_specialize,
+     "needs: shapes; in inference moe.GWRoute -> its base moe.TopKRoute; keeps: shapes"},
     {"canonicalize", mc_pass_canonicalize,
      "needs: shapes; drops no-op Identity/Reshape/Transpose/Cast, merges Transposes; "
      "keeps: shapes, output names"},

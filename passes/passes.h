@@ -17,6 +17,7 @@ typedef bool (*mc_pass_fn)(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_infer_shapes(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_verify(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_expand_moe(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_gw_specialize(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_canonicalize(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_fold_constants(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_dce(mc_graph *g, mc_pass_ctx *cx, bool *changed);

@@ -27,3 +27,7 @@ endforeach()
 
 add_test(NAME golden.fold.dump-dir
          COMMAND bash ${GOLDEN_DIR}/run.sh $<TARGET_FILE:moec> fold dump-dir)
+
+# gw-specialize: a GW model in inference is the top-k model, dump and object alike.
+add_test(NAME golden.gw-specialize
+         COMMAND bash ${GOLDEN_DIR}/gw_specialize.sh $<TARGET_FILE:moec>)

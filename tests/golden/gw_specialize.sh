@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# gw-specialize (ROUTING.md §3.10: the broadcast exists only in training):
+#  - in inference, the dump of gw.json after the pass is exactly that of gw_topk.json
+#    (the same model written with moe.TopKRoute), and both equal gw.gw-specialize.txt;
+#  - the two models compile to byte-identical objects;
+#  - in training the moe.GWRoute stays (gw.train.gw-specialize.txt).
+# usage: gw_specialize.sh MOEC
+set -euo pipefail
+moec=$(realpath "$1")
+cd "$(dirname "$0")"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passes=infer-shapes,verify,expand-moe,gw-specialize
+"$moec" dump gw.json --passes=$passes --after=gw-specialize >"$work/gw.txt"
+"$moec" dump gw_topk.json --passes=$passes --after=gw-specialize >"$work/topk.txt"
+diff -u gw.gw-specialize.txt "$work/gw.txt"
+diff -u "$work/gw.txt" "$work/topk.txt"
+"$moec" dump gw.json --passes=$passes --after=gw-specialize --mode=train >"$work/train.txt"
+diff -u gw.train.gw-specialize.txt "$work/train.txt"
+"$moec" compile gw.json -o "$work/gw.o"
+"$moec" compile gw_topk.json -o "$work/topk.o"
+cmp "$work/gw.o" "$work/topk.o" || { echo "the GW and top-k objects differ"; exit 1; }
+echo "gw-specialize: ok"
