@@ -204,7 +204,7 @@ static bool step(const mc_graph *g, int pos, const int64_t *sv, run_state *st, m
 static bool copy_tensor(const mc_tensor *src, mc_tensor *dst, mc_diag *d, const char *what) {
     if (!mc_tensor_alloc(dst, src->dt, src->rank, src->dims, d, what)) return false;
     if (src->f)
-        memcpy(dst->f, src->f, sizeof(float) * (size_t)src->numel);
+        memcpy(dst->f, src->f, sizeof(mc_real) * (size_t)src->numel);
     else
         memcpy(dst->i, src->i, sizeof(int64_t) * (size_t)src->numel);
     return true;

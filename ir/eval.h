@@ -4,6 +4,42 @@
 
 #include "ir.h"
 
+#include <math.h>
+
+/* ---- real arithmetic, one spelling for both builds ----
+ * EV_C(0.5) is 0.5f in the float build and 0.5 in the f64 one (MC_REAL_DOUBLE); ev_exp
+ * and the others call expf or exp, logf or log, and so on. The float build must compute
+ * exactly what it always did (the native kernels are tested bit for bit against it), so
+ * these are thin wrappers that change no function and no order of operations. */
+#ifdef MC_REAL_DOUBLE
+#define EV_C(x)     x
+#define EV_LIBM(fn) fn
+#else
+#define EV_C(x)     x##f
+#define EV_LIBM(fn) fn##f
+#endif
+static inline mc_real ev_exp(mc_real x) {
+    return EV_LIBM(exp)(x);
+}
+static inline mc_real ev_log(mc_real x) {
+    return EV_LIBM(log)(x);
+}
+static inline mc_real ev_sqrt(mc_real x) {
+    return EV_LIBM(sqrt)(x);
+}
+static inline mc_real ev_tanh(mc_real x) {
+    return EV_LIBM(tanh)(x);
+}
+static inline mc_real ev_erf(mc_real x) {
+    return EV_LIBM(erf)(x);
+}
+static inline mc_real ev_pow(mc_real x, mc_real y) {
+    return EV_LIBM(pow)(x, y);
+}
+static inline mc_real ev_fabs(mc_real x) {
+    return EV_LIBM(fabs)(x);
+}
+
 /* Walks the elements of an output shape and yields, for each, the flat offsets of
  * up to three inputs under numpy broadcasting. */
 typedef struct ev_bcast {
@@ -18,7 +54,7 @@ void ev_bcast_offsets(const ev_bcast *b, int64_t flat, int64_t *off);
 bool ev_fail(const mc_kernel_ctx *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int ev_axis(int64_t axis, int rank); /* normalised; shape inference checked the range */
 /* NaN is smaller than every number (ROUTING.md §1.3): a > b in that order. */
-static inline bool ev_gt(float a, float b) {
+static inline bool ev_gt(mc_real a, mc_real b) {
     if (a != a) return false;
     if (b != b) return true;
     return a > b;
@@ -27,8 +63,6 @@ static inline bool ev_gt(float a, float b) {
 int ev_ints(const mc_tensor *t, int64_t *out, int max);
 /* Outer/axis/inner sizes of a tensor split at `axis`. */
 void ev_split(const mc_tensor *t, int axis, int64_t *outer, int64_t *n, int64_t *inner);
-
-#endif
 
 /* ---- routing (eval_route.c), shared with the composite moe.MoE kernel ---- */
 typedef enum { EV_SOFTMAX, EV_SOFTMAX_SELECTED, EV_SIGMOID } ev_score;
@@ -43,7 +77,9 @@ void ev_topk_config(const mc_node *n, const char *normalize_attr, ev_topk *out);
 /* Token-choice top-k routing of z[T,E] (bias[E] or NULL) into expert[T,k] and
  * weight[T,k] (-1 / 0 where capacity drops a choice); choice[T,k] (or NULL) gets the
  * pre-capacity choices. False only when scratch memory cannot be had. */
-bool ev_topk_route(const ev_topk *c, const float *z, const float *bias, int64_t T, int64_t E,
-                   int64_t *expert, float *weight, int64_t *choice);
-/* Softmax of one row of n floats (max shift, ascending sums). */
-void ev_softmax_row(const float *z, int64_t n, float *p);
+bool ev_topk_route(const ev_topk *c, const mc_real *z, const mc_real *bias, int64_t T, int64_t E,
+                   int64_t *expert, mc_real *weight, int64_t *choice);
+/* Softmax of one row of n values (max shift, ascending sums). */
+void ev_softmax_row(const mc_real *z, int64_t n, mc_real *p);
+
+#endif

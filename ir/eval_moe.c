@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void put_row(const mc_kernel_ctx *k, int64_t i, int64_t t, float w) {
+static void put_row(const mc_kernel_ctx *k, int64_t i, int64_t t, mc_real w) {
     const mc_tensor *x = k->in[0];
     int64_t D = x->dims[1];
-    memcpy(k->out[0].f + i * D, x->f + t * D, sizeof(float) * (size_t)D);
+    memcpy(k->out[0].f + i * D, x->f + t * D, sizeof(mc_real) * (size_t)D);
     k->out[2].i[i] = t;
     k->out[3].f[i] = w;
 }
@@ -61,7 +61,7 @@ bool mc_interp_MOE_EXPERT_MATMUL(const mc_kernel_ctx *k) {
     for (int64_t e = 0; e < E; e++)
         for (int64_t i = off->i[e]; i < off->i[e + 1]; i++)
             for (int64_t f = 0; f < F; f++) {
-                float s = 0;
+                mc_real s = 0;
                 for (int64_t d = 0; d < D; d++)
                     s += rows->f[i * D + d] * W->f[(e * D + d) * F + f];
                 k->out[0].f[i * F + f] = s;
@@ -91,21 +91,21 @@ bool mc_interp_MOE_COMBINE(const mc_kernel_ctx *k) {
 
 typedef enum { ACT_RELU, ACT_GELU, ACT_SILU } act_kind;
 
-static float act(act_kind a, float x) {
+static mc_real act(act_kind a, mc_real x) {
     switch (a) {
     case ACT_RELU: return x > 0 ? x : 0;
-    case ACT_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    case ACT_SILU: return x * (1.0f / (1.0f + expf(-x)));
+    case ACT_GELU: return EV_C(0.5) * x * (EV_C(1.0) + ev_erf(x * EV_C(0.70710678118654752)));
+    case ACT_SILU: return x * (EV_C(1.0) / (EV_C(1.0) + ev_exp(-x)));
     }
     return x;
 }
 
 /* One FFN on one token: act(x Wg) * (x Wu) or act(x Wu), then @ Wd; strides let the
  * same code serve routed experts ([D,F] slices) and the shared one. */
-static void ffn(const float *x, int64_t D, int64_t F, const float *wu, const float *wg,
-                const float *wd, act_kind a, float *h, float *out) {
+static void ffn(const mc_real *x, int64_t D, int64_t F, const mc_real *wu, const mc_real *wg,
+                const mc_real *wd, act_kind a, mc_real *h, mc_real *out) {
     for (int64_t f = 0; f < F; f++) {
-        float u = 0, g = 0;
+        mc_real u = 0, g = 0;
         for (int64_t d = 0; d < D; d++)
             u += x[d] * wu[d * F + f];
         if (wg) {
@@ -117,7 +117,7 @@ static void ffn(const float *x, int64_t D, int64_t F, const float *wu, const flo
         }
     }
     for (int64_t d = 0; d < D; d++) {
-        float s = 0;
+        mc_real s = 0;
         for (int64_t f = 0; f < F; f++)
             s += h[f] * wd[f * D + d];
         out[d] = s;
@@ -129,24 +129,24 @@ static act_kind act_of(const mc_node *n) {
     return s[0] == 'r' ? ACT_RELU : s[0] == 'g' ? ACT_GELU : ACT_SILU;
 }
 
-static const float *opt_f(const mc_kernel_ctx *k, int i) {
+static const mc_real *opt_f(const mc_kernel_ctx *k, int i) {
     return k->n->nin > i && k->in[i] ? k->in[i]->f : NULL;
 }
 
 bool mc_interp_MOE_MOE(const mc_kernel_ctx *k) {
     const mc_tensor *x = k->in[0], *z = k->in[1], *wu = k->in[2], *wd = k->in[3];
-    const float *wg = opt_f(k, 4), *bias = opt_f(k, 5), *su = opt_f(k, 6), *sd = opt_f(k, 7),
-                *sg = opt_f(k, 8);
+    const mc_real *wg = opt_f(k, 4), *bias = opt_f(k, 5), *su = opt_f(k, 6), *sd = opt_f(k, 7),
+                  *sg = opt_f(k, 8);
     int64_t T = x->dims[0], D = x->dims[1], E = z->dims[1], F = wu->dims[2],
             S = su ? k->in[6]->dims[1] : 0;
     ev_topk c;
     ev_topk_config(k->n, "normalize_routing_weights", &c);
     int64_t *ex = malloc(sizeof(int64_t) * (size_t)(T * c.k + 1));
-    float *w = malloc(sizeof(float) * (size_t)(T * c.k + 1)),
-          *h = malloc(sizeof(float) * (size_t)(F + S + 2 * D + 1));
+    mc_real *w = malloc(sizeof(mc_real) * (size_t)(T * c.k + 1)),
+            *h = malloc(sizeof(mc_real) * (size_t)(F + S + 2 * D + 1));
     bool ok = ex && w && h && ev_topk_route(&c, z->f, bias, T, E, ex, w, NULL);
     for (int64_t t = 0; ok && t < T; t++) {
-        float *y = k->out[0].f + t * D, *o = h + F + S, *so = o + D;
+        mc_real *y = k->out[0].f + t * D, *o = h + F + S, *so = o + D;
         for (int64_t e = 0; e < E; e++)
             for (int64_t r = 0; r < c.k; r++) {
                 if (ex[t * c.k + r] != e) continue;
@@ -173,17 +173,17 @@ static bool valid(const mc_tensor *mask, int64_t t) {
 }
 
 /* One scope instance (tokens [t0, t1)): scale * sum_e F_e * P_e. */
-static float lbl_part(const mc_kernel_ctx *k, int64_t t0, int64_t t1) {
+static mc_real lbl_part(const mc_kernel_ctx *k, int64_t t0, int64_t t1) {
     const mc_tensor *p = k->in[0], *ch = k->in[1], *mask = k->n->nin > 2 ? k->in[2] : NULL;
     int64_t E = p->dims[1], K = ch->dims[1];
     bool first_only = mc_attr_str(k->n, "count")[0] == 'f';
-    float scale = mc_attr_str(k->n, "scale")[1] == '_' ? (float)E / (float)K : (float)E, n = 0,
-          L = 0;
+    mc_real scale = mc_attr_str(k->n, "scale")[1] == '_' ? (mc_real)E / (mc_real)K : (mc_real)E,
+            n = 0, L = 0;
     for (int64_t t = t0; t < t1; t++)
         n += valid(mask, t);
     if (n == 0) return 0;
     for (int64_t e = 0; e < E; e++) {
-        float cnt = 0, P = 0;
+        mc_real cnt = 0, P = 0;
         for (int64_t t = t0; t < t1; t++) {
             if (!valid(mask, t)) continue;
             P += p->f[t * E + e];
@@ -203,47 +203,47 @@ bool mc_interp_MOE_LOAD_BALANCE_LOSS(const mc_kernel_ctx *k) {
             return ev_fail(k, "%lld tokens do not split into sequences of seq_len %lld",
                            (long long)T, (long long)len);
     }
-    float sum = 0;
+    mc_real sum = 0;
     for (int64_t t0 = 0; t0 < T; t0 += len)
         sum += lbl_part(k, t0, t0 + len);
-    k->out[0].f[0] = (float)mc_attr_float(k->n, "coef") * (sum / (float)(T / len));
+    k->out[0].f[0] = (mc_real)mc_attr_float(k->n, "coef") * (sum / (mc_real)(T / len));
     return true;
 }
 
 bool mc_interp_MOE_Z_LOSS(const mc_kernel_ctx *k) {
     const mc_tensor *z = k->in[0], *mask = k->n->nin > 1 ? k->in[1] : NULL;
     int64_t T = z->dims[0], E = z->dims[1];
-    float sum = 0, n = 0;
+    mc_real sum = 0, n = 0;
     for (int64_t t = 0; t < T; t++) {
         if (!valid(mask, t)) continue;
-        const float *r = z->f + t * E;
-        float mx = -INFINITY, s = 0;
+        const mc_real *r = z->f + t * E;
+        mc_real mx = -INFINITY, s = 0;
         for (int64_t e = 0; e < E; e++)
             mx = ev_gt(r[e], mx) ? r[e] : mx;
         for (int64_t e = 0; e < E; e++)
-            s += expf(r[e] - mx);
-        float lse = mx + logf(s);
+            s += ev_exp(r[e] - mx);
+        mc_real lse = mx + ev_log(s);
         sum += lse * lse;
         n += 1;
     }
-    k->out[0].f[0] = n > 0 ? (float)mc_attr_float(k->n, "coef") * (sum / n) : 0;
+    k->out[0].f[0] = n > 0 ? (mc_real)mc_attr_float(k->n, "coef") * (sum / n) : 0;
     return true;
 }
 
 bool mc_interp_MOE_ENTROPY_LOSS(const mc_kernel_ctx *k) {
     const mc_tensor *p = k->in[0], *mask = k->n->nin > 1 ? k->in[1] : NULL;
     int64_t T = p->dims[0], E = p->dims[1];
-    float sum = 0, n = 0;
+    mc_real sum = 0, n = 0;
     for (int64_t t = 0; t < T; t++) {
         if (!valid(mask, t)) continue;
-        float H = 0;
+        mc_real H = 0;
         for (int64_t e = 0; e < E; e++) {
-            float v = p->f[t * E + e];
-            if (v > 0) H -= v * logf(v);
+            mc_real v = p->f[t * E + e];
+            if (v > 0) H -= v * ev_log(v);
         }
         sum += H;
         n += 1;
     }
-    k->out[0].f[0] = n > 0 ? (float)mc_attr_float(k->n, "coef") * (sum / n) : 0;
+    k->out[0].f[0] = n > 0 ? (mc_real)mc_attr_float(k->n, "coef") * (sum / n) : 0;
     return true;
 }

@@ -7,22 +7,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-void ev_softmax_row(const float *z, int64_t n, float *p) {
-    float mx = -INFINITY, sum = 0;
+void ev_softmax_row(const mc_real *z, int64_t n, mc_real *p) {
+    mc_real mx = -INFINITY, sum = 0;
     for (int64_t j = 0; j < n; j++)
         mx = ev_gt(z[j], mx) ? z[j] : mx;
     for (int64_t j = 0; j < n; j++)
-        sum += expf(z[j] - mx);
+        sum += ev_exp(z[j] - mx);
     for (int64_t j = 0; j < n; j++)
-        p[j] = expf(z[j] - mx) / sum;
+        p[j] = ev_exp(z[j] - mx) / sum;
 }
 
-static float sigmoid1(float x) {
-    return 1.0f / (1.0f + expf(-x));
+static mc_real sigmoid1(mc_real x) {
+    return EV_C(1.0) / (EV_C(1.0) + ev_exp(-x));
 }
 
 /* Index of the best allowed, untaken entry of v[0..n) (StableOrderDesc's next). */
-static int64_t next_best(const float *v, int64_t n, const bool *allowed, const bool *taken) {
+static int64_t next_best(const mc_real *v, int64_t n, const bool *allowed, const bool *taken) {
     int64_t best = -1;
     for (int64_t j = 0; j < n; j++) {
         if ((allowed && !allowed[j]) || (taken && taken[j])) continue;
@@ -47,18 +47,18 @@ void ev_topk_config(const mc_node *n, const char *normalize_attr, ev_topk *out) 
 
 /* Group limiting: keep the topk_groups best blocks of E/groups experts. A block scores
  * the sum of its two largest q when a bias steers selection, its largest q otherwise. */
-static void limit_groups(const ev_topk *c, const float *q, bool has_bias, int64_t E, bool *allowed,
-                         float *gs, bool *kept) {
+static void limit_groups(const ev_topk *c, const mc_real *q, bool has_bias, int64_t E,
+                         bool *allowed, mc_real *gs, bool *kept) {
     for (int64_t e = 0; e < E; e++)
         allowed[e] = true;
     if (c->groups <= 1 || c->topk_groups == 0 || c->topk_groups >= c->groups) return;
     int64_t G = c->groups, per = E / G;
     for (int64_t g = 0; g < G; g++) {
-        const float *qg = q + g * per;
+        const mc_real *qg = q + g * per;
         int64_t a = next_best(qg, per, NULL, NULL), b = -1;
         for (int64_t j = 0; j < per && has_bias; j++)
             if (j != a && (b < 0 || ev_gt(qg[j], qg[b]))) b = j;
-        gs[g] = qg[a] + (b >= 0 ? qg[b] : 0.0f);
+        gs[g] = qg[a] + (b >= 0 ? qg[b] : EV_C(0.0));
         kept[g] = false;
     }
     for (int64_t r = 0; r < c->topk_groups; r++)
@@ -68,8 +68,9 @@ static void limit_groups(const ev_topk *c, const float *q, bool has_bias, int64_
 }
 
 /* One token: selection and pre-capacity weights; key = its priority score. */
-static void route_token(const ev_topk *c, const float *z, const float *bias, int64_t E, float *s,
-                        float *q, bool *allowed, bool *taken, int64_t *sel, float *w, float *key) {
+static void route_token(const ev_topk *c, const mc_real *z, const mc_real *bias, int64_t E,
+                        mc_real *s, mc_real *q, bool *allowed, bool *taken, int64_t *sel,
+                        mc_real *w, mc_real *key) {
     if (c->score == EV_SIGMOID) {
         for (int64_t e = 0; e < E; e++)
             s[e] = sigmoid1(z[e]);
@@ -77,7 +78,7 @@ static void route_token(const ev_topk *c, const float *z, const float *bias, int
         ev_softmax_row(z, E, s);
     }
     for (int64_t e = 0; e < E; e++)
-        q[e] = (c->score == EV_SOFTMAX_SELECTED ? z[e] : s[e]) + (bias ? bias[e] : 0.0f);
+        q[e] = (c->score == EV_SOFTMAX_SELECTED ? z[e] : s[e]) + (bias ? bias[e] : EV_C(0.0));
     limit_groups(c, q, bias != NULL, E, allowed, q + E, taken);
     memset(taken, 0, (size_t)E);
     for (int64_t r = 0; r < c->k; r++) {
@@ -86,32 +87,32 @@ static void route_token(const ev_topk *c, const float *z, const float *bias, int
     }
     *key = s[sel[0]];
     if (c->score == EV_SOFTMAX_SELECTED) { /* softmax over the selected logits */
-        float mx = -INFINITY, sum = 0;
+        mc_real mx = -INFINITY, sum = 0;
         for (int64_t e = 0; e < E; e++)
             if (taken[e] && ev_gt(z[e], mx)) mx = z[e];
         for (int64_t e = 0; e < E; e++)
-            if (taken[e]) sum += expf(z[e] - mx);
+            if (taken[e]) sum += ev_exp(z[e] - mx);
         for (int64_t r = 0; r < c->k; r++)
-            w[r] = expf(z[sel[r]] - mx) / sum;
+            w[r] = ev_exp(z[sel[r]] - mx) / sum;
     } else {
         for (int64_t r = 0; r < c->k; r++)
             w[r] = s[sel[r]];
     }
     if (c->normalize) {
-        float sum = 0;
+        mc_real sum = 0;
         for (int64_t e = 0; e < E; e++)
             for (int64_t r = 0; r < c->k; r++)
                 if (sel[r] == e) sum += w[r];
         for (int64_t r = 0; r < c->k; r++)
-            w[r] = w[r] / (sum + 1e-20f);
+            w[r] = w[r] / (sum + EV_C(1e-20));
     }
     for (int64_t r = 0; r < c->k; r++)
-        w[r] = (float)(w[r] * c->scale);
+        w[r] = (mc_real)(w[r] * c->scale);
 }
 
 /* Rank-major capacity filling in position or priority order. */
-static bool apply_capacity(const ev_topk *c, int64_t T, int64_t E, const float *key,
-                           int64_t *expert, float *weight) {
+static bool apply_capacity(const ev_topk *c, int64_t T, int64_t E, const mc_real *key,
+                           int64_t *expert, mc_real *weight) {
     int64_t *count = calloc((size_t)E, sizeof *count),
             *visit = malloc(sizeof *visit * (size_t)(T + 1));
     bool *used = calloc((size_t)T + 1, 1);
@@ -132,16 +133,16 @@ static bool apply_capacity(const ev_topk *c, int64_t T, int64_t E, const float *
     return ok;
 }
 
-bool ev_topk_route(const ev_topk *c, const float *z, const float *bias, int64_t T, int64_t E,
-                   int64_t *expert, float *weight, int64_t *choice) {
-    float *s = malloc(sizeof(float) * (size_t)(3 * E + T + 1)); /* s, q, group scores, keys */
+bool ev_topk_route(const ev_topk *c, const mc_real *z, const mc_real *bias, int64_t T, int64_t E,
+                   int64_t *expert, mc_real *weight, int64_t *choice) {
+    mc_real *s = malloc(sizeof(mc_real) * (size_t)(3 * E + T + 1)); /* s, q, group scores, keys */
     bool *flags = malloc((size_t)(2 * E + 1));
     if (!s || !flags) {
         free(s);
         free(flags);
         return false;
     }
-    float *q = s + E, *key = s + 3 * E;
+    mc_real *q = s + E, *key = s + 3 * E;
     for (int64_t t = 0; t < T; t++) {
         route_token(c, z + t * E, bias, E, s, q, flags, flags + E, expert + t * c->k,
                     weight + t * c->k, &key[t]);
@@ -166,15 +167,15 @@ bool mc_interp_MOE_TOPK_ROUTE(const mc_kernel_ctx *k) {
 bool mc_interp_MOE_TOPP_ROUTE(const mc_kernel_ctx *k) {
     const mc_tensor *z = k->in[0];
     int64_t T = z->dims[0], E = z->dims[1], K = k->out[0].dims[1];
-    float p_thr = (float)mc_attr_float(k->n, "p");
+    mc_real p_thr = (mc_real)mc_attr_float(k->n, "p");
     bool inclusive = mc_attr_int(k->n, "inclusive") != 0;
-    float *p = malloc(sizeof(float) * (size_t)E);
+    mc_real *p = malloc(sizeof(mc_real) * (size_t)E);
     bool *taken = malloc((size_t)E);
     if (!p || !taken) return free(p), free(taken), ev_fail(k, "out of memory");
     for (int64_t t = 0; t < T; t++) {
         ev_softmax_row(z->f + t * E, E, p);
         memset(taken, 0, (size_t)E);
-        float cum = 0;
+        mc_real cum = 0;
         for (int64_t r = 0; r < K; r++)
             k->out[0].i[t * K + r] = -1;
         for (int64_t r = 0; r < E && r < K; r++) {
@@ -194,10 +195,10 @@ bool mc_interp_MOE_TOPP_ROUTE(const mc_kernel_ctx *k) {
 bool mc_interp_MOE_EXPERT_CHOICE_ROUTE(const mc_kernel_ctx *k) {
     const mc_tensor *z = k->in[0], *mask = k->n->nin > 1 ? k->in[1] : NULL;
     int64_t T = z->dims[0], E = z->dims[1], C = k->out[0].dims[1];
-    float *p = malloc(sizeof(float) * (size_t)(T * E + T + 1));
+    mc_real *p = malloc(sizeof(mc_real) * (size_t)(T * E + T + 1));
     bool *used = malloc((size_t)T + 1);
     if (!p || !used) return free(p), free(used), ev_fail(k, "out of memory");
-    float *col = p + T * E;
+    mc_real *col = p + T * E;
     for (int64_t t = 0; t < T; t++)
         ev_softmax_row(z->f + t * E, E, p + t * E);
     for (int64_t e = 0; e < E; e++) {
@@ -217,18 +218,19 @@ bool mc_interp_MOE_EXPERT_CHOICE_ROUTE(const mc_kernel_ctx *k) {
 
 /* Expert-Token Resonance (§3.11): cosine affinity to block gating vectors, top-k per
  * token, then each expert keeps its best `capacity` candidates. */
-static void resonance_affinity(const float *x, int64_t D, int64_t E, float *delta, float *grap) {
+static void resonance_affinity(const mc_real *x, int64_t D, int64_t E, mc_real *delta,
+                               mc_real *grap) {
     int64_t blk = D / E;
-    float norm = 0;
+    mc_real norm = 0;
     for (int64_t j = 0; j < D; j++)
         norm += x[j] * x[j];
-    norm = sqrtf(norm);
+    norm = ev_sqrt(norm);
     for (int64_t i = 0; i < E; i++) {
-        float sum = 0;
+        mc_real sum = 0;
         for (int64_t j = i * blk; j < (i + 1) * blk; j++)
             sum += x[j];
-        delta[i] = norm == 0 ? 0 : sum / (norm * sqrtf((float)blk));
-        grap[i] = sum * ((float)E / (float)D);
+        delta[i] = norm == 0 ? 0 : sum / (norm * ev_sqrt((mc_real)blk));
+        grap[i] = sum * ((mc_real)E / (mc_real)D);
     }
 }
 
@@ -238,10 +240,10 @@ bool mc_interp_MOE_RESONANCE_ROUTE(const mc_kernel_ctx *k) {
             K = mc_attr_int(k->n, "k");
     int64_t cap = mc_attr_int(k->n, "capacity");
     const char *mode = mc_attr_str(k->n, "weight_mode");
-    float *delta = malloc(sizeof(float) * (size_t)(2 * T * E + T + E + 1));
+    mc_real *delta = malloc(sizeof(mc_real) * (size_t)(2 * T * E + T + E + 1));
     bool *flags = malloc((size_t)(T + E + 1));
     if (!delta || !flags) return free(delta), free(flags), ev_fail(k, "out of memory");
-    float *grap = delta + T * E, *col = grap + T * E, *w = col + T;
+    mc_real *grap = delta + T * E, *col = grap + T * E, *w = col + T;
     int64_t *ex = k->out[0].i;
     for (int64_t t = 0; t < T; t++) {
         resonance_affinity(x->f + t * D, D, E, delta + t * E, grap + t * E);
@@ -280,20 +282,21 @@ bool mc_interp_MOE_RESONANCE_ROUTE(const mc_kernel_ctx *k) {
 /* GW-MoE (§3.10): the base top-k result; in training, tokens whose routing entropy
  * reaches the threshold (the first max_broadcast of them, valid tokens only) are
  * listed with every expert and the full softmax row instead. */
-static bool gw_broadcast(const mc_kernel_ctx *k, const int64_t *base_e, const float *base_w,
+static bool gw_broadcast(const mc_kernel_ctx *k, const int64_t *base_e, const mc_real *base_w,
                          int64_t K) {
     const mc_tensor *z = k->in[0], *mask = k->n->nin > 2 ? k->in[2] : NULL;
     int64_t T = z->dims[0], E = z->dims[1], M = mc_attr_int(k->n, "max_broadcast"), seen = 0;
-    float tau = (float)mc_attr_float(k->n, "threshold"), eps = (float)mc_attr_float(k->n, "eps");
+    mc_real tau = (mc_real)mc_attr_float(k->n, "threshold"),
+            eps = (mc_real)mc_attr_float(k->n, "eps");
     bool normalized = strcmp(mc_attr_str(k->n, "entropy_unit"), "normalized") == 0;
-    float *p = malloc(sizeof(float) * (size_t)E);
+    mc_real *p = malloc(sizeof(mc_real) * (size_t)E);
     if (!p) return ev_fail(k, "out of memory");
     for (int64_t t = 0; t < T; t++) {
         ev_softmax_row(z->f + t * E, E, p);
-        float H = 0;
+        mc_real H = 0;
         for (int64_t e = 0; e < E; e++)
-            H -= p[e] * logf(p[e] + eps);
-        if (normalized) H /= logf((float)E);
+            H -= p[e] * ev_log(p[e] + eps);
+        if (normalized) H /= ev_log((mc_real)E);
         bool uncertain = (!mask || mask->i[t]) && H >= tau;
         seen += uncertain;
         bool broadcast = uncertain && seen <= M;
@@ -317,7 +320,7 @@ bool mc_interp_MOE_GW_ROUTE(const mc_kernel_ctx *k) {
                              NULL) ||
                ev_fail(k, "out of memory");
     int64_t *be = malloc(sizeof(int64_t) * (size_t)(T * c.k + 1));
-    float *bw = malloc(sizeof(float) * (size_t)(T * c.k + 1));
+    mc_real *bw = malloc(sizeof(mc_real) * (size_t)(T * c.k + 1));
     bool ok = be && bw && ev_topk_route(&c, z->f, bias ? bias->f : NULL, T, E, be, bw, NULL);
     ok = ok ? gw_broadcast(k, be, bw, c.k) : ev_fail(k, "out of memory");
     free(be);

@@ -1,5 +1,5 @@
 /* ir/eval_std.c: reference kernels of the standard ops: arithmetic, activations,
- * MatMul/Gemm, normalisations, comparisons, Cast, TopK. Sums run in float in
+ * MatMul/Gemm, normalisations, comparisons, Cast, TopK. Sums run in mc_real in
  * ascending index order. */
 #include "eval.h"
 
@@ -33,11 +33,11 @@ bool mc_interp_MATMUL(const mc_kernel_ctx *k) {
     for (int64_t bi = 0; bi < batches; bi++) {
         int64_t off[2];
         ev_bcast_offsets(&bc, bi, off);
-        const float *pa = a->f + off[0] * M * K, *pb = b->f + off[1] * K * N;
-        float *py = y->f + bi * M * N;
+        const mc_real *pa = a->f + off[0] * M * K, *pb = b->f + off[1] * K * N;
+        mc_real *py = y->f + bi * M * N;
         for (int64_t m = 0; m < M; m++)
             for (int64_t n = 0; n < N; n++) {
-                float s = 0;
+                mc_real s = 0;
                 for (int64_t q = 0; q < K; q++)
                     s += pa[m * K + q] * pb[q * N + n];
                 py[m * N + n] = s;
@@ -50,16 +50,17 @@ bool mc_interp_GEMM(const mc_kernel_ctx *k) {
     const mc_tensor *a = k->in[0], *b = k->in[1], *c = k->n->nin > 2 ? k->in[2] : NULL;
     mc_tensor *y = &k->out[0];
     bool ta = mc_attr_int(k->n, "transA"), tb = mc_attr_int(k->n, "transB");
-    float alpha = (float)mc_attr_float(k->n, "alpha"), beta = (float)mc_attr_float(k->n, "beta");
+    mc_real alpha = (mc_real)mc_attr_float(k->n, "alpha"),
+            beta = (mc_real)mc_attr_float(k->n, "beta");
     int64_t M = y->dims[0], N = y->dims[1], K = ta ? a->dims[0] : a->dims[1];
     ev_bcast bc;
     if (c) ev_bcast_init(&bc, y, &c, 1);
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
-            float s = 0;
+            mc_real s = 0;
             for (int64_t q = 0; q < K; q++)
                 s += a->f[ta ? q * M + m : m * K + q] * b->f[tb ? n * K + q : q * N + n];
-            float v = alpha * s;
+            mc_real v = alpha * s;
             if (c) {
                 int64_t off;
                 ev_bcast_offsets(&bc, m * N + n, &off);
@@ -81,13 +82,13 @@ static bool binary(const mc_kernel_ctx *k, binop op) {
         int64_t o[2];
         ev_bcast_offsets(&bc, e, o);
         if (a->f) {
-            float x = a->f[o[0]], z = b->f[o[1]];
+            mc_real x = a->f[o[0]], z = b->f[o[1]];
             switch (op) {
             case B_ADD: y->f[e] = x + z; break;
             case B_SUB: y->f[e] = x - z; break;
             case B_MUL: y->f[e] = x * z; break;
             case B_DIV: y->f[e] = x / z; break;
-            case B_POW: y->f[e] = powf(x, z); break;
+            case B_POW: y->f[e] = ev_pow(x, z); break;
             case B_EQ: y->i[e] = x == z; break;
             case B_LT: y->i[e] = x < z; break;
             }
@@ -134,8 +135,8 @@ bool mc_interp_LESS(const mc_kernel_ctx *k) {
     return binary(k, B_LT);
 }
 
-static float sigmoidf(float x) {
-    return 1.0f / (1.0f + expf(-x));
+static mc_real sigmoid(mc_real x) {
+    return EV_C(1.0) / (EV_C(1.0) + ev_exp(-x));
 }
 
 typedef enum {
@@ -151,19 +152,20 @@ typedef enum {
     U_SILU
 } unop;
 
-static float apply_unary(unop op, float x) {
+static mc_real apply_unary(unop op, mc_real x) {
     switch (op) {
     case U_NEG: return -x;
-    case U_SQRT: return sqrtf(x);
-    case U_EXP: return expf(x);
-    case U_LOG: return logf(x);
+    case U_SQRT: return ev_sqrt(x);
+    case U_EXP: return ev_exp(x);
+    case U_LOG: return ev_log(x);
     case U_RELU: return x > 0 ? x : 0;
-    case U_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case U_GELU: return EV_C(0.5) * x * (EV_C(1.0) + ev_erf(x * EV_C(0.70710678118654752)));
     case U_GELU_TANH:
-        return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case U_SIGMOID: return sigmoidf(x);
-    case U_TANH: return tanhf(x);
-    case U_SILU: return x * sigmoidf(x);
+        return EV_C(0.5) * x *
+               (EV_C(1.0) + ev_tanh(EV_C(0.7978845608028654) * (x + EV_C(0.044715) * x * x * x)));
+    case U_SIGMOID: return sigmoid(x);
+    case U_TANH: return ev_tanh(x);
+    case U_SILU: return x * sigmoid(x);
     }
     return x;
 }
@@ -216,16 +218,16 @@ static bool softmax(const mc_kernel_ctx *k, bool log_form) {
     ev_split(x, ev_axis(mc_attr_int(k->n, "axis"), x->rank), &outer, &n, &inner);
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
-            const float *px = x->f + o * n * inner + i;
-            float *py = y->f + o * n * inner + i;
-            float mx = -INFINITY, sum = 0;
+            const mc_real *px = x->f + o * n * inner + i;
+            mc_real *py = y->f + o * n * inner + i;
+            mc_real mx = -INFINITY, sum = 0;
             for (int64_t j = 0; j < n; j++)
                 mx = px[j * inner] > mx ? px[j * inner] : mx;
             for (int64_t j = 0; j < n; j++)
-                sum += expf(px[j * inner] - mx);
+                sum += ev_exp(px[j * inner] - mx);
             for (int64_t j = 0; j < n; j++)
                 py[j * inner] =
-                    log_form ? px[j * inner] - mx - logf(sum) : expf(px[j * inner] - mx) / sum;
+                    log_form ? px[j * inner] - mx - ev_log(sum) : ev_exp(px[j * inner] - mx) / sum;
         }
     return true;
 }
@@ -242,23 +244,23 @@ static bool norm(const mc_kernel_ctx *k, bool rms) {
                     *bias = rms || k->n->nin < 3 ? NULL : k->in[2];
     mc_tensor *y = &k->out[0];
     int axis = ev_axis(mc_attr_int(k->n, "axis"), x->rank);
-    float eps = (float)mc_attr_float(k->n, "epsilon");
+    mc_real eps = (mc_real)mc_attr_float(k->n, "epsilon");
     int64_t n = 1;
     for (int i = axis; i < x->rank; i++)
         n *= x->dims[i];
     for (int64_t r = 0; r < x->numel / n; r++) {
-        const float *px = x->f + r * n;
-        float mean = 0, var = 0;
+        const mc_real *px = x->f + r * n;
+        mc_real mean = 0, var = 0;
         if (!rms) {
             for (int64_t j = 0; j < n; j++)
                 mean += px[j];
-            mean /= (float)n;
+            mean /= (mc_real)n;
         }
         for (int64_t j = 0; j < n; j++)
             var += (px[j] - mean) * (px[j] - mean);
-        float inv = 1.0f / sqrtf(var / (float)n + eps);
+        mc_real inv = EV_C(1.0) / ev_sqrt(var / (mc_real)n + eps);
         for (int64_t j = 0; j < n; j++)
-            y->f[r * n + j] = (px[j] - mean) * inv * scale->f[j] + (bias ? bias->f[j] : 0.0f);
+            y->f[r * n + j] = (px[j] - mean) * inv * scale->f[j] + (bias ? bias->f[j] : EV_C(0.0));
     }
     return true;
 }
@@ -276,11 +278,11 @@ bool mc_interp_CAST(const mc_kernel_ctx *k) {
     mc_tensor *y = &k->out[0];
     for (int64_t e = 0; e < y->numel; e++) {
         if (y->f) {
-            y->f[e] = x->f ? x->f[e] : (float)x->i[e];
+            y->f[e] = x->f ? x->f[e] : (mc_real)x->i[e];
         } else if (y->dt == MC_DT_BOOL) {
             y->i[e] = x->f ? x->f[e] != 0 : x->i[e] != 0;
         } else if (x->f) {
-            float v = x->f[e];
+            mc_real v = x->f[e];
             double lim = y->dt == MC_DT_I32 ? 2147483648.0 : 9.2233720368547758e18;
             if (!(v > -lim && v < lim))
                 return ev_fail(k, "Cast of %g at element %lld does not fit %s", v, (long long)e,
@@ -297,7 +299,7 @@ bool mc_interp_IDENTITY(const mc_kernel_ctx *k) {
     const mc_tensor *x = k->in[0];
     mc_tensor *y = &k->out[0];
     if (x->f)
-        memcpy(y->f, x->f, sizeof(float) * (size_t)x->numel);
+        memcpy(y->f, x->f, sizeof(mc_real) * (size_t)x->numel);
     else
         memcpy(y->i, x->i, sizeof(int64_t) * (size_t)x->numel);
     return true;
@@ -320,8 +322,8 @@ bool mc_interp_WHERE(const mc_kernel_ctx *k) {
     return true;
 }
 
-static float elem(const mc_tensor *t, int64_t i) {
-    return t->f ? t->f[i] : (float)t->i[i];
+static mc_real elem(const mc_tensor *t, int64_t i) {
+    return t->f ? t->f[i] : (mc_real)t->i[i];
 }
 
 /* TopK along an axis; ties keep the lower index first; NaN is the smallest value. */
@@ -342,8 +344,8 @@ bool mc_interp_TOPK(const mc_kernel_ctx *k) {
                     for (int64_t q = 0; q < r && !taken; q++)
                         taken = idx->i[o * K * inner + q * inner + i] == j;
                     if (taken) continue;
-                    float v = elem(x, base + j * inner),
-                          bv = best < 0 ? 0 : elem(x, base + best * inner);
+                    mc_real v = elem(x, base + j * inner),
+                            bv = best < 0 ? 0 : elem(x, base + best * inner);
                     if (best < 0 || (largest ? ev_gt(v, bv) : ev_gt(bv, v))) best = j;
                 }
                 int64_t out = o * K * inner + r * inner + i;

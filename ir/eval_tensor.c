@@ -163,7 +163,7 @@ static bool reduce(const mc_kernel_ctx *k, redop op) {
         for (int i = 0; i < x->rank; i++)
             o += idx[i] * ost[i];
         if (y->f) {
-            float v = x->f[e];
+            mc_real v = x->f[e];
             y->f[o] = !seen[o] ? v : op == R_MAX ? (ev_gt(v, y->f[o]) ? v : y->f[o]) : y->f[o] + v;
         } else {
             int64_t v = x->i[e];
@@ -174,7 +174,7 @@ static bool reduce(const mc_kernel_ctx *k, redop op) {
     mc_free(seen);
     if (op == R_MEAN)
         for (int64_t o = 0; o < y->numel; o++)
-            y->f[o] /= (float)count;
+            y->f[o] /= (mc_real)count;
     return true;
 }
 bool mc_interp_REDUCE_SUM(const mc_kernel_ctx *k) {

@@ -255,7 +255,7 @@ void mc_print_node(FILE *f, const mc_graph *g, const mc_node *n);
 void mc_print_dot(FILE *f, const mc_graph *g);
 
 /* ---- tensors for the interpreter and constant folding (ir/tensor.c) ----
- * Float dtypes are held as float (f16/bf16 values rounded to their dtype after every
+ * Float dtypes are held as mc_real (f16/bf16 values rounded to their dtype after every
  * op); integer and bool dtypes as int64_t. Raw bytes are little-endian, C order. */
 /* The interpreter's real number: float, or double in the f64 build of the interpreter
  * that gradient checks use (MC_REAL_DOUBLE; every float dtype is then computed and held
@@ -282,7 +282,9 @@ void mc_tensor_load_bytes(mc_tensor *t, const void *bytes);
 void mc_tensor_store_bytes(const mc_tensor *t, void *out); /* numel * dtype size */
 /* Dims of a value's shape under symbol values. */
 void mc_shape_eval(const mc_shape *s, const int64_t *symvals, int64_t *out_dims);
-float mc_round_to_dtype(float x, mc_dtype dt); /* identity for f32 */
+/* f16/bf16: the nearest value of that dtype (round to nearest even, straight from
+ * mc_real); identity for f32, so the f64 build keeps f32 values in double. */
+mc_real mc_round_to_dtype(mc_real x, mc_dtype dt);
 uint16_t mc_f32_to_f16(float x);
 float mc_f16_to_f32(uint16_t h);
 uint16_t mc_f32_to_bf16(float x);

@@ -115,7 +115,7 @@ static void print_data(FILE *f, const mc_value *v) {
         fprintf(f, "data <%lld elements>", (long long)n);
         return;
     }
-    float fb[MAX_INLINE_ELEMS];
+    mc_real fb[MAX_INLINE_ELEMS]; /* initializer bytes: every value is a float */
     int64_t ib[MAX_INLINE_ELEMS];
     bool is_float = mc_dtype_is_float(v->dt);
     mc_tensor t = {.dt = v->dt, .rank = 1, .dims = {n}, .numel = n};
@@ -126,7 +126,7 @@ static void print_data(FILE *f, const mc_value *v) {
     for (int64_t i = 0; i < n; i++) {
         if (i) fputs(", ", f);
         if (is_float)
-            print_float_elem(f, fb[i]);
+            print_float_elem(f, (float)fb[i]);
         else
             fprintf(f, "%lld", (long long)ib[i]);
     }

@@ -18,7 +18,7 @@ bool mc_tensor_alloc(mc_tensor *t, mc_dtype dt, int rank, const int64_t *dims, m
         n *= dims[i];
     }
     t->numel = n;
-    size_t elem = mc_dtype_is_float(dt) ? sizeof(float) : sizeof(int64_t);
+    size_t elem = mc_dtype_is_float(dt) ? sizeof(mc_real) : sizeof(int64_t);
     void *p = mc_alloc((size_t)n * elem);
     if (!p)
         return mc_error(d, NULL, "cannot allocate %lld bytes for %s", (long long)((size_t)n * elem),
@@ -93,10 +93,29 @@ float mc_bf16_to_f32(uint16_t h) {
     return f;
 }
 
-float mc_round_to_dtype(float x, mc_dtype dt) {
+/* mc_real to float on the way to f16 or bf16. In the f64 build a plain (float) cast
+ * would round twice, which can land on the wrong side of a tie; rounding to odd first
+ * keeps the second rounding exact, as float carries more than two bits beyond f16 and
+ * bf16 at every magnitude either can hold. In the float build it is the identity. */
+static float narrow(mc_real x) {
+#ifdef MC_REAL_DOUBLE
+    float f = (float)x;
+    if ((double)f == x || x != x) return f;
+    if (fabs((double)f) > fabs(x)) f = nextafterf(f, 0.0f); /* truncate toward zero */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u |= 1; /* sticky bit: inexact */
+    memcpy(&f, &u, 4);
+    return f;
+#else
+    return x;
+#endif
+}
+
+mc_real mc_round_to_dtype(mc_real x, mc_dtype dt) {
     switch (dt) {
-    case MC_DT_F16: return mc_f16_to_f32(mc_f32_to_f16(x));
-    case MC_DT_BF16: return mc_bf16_to_f32(mc_f32_to_bf16(x));
+    case MC_DT_F16: return mc_f16_to_f32(mc_f32_to_f16(narrow(x)));
+    case MC_DT_BF16: return mc_bf16_to_f32(mc_f32_to_bf16(narrow(x)));
     case MC_DT_F32:
     case MC_DT_I32:
     case MC_DT_I64:
@@ -109,7 +128,12 @@ void mc_tensor_load_bytes(mc_tensor *t, const void *bytes) {
     const unsigned char *b = bytes;
     for (int64_t k = 0; k < t->numel; k++) {
         switch (t->dt) {
-        case MC_DT_F32: memcpy(&t->f[k], b + 4 * k, 4); break;
+        case MC_DT_F32: {
+            float v;
+            memcpy(&v, b + 4 * k, 4);
+            t->f[k] = v;
+            break;
+        }
         case MC_DT_F16: {
             uint16_t h;
             memcpy(&h, b + 2 * k, 2);
@@ -138,14 +162,18 @@ void mc_tensor_store_bytes(const mc_tensor *t, void *out) {
     unsigned char *b = out;
     for (int64_t k = 0; k < t->numel; k++) {
         switch (t->dt) {
-        case MC_DT_F32: memcpy(b + 4 * k, &t->f[k], 4); break;
+        case MC_DT_F32: {
+            float v = (float)t->f[k];
+            memcpy(b + 4 * k, &v, 4);
+            break;
+        }
         case MC_DT_F16: {
-            uint16_t h = mc_f32_to_f16(t->f[k]);
+            uint16_t h = mc_f32_to_f16(narrow(t->f[k]));
             memcpy(b + 2 * k, &h, 2);
             break;
         }
         case MC_DT_BF16: {
-            uint16_t h = mc_f32_to_bf16(t->f[k]);
+            uint16_t h = mc_f32_to_bf16(narrow(t->f[k]));
             memcpy(b + 2 * k, &h, 2);
             break;
         }
