@@ -34,7 +34,4 @@ typedef struct mb_outputs {
 
 bool mb_compile(const mc_graph *g, const mb_options *o, const mb_outputs *out, mc_diag *d);
 
-/* Peak arena bytes of the memory plan (all symbols at their max). */
-int64_t mb_plan_peak(const mc_graph *g);
-
 #endif

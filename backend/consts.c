@@ -3,6 +3,7 @@
  * operands already packed into panels; the model info and descriptor of
  * runtime/moert.h become constant structs. */
 #include "internal.h"
+#include "moert.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,7 @@ static LLVMValueRef embed_value(mb_ctx *c, int v) {
     size_t floats = (size_t)(lead * ((N + nr - 1) / nr) * K * nr);
     float *packed = malloc(floats * sizeof(float));
     if (!packed) mc_oom(floats * sizeof(float));
-    mb_pack_panels(x->data, lead, K, N, nr, false, packed);
+    moert_pack_panels(x->data, lead, K, N, nr, packed); /* the layout _create uses too */
     LLVMValueRef init =
         LLVMConstStringInContext2(c->cx, (const char *)packed, floats * sizeof(float), 1);
     free(packed);

@@ -160,7 +160,8 @@ static bool build_module(mb_ctx *c) {
     LLVMDisposeTargetData(dl);
     mb_plan_build(g, &c->plan);
     mb_emit_ukernel(c);
-    if (!mb_emit_params(c) || !mb_emit_run(c)) return false;
+    if (!mb_emit_params(c)) return false;
+    mb_emit_run(c);
     mb_emit_info(c);
     mb_emit_api(c);
     return mb_link_kernels(c) && check_kernels(c) && optimize(c);
@@ -177,16 +178,18 @@ static const char *stage(staged *s, int i, const char *path) {
     size_t n = strlen(path) + 32;
     s->tmp[i] = malloc(n);
     if (!s->tmp[i]) mc_oom(n);
-    snprintf(s->tmp[i], n, "%s.tmp%ld", path, (long)getpid());
+    snprintf(s->tmp[i], n, "%s.tmp%ld.%d", path, (long)getpid(), i);
     return s->tmp[i];
 }
 
 static bool finish(staged *s, bool ok, mc_diag *d) {
-    for (int i = 0; i < 3; i++)
-        if (s->tmp[i] && ok && rename(s->tmp[i], s->final[i]) != 0)
-            ok = mc_error(d, "", "cannot write %s", s->final[i]);
+    int renamed = 0; /* outputs [0, renamed) are in place */
+    for (; ok && renamed < 3; renamed++)
+        if (s->tmp[renamed] && rename(s->tmp[renamed], s->final[renamed]) != 0)
+            ok = mc_error(d, "", "cannot write %s", s->final[renamed]);
     for (int i = 0; i < 3; i++) {
-        if (s->tmp[i] && !ok) remove(s->tmp[i]);
+        /* All or nothing: on failure the outputs already renamed go too. */
+        if (s->tmp[i] && !ok) remove(i < renamed - 1 ? s->final[i] : s->tmp[i]);
         free(s->tmp[i]);
     }
     return ok;
@@ -195,6 +198,7 @@ static bool finish(staged *s, bool ok, mc_diag *d) {
 bool mb_compile(const mc_graph *g, const mb_options *o, const mb_outputs *out, mc_diag *d) {
     mb_target t;
     mb_ctx c = {.g = g, .o = o, .t = &t, .d = d};
+    if (!mb_check_model_name(g, d)) return false;
     if (!mb_target_init(&t, o, d)) {
         mb_target_free(&t);
         return false;

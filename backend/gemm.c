@@ -159,25 +159,16 @@ void mb_emit_ukernel(mb_ctx *c) {
     emit_const_fn(c, "mk_gemm_nr", c->t->nr);
 }
 
-void mb_pack_panels(const float *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
-                    bool transposed, float *dst) {
-    int64_t panels = (N + nr - 1) / nr;
-    for (int64_t l = 0; l < lead; l++, src += K * N)
-        for (int64_t p = 0; p < panels; p++)
-            for (int64_t k = 0; k < K; k++)
-                for (int64_t j = 0; j < nr; j++, dst++) {
-                    int64_t n = p * nr + j;
-                    *dst = n >= N ? 0.0f : transposed ? src[n * K + k] : src[k * N + n];
-                }
-}
-
 /* A param is stored as panels when every use is the B operand of a GEMM the kernels
- * run through the micro-kernel. */
+ * run through the micro-kernel: exactly the fast paths of kernels/k_gemm.c (f32, A a
+ * matrix or a batch of them, neither operand transposed). Any other use reads B plain. */
 static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
-    if (n->in[slot] != v) return false;
-    if (n->op == MC_OP_MATMUL) return slot == 1 && mc_val(g, v)->shape.rank == 2;
-    if (n->op == MC_OP_GEMM) return slot == 1 && mc_attr_int(n, "transB") == 0;
-    return n->op == MC_OP_MOE_EXPERT_MATMUL && slot == 2;
+    const mc_value *a = mc_val(g, n->in[0]);
+    bool f32_matrix_a = a->dt == MC_DT_F32 && a->shape.rank >= 2;
+    if (n->op == MC_OP_MATMUL) return slot == 1 && mc_val(g, v)->shape.rank == 2 && f32_matrix_a;
+    if (n->op == MC_OP_GEMM)
+        return slot == 1 && mc_attr_int(n, "transA") == 0 && mc_attr_int(n, "transB") == 0;
+    return n->op == MC_OP_MOE_EXPERT_MATMUL && slot == 2 && f32_matrix_a;
 }
 
 int mb_param_panel_nr(const mc_graph *g, int v, const mb_target *t) {

@@ -16,6 +16,137 @@ const char *mb_c_ident(const mc_graph *g, const char *name) {
     return s;
 }
 
+/* C11 and C++17 keywords, and names the header itself uses. */
+static bool is_reserved(const char *s) {
+    static const char *const words[] = {"alignas",
+                                        "alignof",
+                                        "and",
+                                        "and_eq",
+                                        "asm",
+                                        "auto",
+                                        "bitand",
+                                        "bitor",
+                                        "bool",
+                                        "break",
+                                        "case",
+                                        "catch",
+                                        "char",
+                                        "char16_t",
+                                        "char32_t",
+                                        "class",
+                                        "compl",
+                                        "const",
+                                        "const_cast",
+                                        "constexpr",
+                                        "continue",
+                                        "decltype",
+                                        "default",
+                                        "delete",
+                                        "do",
+                                        "double",
+                                        "dynamic_cast",
+                                        "else",
+                                        "enum",
+                                        "explicit",
+                                        "export",
+                                        "extern",
+                                        "false",
+                                        "float",
+                                        "for",
+                                        "friend",
+                                        "goto",
+                                        "if",
+                                        "inline",
+                                        "int",
+                                        "long",
+                                        "mutable",
+                                        "namespace",
+                                        "new",
+                                        "noexcept",
+                                        "not",
+                                        "not_eq",
+                                        "nullptr",
+                                        "operator",
+                                        "or",
+                                        "or_eq",
+                                        "private",
+                                        "protected",
+                                        "public",
+                                        "register",
+                                        "reinterpret_cast",
+                                        "restrict",
+                                        "return",
+                                        "short",
+                                        "signed",
+                                        "sizeof",
+                                        "static",
+                                        "static_assert",
+                                        "static_cast",
+                                        "struct",
+                                        "switch",
+                                        "template",
+                                        "this",
+                                        "thread_local",
+                                        "throw",
+                                        "true",
+                                        "try",
+                                        "typedef",
+                                        "typeid",
+                                        "typename",
+                                        "union",
+                                        "unsigned",
+                                        "using",
+                                        "virtual",
+                                        "void",
+                                        "volatile",
+                                        "wchar_t",
+                                        "while",
+                                        "xor",
+                                        "xor_eq",
+                                        "main",
+                                        NULL};
+    for (const char *const *w = words; *w; w++)
+        if (strcmp(s, *w) == 0) return true;
+    return s[0] == '_' && (isupper((unsigned char)s[1]) || s[1] == '_');
+}
+
+bool mb_check_model_name(const mc_graph *g, mc_diag *d) {
+    const char *n = g->name;
+    bool ident = isalpha((unsigned char)n[0]) || n[0] == '_';
+    for (const char *p = n; *p && ident; p++)
+        ident = isalnum((unsigned char)*p) || *p == '_';
+    if (!ident || is_reserved(n) || strncmp(n, "moert", 5) == 0 || strncmp(n, "mk_", 3) == 0 ||
+        strcmp(n, "mk") == 0)
+        return mc_error(d, "/name",
+                        "model name '%s' cannot prefix the generated C symbols; expected an "
+                        "identifier that is neither a C/C++ keyword nor 'main' and does not start "
+                        "with 'moert' or 'mk_'",
+                        n);
+    return true;
+}
+
+/* Parameter names of <name>_run: the tensor names made identifiers, then made distinct
+ * from each other, from keywords and from the model parameter `m` by appending '_'. */
+static const char **param_names(const mc_graph *g) {
+    int n = g->nsyms + g->ninputs + g->noutputs;
+    const char **names = mc_arena_alloc(g->arena, sizeof(char *) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++) {
+        const char *raw = i < g->nsyms ? g->syms[i].name
+                          : i < g->nsyms + g->ninputs
+                              ? mc_val(g, g->inputs[i - g->nsyms])->name
+                              : mc_val(g, g->outputs[i - g->nsyms - g->ninputs])->name;
+        const char *s = mb_c_ident(g, raw);
+        for (bool clash = true; clash;) {
+            clash = is_reserved(s) || strcmp(s, "m") == 0 || strcmp(s, g->name) == 0;
+            for (int j = 0; j < i && !clash; j++)
+                clash = strcmp(names[j], s) == 0;
+            if (clash) s = mc_arena_printf(g->arena, "%s_", s);
+        }
+        names[i] = s;
+    }
+    return names;
+}
+
 static const char *c_type(mc_dtype t) {
     switch (t) {
     case MC_DT_F32: return "float";
@@ -57,17 +188,15 @@ static void write_doc(FILE *f, const mc_graph *g, const mb_options *o, int64_t p
 }
 
 static void write_run_decl(FILE *f, const mc_graph *g) {
+    const char **names = param_names(g);
     fprintf(f, "moert_status %s_run(%s *m", g->name, g->name);
     for (int i = 0; i < g->nsyms; i++)
-        fprintf(f, ", int64_t %s", mb_c_ident(g, g->syms[i].name));
-    for (int i = 0; i < g->ninputs; i++) {
-        const mc_value *x = mc_val(g, g->inputs[i]);
-        fprintf(f, ",\n    const %s *%s", c_type(x->dt), mb_c_ident(g, x->name));
-    }
-    for (int i = 0; i < g->noutputs; i++) {
-        const mc_value *x = mc_val(g, g->outputs[i]);
-        fprintf(f, ",\n    %s *%s", c_type(x->dt), mb_c_ident(g, x->name));
-    }
+        fprintf(f, ", int64_t %s", names[i]);
+    for (int i = 0; i < g->ninputs; i++)
+        fprintf(f, ",\n    const %s *%s", c_type(mc_val(g, g->inputs[i])->dt), names[g->nsyms + i]);
+    for (int i = 0; i < g->noutputs; i++)
+        fprintf(f, ",\n    %s *%s", c_type(mc_val(g, g->outputs[i])->dt),
+                names[g->nsyms + g->ninputs + i]);
     fprintf(f, ");\n");
 }
 

@@ -58,8 +58,6 @@ typedef struct mb_ctx {
 bool mb_link_kernels(mb_ctx *c);
 /* gemm.c: mk_ukernel, mk_gemm_mr, mk_gemm_nr for the target. */
 void mb_emit_ukernel(mb_ctx *c);
-void mb_pack_panels(const float *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
-                    bool transposed, float *dst);
 /* consts.c: params as globals, the model info and descriptor. */
 bool mb_emit_params(mb_ctx *c);
 void mb_emit_info(mb_ctx *c);
@@ -69,13 +67,16 @@ LLVMValueRef mb_cstr(mb_ctx *c, const char *s);
 const char *mb_op_id_name(mc_op op);
 LLVMValueRef mb_node_attrs(mb_ctx *c, const mc_node *n);
 /* lower.c: <name>_run_args, the calls to the kernels. */
-bool mb_emit_run(mb_ctx *c);
+void mb_emit_run(mb_ctx *c);
 /* emit.c: the public wrappers */
 void mb_emit_api(mb_ctx *c);
 /* header.c */
 /* Writes to `path`, names `shown` in messages (the final name of a staged file). */
 bool mb_write_header(const mc_graph *g, const mb_options *o, int64_t peak, const char *path,
                      const char *shown, mc_diag *d);
+/* The model name prefixes every generated symbol: an identifier, no keyword, no clash
+ * with libmoert or the kernels. */
+bool mb_check_model_name(const mc_graph *g, mc_diag *d);
 /* A C identifier for a tensor name: non-alphanumerics become '_'. Arena string. */
 const char *mb_c_ident(const mc_graph *g, const char *name);
 

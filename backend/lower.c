@@ -56,10 +56,10 @@ static void check_symbols(lowering *L) {
         LLVMValueRef bad =
             LLVMBuildOr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, v, i64c(c, 1), ""),
                         LLVMBuildICmp(c->b, LLVMIntSGT, v, i64c(c, g->syms[i].max), ""), "");
-        const char *fmt =
-            mc_arena_printf(g->arena, "%s_run: symbol %s = %%lld is outside [1, %lld]", g->name,
-                            g->syms[i].name, (long long)g->syms[i].max);
-        fail_if(L, bad, 1, fmt, &v, 1);
+        /* Names travel as arguments, never inside the format: they may hold '%'. */
+        LLVMValueRef args[4] = {mb_cstr(c, g->name), mb_cstr(c, g->syms[i].name), v,
+                                i64c(c, g->syms[i].max)};
+        fail_if(L, bad, 1, "%s_run: symbol %s = %lld is outside [1, %lld]", args, 4);
         L->symv[i] = v;
     }
 }
@@ -69,9 +69,9 @@ static void check_buffers(lowering *L, LLVMValueRef array, const int *ids, int n
     mb_ctx *c = L->c;
     for (int i = 0; i < n; i++) {
         LLVMValueRef p = load_at(L, c->ptr, array, i);
-        const char *fmt = mc_arena_printf(c->g->arena, "%s_run: %s '%s' is NULL", c->g->name, what,
-                                          mc_val(c->g, ids[i])->name);
-        fail_if(L, LLVMBuildIsNull(c->b, p, ""), 1, fmt, NULL, 0);
+        LLVMValueRef args[3] = {mb_cstr(c, c->g->name), mb_cstr(c, what),
+                                mb_cstr(c, mc_val(c->g, ids[i])->name)};
+        fail_if(L, LLVMBuildIsNull(c->b, p, ""), 1, "%s_run: %s '%s' is NULL", args, 3);
         /* Nodes write graph outputs straight into the caller's buffer. */
         if (!L->vptr[ids[i]] && (array == L->ins || mc_val(c->g, ids[i])->producer >= 0))
             L->vptr[ids[i]] = p;
@@ -178,7 +178,7 @@ static void lower_node(lowering *L, int id) {
 }
 
 /* Graph outputs no node writes into the caller's buffer: inputs, params and constants
- * passed through, and a value listed twice. */
+ * passed through (and a value listed twice, should a pass ever make one). */
 static void copy_outputs(lowering *L) {
     mb_ctx *c = L->c;
     const mc_graph *g = c->g;
@@ -218,12 +218,12 @@ static void begin(lowering *L) {
     L->vptr = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)c->g->nvalues);
 }
 
-bool mb_emit_run(mb_ctx *c) {
+void mb_emit_run(mb_ctx *c) {
     lowering L = {.c = c};
     const mc_graph *g = c->g;
     begin(&L);
-    const char *fmt = mc_arena_printf(g->arena, "%s_run: the model is NULL", g->name);
-    fail_if(&L, LLVMBuildIsNull(c->b, L.m, ""), 1, fmt, NULL, 0);
+    LLVMValueRef name = mb_cstr(c, g->name);
+    fail_if(&L, LLVMBuildIsNull(c->b, L.m, ""), 1, "%s_run: the model is NULL", &name, 1);
     check_symbols(&L);
     check_buffers(&L, L.ins, g->inputs, g->ninputs, "input");
     check_buffers(&L, L.outs, g->outputs, g->noutputs, "output");
@@ -235,5 +235,4 @@ bool mb_emit_run(mb_ctx *c) {
     LLVMBuildRet(c->b, LLVMConstInt(c->i32, 0, 0));
     LLVMBuildBr(L.alloca_b, L.body);
     LLVMDisposeBuilder(L.alloca_b);
-    return true;
 }

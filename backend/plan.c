@@ -93,9 +93,3 @@ void mb_plan_build(const mc_graph *g, mb_plan *p) {
         p->peak = end > p->peak ? end : p->peak;
     }
 }
-
-int64_t mb_plan_peak(const mc_graph *g) {
-    mb_plan p;
-    mb_plan_build(g, &p);
-    return p.peak;
-}

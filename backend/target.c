@@ -8,8 +8,11 @@
 #include "internal.h"
 
 #include <llvm-c/Target.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void init_llvm_targets(void) {
     static bool done;
@@ -25,12 +28,14 @@ static void init_llvm_targets(void) {
     done = true;
 }
 
-static bool has_feature(const char *features, const char *f) {
+/* '+' or '-' when the comma-separated feature list names f with that sign, else 0. */
+static char feature_sign(const char *features, const char *f) {
     size_t n = strlen(f);
     for (const char *p = features; (p = strstr(p, f)); p += n)
-        if ((p == features || p[-1] == ',') && p[0] == '+' && (p[n] == ',' || p[n] == 0))
-            return true;
-    return false;
+        if (p > features && (p[-1] == '+' || p[-1] == '-') && (p - 1 == features || p[-2] == ',') &&
+            (p[n] == ',' || p[n] == 0))
+            return p[-1];
+    return 0;
 }
 
 static bool cpu_is(const char *cpu, const char *const *names) {
@@ -40,15 +45,19 @@ static bool cpu_is(const char *cpu, const char *const *names) {
 }
 
 static int x86_width(const char *cpu, const char *features) {
-    static const char *const avx512[] = {
+    static const char *const avx512_cpus[] = {
         "skylake-avx512", "cascadelake", "cooperlake", "cannonlake",     "icelake-client",
         "icelake-server", "tigerlake",   "rocketlake", "sapphirerapids", "emeraldrapids",
         "graniterapids",  "znver4",      "znver5",     "x86-64-v4",      NULL};
-    static const char *const avx2[] = {
+    static const char *const avx2_cpus[] = {
         "haswell",   "broadwell", "skylake", "alderlake", "raptorlake", "meteorlake", "arrowlake",
         "gracemont", "znver1",    "znver2",  "znver3",    "x86-64-v3",  NULL};
-    if (has_feature(features, "avx512f") || cpu_is(cpu, avx512)) return 16;
-    if (has_feature(features, "avx") || cpu_is(cpu, avx2)) return 8;
+    /* Explicit features win over what the CPU name implies. */
+    char avx512 = feature_sign(features, "avx512f"), avx = feature_sign(features, "avx");
+    char avx2 = feature_sign(features, "avx2");
+    bool named512 = cpu_is(cpu, avx512_cpus), named2 = named512 || cpu_is(cpu, avx2_cpus);
+    if (avx512 == '+' || (named512 && !avx512)) return 16;
+    if (avx == '+' || avx2 == '+' || (named2 && avx != '-' && avx2 != '-')) return 8;
     return 4;
 }
 
@@ -65,10 +74,63 @@ static bool arch_of(mb_target *t, mc_diag *d) {
     return true;
 }
 
-static char *dup(const char *s) {
+static char *copy_str(const char *s) {
     char *r = strdup(s ? s : "");
     if (!r) mc_oom(strlen(s ? s : "") + 1);
     return r;
+}
+
+/* Medium code model on x86-64: globals above the large-data threshold go to .lrodata
+ * with 64-bit addressing, so weights beyond 2 GiB still link. */
+static LLVMTargetMachineRef make_tm(const mb_target *t, LLVMTargetRef target, int opt_level) {
+    bool x86 = strcmp(t->arch, "x86_64") == 0;
+    return LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features,
+                                   opt_level == 0   ? LLVMCodeGenLevelNone
+                                   : opt_level == 1 ? LLVMCodeGenLevelLess
+                                   : opt_level == 2 ? LLVMCodeGenLevelDefault
+                                                    : LLVMCodeGenLevelAggressive,
+                                   LLVMRelocPIC, x86 ? LLVMCodeModelMedium : LLVMCodeModelDefault);
+}
+
+/* The child of probe_target: code for an empty function, stderr to `fd`. LLVM reports
+ * an unknown CPU or feature only by printing (or, for some, aborting), never through the
+ * C API, so this runs where a report can be read and an abort does no harm. */
+static _Noreturn void probe_child(const mb_target *t, LLVMTargetRef target, int opt_level, int fd) {
+    dup2(fd, STDERR_FILENO);
+    LLVMTargetMachineRef tm = make_tm(t, target, opt_level);
+    if (!tm) _exit(1);
+    LLVMContextRef cx = LLVMContextCreate();
+    LLVMModuleRef m = LLVMModuleCreateWithNameInContext("probe", cx);
+    LLVMSetTarget(m, t->triple);
+    LLVMValueRef fn =
+        LLVMAddFunction(m, "f", LLVMFunctionType(LLVMVoidTypeInContext(cx), NULL, 0, 0));
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(cx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(cx, fn, "entry"));
+    LLVMBuildRetVoid(b);
+    LLVMMemoryBufferRef out = NULL;
+    char *err = NULL;
+    _exit(LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &err, &out) ? 1 : 0);
+}
+
+static bool probe_target(const mb_target *t, LLVMTargetRef target, int opt_level, mc_diag *d) {
+    int fds[2];
+    if (pipe(fds) != 0) return true; /* cannot probe: LLVM's own warnings will show */
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) probe_child(t, target, opt_level, fds[1]);
+    close(fds[1]);
+    char said[512] = "";
+    size_t n = 0;
+    for (ssize_t r; n < sizeof said - 1 && (r = read(fds[0], said + n, sizeof said - 1 - n)) > 0;)
+        n += (size_t)r;
+    said[n] = 0;
+    close(fds[0]);
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0) return true;
+    said[strcspn(said, "\n")] = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !said[0]) return true;
+    return mc_error(d, "", "--cpu '%s' / --features '%s' for %s: %s", t->cpu, t->features,
+                    t->triple, said[0] ? said : "LLVM cannot generate code for it");
 }
 
 bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
@@ -76,13 +138,13 @@ bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
     init_llvm_targets();
     bool host = o->triple == NULL;
     char *host_triple = LLVMGetDefaultTargetTriple();
-    t->triple = dup(host ? host_triple : o->triple);
+    t->triple = copy_str(host ? host_triple : o->triple);
     LLVMDisposeMessage(host_triple);
     if (!arch_of(t, d)) return false;
     char *hcpu = host ? LLVMGetHostCPUName() : NULL,
          *hfeat = host ? LLVMGetHostCPUFeatures() : NULL;
-    t->cpu = dup(o->cpu ? o->cpu : hcpu ? hcpu : "generic");
-    t->features = dup(o->features ? o->features : (host && !o->cpu) ? hfeat : "");
+    t->cpu = copy_str(o->cpu ? o->cpu : hcpu ? hcpu : "generic");
+    t->features = copy_str(o->features ? o->features : (host && !o->cpu) ? hfeat : "");
     LLVMDisposeMessage(hcpu);
     LLVMDisposeMessage(hfeat);
     LLVMTargetRef target;
@@ -93,18 +155,11 @@ bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
         return false;
     }
     bool x86 = strcmp(t->arch, "x86_64") == 0;
-    /* Medium code model on x86-64: globals above the large-data threshold go to .lrodata
-     * with 64-bit addressing, so weights beyond 2 GiB still link. */
-    t->tm = LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features,
-                                    o->opt_level == 0   ? LLVMCodeGenLevelNone
-                                    : o->opt_level == 1 ? LLVMCodeGenLevelLess
-                                    : o->opt_level == 2 ? LLVMCodeGenLevelDefault
-                                                        : LLVMCodeGenLevelAggressive,
-                                    LLVMRelocPIC, x86 ? LLVMCodeModelMedium : LLVMCodeModelDefault);
+    if ((o->cpu || o->features) && !probe_target(t, target, o->opt_level, d)) return false;
+    t->tm = make_tm(t, target, o->opt_level);
     if (!t->tm)
         return mc_error(d, "",
-                        "--cpu %s / --features '%s': LLVM cannot make a target "
-                        "machine for %s",
+                        "--cpu %s / --features '%s': LLVM cannot make a target machine for %s",
                         t->cpu, t->features, t->triple);
     t->vec_width = x86 ? x86_width(t->cpu, t->features) : 4;
     t->mr = t->vec_width == 16 ? 8 : 6;

@@ -478,7 +478,7 @@ static moert_status alloc_state(run_state *st, const moert_model_info *info) {
 static void free_state(run_state *st) {
     for (int64_t i = 0; st->files && i < st->info->num_inputs; i++) {
         moert_npy_free(&st->files[i]);
-        free(st->converted[i]);
+        if (st->converted) free(st->converted[i]);
     }
     for (int64_t i = 0; st->out && i < st->info->num_outputs; i++)
         free(st->out[i]);

@@ -55,6 +55,18 @@ static mb_options backend_options(const cli_args *a) {
                         .external_weights = a->external_weights};
 }
 
+/* Two outputs under one name would overwrite each other. */
+static bool distinct_outputs(const mb_outputs *o, bool weights, mc_diag *d) {
+    const char *names[3] = {o->object, o->header, weights ? o->weights : NULL};
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (names[i] && names[j] && strcmp(names[i], names[j]) == 0)
+                return mc_error(
+                    d, "", "two outputs would both be written to %s; choose another -o or --header",
+                    names[i]);
+    return true;
+}
+
 int cmd_compile(const cli_args *a) {
     mc_diag d;
     mc_diag_init(&d, a->model);
@@ -67,7 +79,7 @@ int cmd_compile(const cli_args *a) {
                       .header = a->header_path ? a->header_path : header,
                       .weights = weights};
     mc_diag_init(&d, a->model);
-    bool ok = mb_compile(g, &o, &out, &d);
+    bool ok = distinct_outputs(&out, o.external_weights, &d) && mb_compile(g, &o, &out, &d);
     free(header);
     free(weights);
     mc_graph_free(g);
@@ -134,8 +146,14 @@ static bool build_into(const cli_args *a, mc_graph *g, const char *dir, const ch
     char *weights = replace_ext(exe, ".safetensors");
     mb_outputs out = {.object = obj, .weights = weights};
     mc_diag_init(d, a->model);
+    if (o.external_weights && strcmp(exe, weights) == 0) {
+        free(weights);
+        return mc_error(d, "", "the executable and its weights would both be %s; choose another -o",
+                        exe);
+    }
     bool ok = mb_compile(g, &o, &out, d) && link_executable(obj, exe, d);
     remove(obj);
+    if (!ok && o.external_weights) remove(weights);
     free(weights);
     return ok;
 }
@@ -192,6 +210,10 @@ static int run_driver(const cli_args *a, char *exe) {
         free(store[i]);
     free(store);
     free(argv);
+    if (st < 0)
+        fprintf(stderr, "%s: cannot run the compiled model: %s\n", a->model, strerror(errno));
+    if (st > 128)
+        fprintf(stderr, "%s: the compiled model died with signal %d\n", a->model, st - 128);
     return st < 0 || st > EXIT_MISUSE ? EXIT_USER : st;
 }
 

@@ -7,7 +7,9 @@
  * form one parallel loop, so uneven expert loads balance across threads.
  * Each output element sums over k in ascending order like the interpreter, with fused
  * multiply-adds: results differ from it by rounding only (relative 1e-5 for K ~ 1e3).
- * Other dtypes than f32 and transposed operands take a plain loop. */
+ * Other dtypes than f32, transposed operands and vector (rank-1) operands take a plain
+ * loop, which reads B in C order: the backend packs B into panels only for uses that
+ * take the fast path (backend/gemm.c, is_panel_use). */
 #include "../../runtime/moert.h"
 #include "k_math.h"
 #include "mk.h"
@@ -291,8 +293,10 @@ int32_t mk_MOE_EXPERT_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk
                       .nr = in[2].layout == MK_PANELS ? in[2].nr : mk_gemm_nr()};
         run_job(&j);
     }
-    /* Rows past the last expert's are padding of the static bound: zero, as in the
-     * interpreter. */
+    /* Rows outside [offsets[0], offsets[E]) belong to no expert (past the last one: the
+     * padding of the static bound): zero, as in the interpreter. */
+    for (int64_t i = 0; i < offset_at(off, 0) * F; i++)
+        mk_stf(y, i, 0.0f);
     for (int64_t i = offset_at(off, E) * F; i < N * F; i++)
         mk_stf(y, i, 0.0f);
     return 0;
