@@ -224,8 +224,34 @@ def run_cases():
     write("74-model-file-missing", args="check no-such-model.json")
 
 
+def loss_cases():
+    """SoftmaxCrossEntropyLoss: a shape error, and a label outside [0, C) at run time in the
+    interpreter and in native code."""
+    def ce_weights(m):
+        m["inputs"].append({"name": "label", "dtype": "int64", "shape": ["T"]})
+        m["initializers"].append({"name": "cw", "dtype": "float32", "shape": [3],
+                                  "data": [1, 1, 1]})
+        m["nodes"].append({"name": "ce", "op": "SoftmaxCrossEntropyLoss",
+                           "inputs": ["logits", "label", "cw"], "outputs": ["loss"]})
+        m["outputs"].append("loss")
+    mutate("51-ce-weights-shape", ce_weights)
+    write("75-ce-label", {
+        "moec": 1, "name": "ce", "symbols": {"T": {"max": 8}},
+        "inputs": [{"name": "s", "dtype": "float32", "shape": ["T", 4]},
+                   {"name": "l", "dtype": "int64", "shape": ["T"]}],
+        "outputs": ["loss"],
+        "nodes": [{"name": "ce", "op": "SoftmaxCrossEntropyLoss", "inputs": ["s", "l"],
+                   "outputs": ["loss"], "attrs": {"ignore_index": -100}}]})
+    write_bin("75-ce-label-s.npy", npy_bytes(np.zeros((3, 4), np.float32)))
+    write_bin("75-ce-label-l.npy", npy_bytes(np.array([0, -100, 4], np.int64)))
+    inputs = "--input s=75-ce-label-s.npy --input l=75-ce-label-l.npy --output loss=OUT.npy"
+    write("75-ce-label", args="run 75-ce-label.json --interp " + inputs)
+    write("76-ce-label-native", args="run 75-ce-label.json " + inputs)
+
+
 if __name__ == "__main__":
     os.makedirs(HERE, exist_ok=True)
     json_cases()
     weights_cases()
     run_cases()
+    loss_cases()

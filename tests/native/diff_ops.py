@@ -200,6 +200,37 @@ def moe_cases():
     return c
 
 
+def loss_cases():
+    """The training losses: every reduction, ignore_index (labels include it), class
+    weights, i32 labels, spatial dims, and f16 scores through a Cast."""
+    C = 5
+    scores = ("s", "float32", ["T", C], rnd(3))
+    labels = ("l", "int64", ["T"], ints(0, C))
+    w = {"name": "w", **f32(C), "init": {"dist": "uniform", "low": 0.25, "high": 2.0, "seed": 11}}
+    pt = [("p", "float32", ["T", 4, 3], rnd()), ("t", "float32", ["T", 4, 3], rnd())]
+    ce = "SoftmaxCrossEntropyLoss"
+    c = [case("ce_mean", ce, [scores, labels], ["y"], "transc"),
+         case("ce_sum_ignore", ce, [scores, ("l", "int64", ["T"], ints(-1, C))], ["y"], "transc",
+              {"reduction": "sum", "ignore_index": -1}),
+         case("ce_none_weights_ignore", ce, [scores, ("l", "int32", ["T"], ints(0, C, np.int32)),
+                                             ("w", None, None, None)], ["y"], "transc",
+              {"reduction": "none", "ignore_index": 2}, [w]),
+         case("ce_mean_weights_ignore", ce, [scores, ("l", "int64", ["T"], ints(-1, C)),
+                                             ("w", None, None, None)], ["y"], "transc",
+              {"ignore_index": -1}, [w]),
+         case("ce_spatial", ce, [("s", "float32", ["T", 4, 3], rnd(3)), ("l", "int32", ["T", 3],
+                                                                         ints(0, 4, np.int32))],
+              ["y"], "transc", {"reduction": "none"}),
+         case("ce_f16", ce, [("s", "float32", ["T", C], rnd(3)), labels], ["y"], "transc",
+              extra_nodes=[{"name": "c", "op": "Cast", "inputs": ["s"], "outputs": ["sh"],
+                            "attrs": {"to": 10}}]),
+         case("mse_mean", "MSELoss", pt, ["y"], "arith"),
+         case("mse_sum", "MSELoss", pt, ["y"], "arith", {"reduction": "sum"}),
+         case("mse_none", "MSELoss", pt, ["y"], "arith", {"reduction": "none"})]
+    c[5]["op_inputs"] = ["sh", "l"]
+    return c
+
+
 def model_of(cs):
     ins = []
     for name, dt, shape, _ in cs["inputs"]:
@@ -291,7 +322,7 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
     rng = np.random.default_rng(20261123)
-    every = std_cases() + tensor_cases() + half_cases() + moe_cases()
+    every = std_cases() + tensor_cases() + half_cases() + moe_cases() + loss_cases()
     cases = [c for c in every if not only or c["name"] == only]
     failed = 0
     if untested_ops(every):
