@@ -31,6 +31,9 @@ void mb_plan_build(const mc_graph *g, mb_plan *p); /* arrays in g's arena */
 int64_t mb_scratch_bytes(const mc_graph *g, const mc_node *n);
 int64_t mb_scratch_std(const mc_graph *g, const mc_node *n);
 int64_t mb_scratch_moe(const mc_graph *g, const mc_node *n);
+int64_t mb_scratch_grad_std(const mc_graph *g, const mc_node *n);
+int64_t mb_scratch_grad_moe(const mc_graph *g, const mc_node *n);
+int64_t mb_scratch_grad_loss(const mc_graph *g, const mc_node *n);
 
 /* How each param is stored: panel width for GEMM B operands, 0 otherwise. */
 int mb_param_panel_nr(const mc_graph *g, int value, const mb_target *t);

@@ -92,7 +92,14 @@ typedef struct mc_attr {
 } mc_attr;
 
 /* ---- the op table ---- */
-enum { MC_OPF_ELEMWISE = 1, MC_OPF_ROUTE = 2, MC_OPF_COMPOSITE = 4, MC_OPF_LOSS = 8 };
+enum {
+    MC_OPF_ELEMWISE = 1,
+    MC_OPF_ROUTE = 2,
+    MC_OPF_COMPOSITE = 4,
+    MC_OPF_LOSS = 8,
+    MC_OPF_GRAD = 16, /* a gradient op the autodiff pass emits (docs/autodiff.md) */
+    MC_OPF_OPTIM = 32 /* an optimizer step */
+};
 typedef enum {
 #define OP(id, name, min_in, max_in, min_out, max_out, flags) MC_OP_##id,
 #include "ops.def"

@@ -21,6 +21,10 @@ import tempfile
 
 import numpy as np
 
+import cases_grad_loss
+import cases_grad_moe
+import cases_grad_std
+
 TOL = {"exact": (0, 0), "arith": (1e-5, 1e-6), "transc": (2e-5, 1e-6), "gemm": (1e-5, 1e-5)}
 TMAX = 33
 T_VALUES = (1, 7, TMAX)
@@ -322,7 +326,8 @@ def main():
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
     rng = np.random.default_rng(20261123)
-    every = std_cases() + tensor_cases() + half_cases() + moe_cases() + loss_cases()
+    every = (std_cases() + tensor_cases() + half_cases() + moe_cases() + loss_cases() +
+             cases_grad_std.cases() + cases_grad_moe.cases() + cases_grad_loss.cases())
     cases = [c for c in every if not only or c["name"] == only]
     failed = 0
     if untested_ops(every):
