@@ -98,6 +98,15 @@ def std_cases():
                                 ("c", "float32", [33], rnd())], ["y"], "gemm",
                attrs={"alpha": 0.5, "beta": 2.0},
                inits=[{"name": "w", **f32(20, 33), "init": {"dist": "normal", "std": 0.5, "seed": 4}}]),
+          # B params used off the micro-kernel's fast path must stay plain (not panels).
+          case("gemm_transA", "Gemm", [("a", "float32", [20, "T"], rnd()), ("w", None, None, None)], ["y"], "gemm",
+               attrs={"transA": 1},
+               inits=[{"name": "w", **f32(20, 40), "init": {"dist": "normal", "std": 0.5, "seed": 6}}]),
+          dict(case("matmul_vector", "MatMul", [("x", "float32", ["T", 20], rnd())], ["y"], "gemm",
+                    inits=[{"name": "w", **f32(20, 40), "init": {"dist": "normal", "std": 0.5, "seed": 7}},
+                           const("row", "int64", [], [0])],
+                    extra_nodes=[{"name": "first", "op": "Gather", "inputs": ["x", "row"], "outputs": ["a"]}]),
+               op_inputs=["a", "w"]),  # a rank-1 A times a param B
           case("gemm_transB", "Gemm", [("a", "float32", ["T", 20], rnd()), ("w", "float32", [12, 20], rnd())],
                ["y"], "gemm", attrs={"transB": 1})]
     return c

@@ -42,4 +42,22 @@ if "$moec" compile "$model" -o "$work/late.o" --header "$work/no/such/dir.h" 2>"
 fi
 grep -q "cannot write $work/no/such/dir.h" "$work/err" || fail "unexpected message: $(cat "$work/err")"
 [ -z "$(ls "$work" | grep late)" ] || fail "a failed compile left files behind: $(ls "$work")"
+# An unknown CPU or feature is a diagnostic, not an LLVM abort.
+for flag in --cpu=nosuchcpu --cpu=i686 --features=+nosuchfeature; do
+    status=0
+    "$moec" compile "$model" "${x86[@]}" "$flag" -o "$work/cpu.o" 2>"$work/err" || status=$?
+    [ "$status" -eq 1 ] || fail "$flag: exit status $status, expected 1"
+    grep -q "error: --cpu" "$work/err" || fail "$flag: unexpected message: $(cat "$work/err")"
+done
+
+# Model names that cannot prefix C symbols are refused; tensor names are not formats.
+sed 's/"name": "abi_model"/"name": "main"/' "$model" >"$work/main.json"
+if "$moec" compile "$work/main.json" -o "$work/main.o" 2>"$work/err"; then fail "model 'main' compiled"; fi
+grep -q "model name 'main' cannot prefix" "$work/err" || fail "unexpected message: $(cat "$work/err")"
+sed 's/"x"/"x%s%n"/g' "$model" >"$work/pct.json"
+"$moec" compile "$work/pct.json" -o "$work/pct.o"
+grep -q 'x%s%n' "$work/pct.h" || fail "the header lost the tensor name"
+"$moec" compile "$work/pct.json" -O0 --emit=llvm -o "$work/pct.ll"
+grep -q "x%s%n' is NULL" "$work/pct.ll" && fail "a tensor name went into a printf format"
+grep -q "%s_run: %s '%s' is NULL" "$work/pct.ll" || fail "no NULL-buffer message in the IR"
 echo "targets: ok"
