@@ -81,5 +81,9 @@ bool ev_topk_route(const ev_topk *c, const mc_real *z, const mc_real *bias, int6
                    int64_t *expert, mc_real *weight, int64_t *choice);
 /* Softmax of one row of n values (max shift, ascending sums). */
 void ev_softmax_row(const mc_real *z, int64_t n, mc_real *p);
+/* GW-MoE's uncertainty test of one token (ROUTING.md §3.10, before the mask and the
+ * max_broadcast limit): p[E] = softmax(z[E]), true when its entropy (nats, or divided by
+ * ln E per entropy_unit) reaches the threshold. n carries GWRoute's attributes. */
+bool ev_gw_uncertain(const mc_node *n, const mc_real *z, int64_t E, mc_real *p);
 
 #endif

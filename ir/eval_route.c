@@ -279,6 +279,17 @@ bool mc_interp_MOE_RESONANCE_ROUTE(const mc_kernel_ctx *k) {
     return true;
 }
 
+bool ev_gw_uncertain(const mc_node *n, const mc_real *z, int64_t E, mc_real *p) {
+    mc_real tau = (mc_real)mc_attr_float(n, "threshold"), eps = (mc_real)mc_attr_float(n, "eps");
+    bool normalized = strcmp(mc_attr_str(n, "entropy_unit"), "normalized") == 0;
+    ev_softmax_row(z, E, p);
+    mc_real H = 0;
+    for (int64_t e = 0; e < E; e++)
+        H -= p[e] * ev_log(p[e] + eps);
+    if (normalized) H /= ev_log((mc_real)E);
+    return H >= tau;
+}
+
 /* GW-MoE (§3.10): the base top-k result; in training, tokens whose routing entropy
  * reaches the threshold (the first max_broadcast of them, valid tokens only) are
  * listed with every expert and the full softmax row instead. */
@@ -286,18 +297,10 @@ static bool gw_broadcast(const mc_kernel_ctx *k, const int64_t *base_e, const mc
                          int64_t K) {
     const mc_tensor *z = k->in[0], *mask = k->n->nin > 2 ? k->in[2] : NULL;
     int64_t T = z->dims[0], E = z->dims[1], M = mc_attr_int(k->n, "max_broadcast"), seen = 0;
-    mc_real tau = (mc_real)mc_attr_float(k->n, "threshold"),
-            eps = (mc_real)mc_attr_float(k->n, "eps");
-    bool normalized = strcmp(mc_attr_str(k->n, "entropy_unit"), "normalized") == 0;
     mc_real *p = malloc(sizeof(mc_real) * (size_t)E);
     if (!p) return ev_fail(k, "out of memory");
     for (int64_t t = 0; t < T; t++) {
-        ev_softmax_row(z->f + t * E, E, p);
-        mc_real H = 0;
-        for (int64_t e = 0; e < E; e++)
-            H -= p[e] * ev_log(p[e] + eps);
-        if (normalized) H /= ev_log((mc_real)E);
-        bool uncertain = (!mask || mask->i[t]) && H >= tau;
+        bool uncertain = ev_gw_uncertain(k->n, z->f + t * E, E, p) && (!mask || mask->i[t]);
         seen += uncertain;
         bool broadcast = uncertain && seen <= M;
         for (int64_t r = 0; r < E; r++) {
