@@ -229,6 +229,8 @@ static bool run_all(const mc_graph *g, const mc_tensor *inputs, mc_tensor *outpu
     }
     for (int i = 0; i < g->noutputs; i++)
         st->last_use[g->outputs[i]] = g->norder; /* kept */
+    for (int i = 0; i < g->nupdates; i++)
+        st->last_use[g->update_src[i]] = g->norder; /* written back after the step */
     for (int k = 0; k < g->norder; k++)
         if (!step(g, k, sv, st, d)) return false;
     for (int i = 0; i < g->noutputs; i++)
@@ -240,7 +242,22 @@ static bool run_all(const mc_graph *g, const mc_tensor *inputs, mc_tensor *outpu
     return true;
 }
 
-bool mc_interp_run(const mc_graph *g, const mc_tensor *inputs, mc_tensor *outputs, mc_diag *d) {
+/* A training step's state writes: each updated param gets a writable copy of its bytes
+ * (once) that the new value overwrites. */
+static void apply_updates(mc_graph *g, const run_state *st) {
+    for (int i = 0; i < g->nupdates; i++) {
+        mc_value *p = &g->values[g->update_dst[i]];
+        if (!p->rw) {
+            p->rw = mc_arena_alloc(g->arena, p->nbytes ? p->nbytes : 1);
+            memcpy(p->rw, p->data, p->nbytes);
+            p->data = p->rw;
+        }
+        mc_tensor_store_bytes(&st->vals[g->update_src[i]], p->rw);
+    }
+}
+
+static bool interp(const mc_graph *g, mc_graph *updated, const mc_tensor *inputs,
+                   mc_tensor *outputs, mc_diag *d) {
     run_state st;
     size_t n = (size_t)g->nvalues + 1;
     st.vals = mc_alloc(n * sizeof *st.vals);
@@ -253,6 +270,7 @@ bool mc_interp_run(const mc_graph *g, const mc_tensor *inputs, mc_tensor *output
         for (size_t i = 0; i < n; i++)
             st.last_use[i] = -1;
         ok = run_all(g, inputs, outputs, &st, d);
+        if (ok && updated) apply_updates(updated, &st);
     } else {
         mc_error(d, NULL, "out of memory starting the interpreter");
     }
@@ -262,4 +280,12 @@ bool mc_interp_run(const mc_graph *g, const mc_tensor *inputs, mc_tensor *output
     mc_free(st.owned);
     mc_free(st.last_use);
     return ok;
+}
+
+bool mc_interp_run(const mc_graph *g, const mc_tensor *inputs, mc_tensor *outputs, mc_diag *d) {
+    return interp(g, NULL, inputs, outputs, d);
+}
+
+bool mc_interp_step(mc_graph *g, const mc_tensor *inputs, mc_tensor *outputs, mc_diag *d) {
+    return interp(g, g, inputs, outputs, d);
 }

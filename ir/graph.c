@@ -128,6 +128,38 @@ void mc_graph_remove_node(mc_graph *g, int node) {
         if (g->values[n->out[i]].producer == node) g->values[n->out[i]].producer = -1;
 }
 
+/* Output and update lists are short: each change copies them into the arena. */
+static int *grown(mc_graph *g, const int *old, int n) {
+    int *a = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++)
+        a[i] = old[i];
+    return a;
+}
+
+void mc_graph_add_output(mc_graph *g, int value) {
+    g->outputs = grown(g, g->outputs, g->noutputs);
+    g->outputs[g->noutputs++] = value;
+    g->values[value].is_output = true;
+}
+
+void mc_graph_remove_output(mc_graph *g, int index) {
+    int v = g->outputs[index];
+    for (int i = index; i + 1 < g->noutputs; i++)
+        g->outputs[i] = g->outputs[i + 1];
+    g->noutputs--;
+    bool still = false;
+    for (int i = 0; i < g->noutputs; i++)
+        still |= g->outputs[i] == v;
+    g->values[v].is_output = still;
+}
+
+void mc_graph_add_update(mc_graph *g, int src, int dst) {
+    g->update_src = grown(g, g->update_src, g->nupdates);
+    g->update_dst = grown(g, g->update_dst, g->nupdates);
+    g->update_src[g->nupdates] = src;
+    g->update_dst[g->nupdates++] = dst;
+}
+
 void mc_graph_replace_uses(mc_graph *g, int from, int to) {
     for (int k = 0; k < g->norder; k++) {
         mc_node *n = &g->nodes[g->order[k]];

@@ -158,6 +158,7 @@ typedef struct mc_value {
     mc_data_src src;
     mc_init_recipe init; /* when src == MC_SRC_INIT */
     const char *file_key; /* when src == MC_SRC_FILE */
+    void *rw;             /* a writable copy of data, once a training step updated it */
 } mc_value;
 
 typedef struct mc_node {
@@ -189,6 +190,10 @@ typedef struct mc_graph {
     int ninputs;
     int *outputs;
     int noutputs;
+    /* Training: after a step, value update_src[i] is written into the state value
+     * update_dst[i] (a param: a trained weight or an optimizer's state). */
+    int *update_src, *update_dst;
+    int nupdates;
     const char *weights_path; /* resolved "weights" file, or NULL */
 } mc_graph;
 
@@ -207,6 +212,9 @@ int mc_graph_add_node(mc_graph *g, mc_op op, const char *name, const int *in, in
 int mc_graph_add_node_before(mc_graph *g, int anchor, mc_op op, const char *name,
                              const int *in, int nin, const int *out, int nout);
 void mc_graph_remove_node(mc_graph *g, int node); /* dead, unlinked from order */
+void mc_graph_add_output(mc_graph *g, int value);
+void mc_graph_remove_output(mc_graph *g, int index);
+void mc_graph_add_update(mc_graph *g, int src, int dst); /* see update_src */
 /* Every use of value `from` (node inputs and graph outputs) becomes `to`. */
 void mc_graph_replace_uses(mc_graph *g, int from, int to);
 int mc_graph_count_uses(const mc_graph *g, int value); /* node inputs + outputs list */
@@ -306,6 +314,9 @@ bool mc_bind_symbols(const mc_graph *g, const mc_tensor *inputs, int64_t *out_sy
  * this allocates (the caller frees them with mc_tensor_free). */
 bool mc_interp_run(const mc_graph *g, const mc_tensor *inputs, mc_tensor *outputs,
                    mc_diag *d);
+/* A training step: like mc_interp_run, then every update of the graph (update_src) is
+ * written into its param, so the next step sees the new weights and optimizer state. */
+bool mc_interp_step(mc_graph *g, const mc_tensor *inputs, mc_tensor *outputs, mc_diag *d);
 /* One node: ins[i] is NULL for an omitted optional input; outs are allocated here from
  * the output values' shapes. Used by the driver and by fold-constants. */
 bool mc_interp_node(const mc_graph *g, const mc_node *n, const int64_t *symvals,

@@ -186,4 +186,11 @@ void mc_print_graph(FILE *f, const mc_graph *g) {
         print_ref(f, g, g->outputs[i]);
         fputc('\n', f);
     }
+    for (int i = 0; i < g->nupdates; i++) {
+        fputs("  update ", f);
+        print_ref(f, g, g->update_dst[i]);
+        fputs(" <- ", f);
+        print_ref(f, g, g->update_src[i]);
+        fputc('\n', f);
+    }
 }

@@ -105,6 +105,15 @@ bool mc_verify(mc_graph *g, mc_diag *d) {
         if (v->dead || (v->kind == MC_VK_TEMP && (v->producer < 0 || !done[v->producer])))
             ok = mc_error(d, NULL, "verify: graph output %%%s is not produced", v->name);
     }
+    for (int i = 0; ok && i < g->nupdates; i++) {
+        const mc_value *s = mc_val(g, g->update_src[i]), *t = mc_val(g, g->update_dst[i]);
+        if (s->dead || t->dead || t->kind != MC_VK_PARAM || s->dt != t->dt ||
+            !mc_shape_eq(&s->shape, &t->shape))
+            ok = mc_error(d, NULL,
+                          "verify: update %%%s <- %%%s needs a live param of the same "
+                          "dtype and shape",
+                          t->name, s->name);
+    }
     mc_free(done);
     return ok;
 }

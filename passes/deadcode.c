@@ -54,6 +54,8 @@ bool mc_pass_dce(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     memset(live, 0, (size_t)g->nvalues + 1);
     for (int i = 0; i < g->noutputs; i++)
         live[g->outputs[i]] = true;
+    for (int i = 0; i < g->nupdates; i++) /* a training step's state writes are roots too */
+        live[g->update_src[i]] = live[g->update_dst[i]] = true;
     bool nodes = remove_dead_nodes(g, live);
     bool inits = remove_dead_initializers(g, live);
     *changed = nodes || inits;
