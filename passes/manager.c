@@ -70,6 +70,12 @@ static const mc_pass_info pipeline[] = {
      "keeps: shapes, output names"},
     {"fold-constants", mc_pass_fold_constants,
      "needs: shapes; runs nodes of constants (and params, in inference) once; keeps: shapes"},
+    {"autodiff", mc_pass_autodiff,
+     "needs: shapes, training; appends the loss's gradient w.r.t. every trained param "
+     "(grad.<param> outputs); inference: nothing"},
+    {"optimizer", mc_pass_optimizer,
+     "needs: autodiff; one SGD/AdamW step per trained param, state as params, updates; "
+     "inference: nothing"},
     {"dce", mc_pass_dce,
      "needs: nothing; removes nodes and initializers no output depends on; keeps: inputs"},
 };
@@ -184,7 +190,7 @@ bool mc_run_pipeline(mc_graph *g, const mc_pipeline_opts *o, mc_diag *d) {
     int n;
     if (!parse_passes(g, o->passes, &list, &n, d) || !check_after(g, o->after, list, n, d))
         return false;
-    mc_pass_ctx cx = {d, o->training || g->training};
+    mc_pass_ctx cx = {d, o->training || g->training, &o->train};
     /* Every pass but infer-shapes needs shapes: infer them first (not dumped) unless
      * the list starts there. Inference is idempotent, so this never changes a graph
      * that already has them. */

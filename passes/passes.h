@@ -6,9 +6,17 @@
 #include "ir.h"
 #include <stdio.h>
 
+/* Training settings (--train-params, --optimizer, --lr, ...; docs/autodiff.md). */
+typedef struct mc_train_opts {
+    const char *params;    /* comma-separated names of the params to train; NULL: all */
+    const char *optimizer; /* "adamw" (default) or "sgd" */
+    double lr, momentum, weight_decay, beta1, beta2, eps; /* < 0: the op's default */
+} mc_train_opts;
+
 typedef struct mc_pass_ctx {
     mc_diag *d;
     bool training;
+    const mc_train_opts *train; /* never NULL */
 } mc_pass_ctx;
 
 /* Each returns false on error (with a diagnostic); *changed says whether it rewrote. */
@@ -19,6 +27,8 @@ bool mc_pass_verify(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_expand_moe(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_gw_specialize(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_canonicalize(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_autodiff(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_optimizer(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_fold_constants(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_dce(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 
@@ -39,6 +49,7 @@ typedef struct mc_pipeline_opts {
     mc_dump_format format;
     FILE *dump_out;       /* where --after dumps go (stdout for `moec dump`) */
     bool training;
+    mc_train_opts train;
 } mc_pipeline_opts;
 /* Runs the pipeline; unknown pass names are an error listing the valid ones. */
 bool mc_run_pipeline(mc_graph *g, const mc_pipeline_opts *o, mc_diag *d);

@@ -109,7 +109,8 @@ static void infer(mc_graph *g) {
 /* Runs pass `name` (shapes inferred first) and checks the graph is valid after it. */
 static bool run(mc_graph *g, const char *name) {
     infer(g);
-    mc_pass_ctx cx = {&diag, g->training};
+    static const mc_train_opts train = {0};
+    mc_pass_ctx cx = {&diag, g->training, &train};
     bool changed = false;
     cr_assert(mc_pass_find(name)->fn(g, &cx, &changed), "%s: %s", name, diag.msg);
     cr_assert(mc_verify(g, &diag), "after %s: %s", name, diag.msg);
@@ -163,11 +164,12 @@ static void expect_same(const mc_tensor *a, const mc_tensor *b) {
 /* ---- the pass manager ---- */
 
 Test(pipeline, default_order_and_a_why_for_every_pass) {
-    static const char *want[] = {"infer-shapes", "verify",         "expand-moe", "gw-specialize",
-                                 "canonicalize", "fold-constants", "dce"};
+    static const char *want[] = {"infer-shapes",  "verify",       "expand-moe",
+                                 "gw-specialize", "canonicalize", "fold-constants",
+                                 "autodiff",      "optimizer",    "dce"};
     int n = 0;
     const mc_pass_info *list = mc_pass_list(&n);
-    cr_assert_eq(n, 7);
+    cr_assert_eq(n, 9);
     for (int i = 0; i < n; i++) {
         cr_expect_str_eq(list[i].name, want[i]);
         cr_expect(strstr(list[i].why, "needs:") != NULL, "%s has no 'needs:'", list[i].name);
@@ -190,14 +192,15 @@ static const char *run_opts(mc_graph *g, mc_pipeline_opts o) {
 
 Test(pipeline, unknown_pass_lists_the_valid_names) {
     mc_graph *g = relu_graph();
-    cr_expect_str_eq(run_opts(g, (mc_pipeline_opts){.passes = "infer-shapes,fold"}),
-                     "t.json: error: unknown pass 'fold'; the passes are: infer-shapes, verify, "
-                     "expand-moe, gw-specialize, canonicalize, fold-constants, dce");
+    cr_expect_str_eq(
+        run_opts(g, (mc_pipeline_opts){.passes = "infer-shapes,fold"}),
+        "t.json: error: unknown pass 'fold'; the passes are: infer-shapes, verify, "
+        "expand-moe, gw-specialize, canonicalize, fold-constants, autodiff, optimizer, dce");
     cr_expect_str_eq(
         run_opts(g, (mc_pipeline_opts){.passes = "dce,,verify"}),
         "t.json: error: --passes takes a comma-separated list of pass names "
         "(infer-shapes, verify, expand-moe, gw-specialize, canonicalize, fold-constants, "
-        "dce)");
+        "autodiff, optimizer, dce)");
     mc_graph_free(g);
 }
 
@@ -275,7 +278,8 @@ Test(pipeline, verify_each_names_the_pass_after_which_the_graph_is_invalid) {
 
 Test(infer_shapes, reports_a_change_only_the_first_time) {
     mc_graph *g = relu_graph();
-    mc_pass_ctx cx = {&diag, false};
+    static const mc_train_opts train = {0};
+    mc_pass_ctx cx = {&diag, false, &train};
     bool changed = false;
     mc_diag_init(&diag, "t.json");
     cr_assert(mc_pass_infer_shapes(g, &cx, &changed), "%s", diag.msg);
@@ -655,7 +659,8 @@ Test(fold_constants, a_run_time_error_in_constants_is_reported) {
     int d = param(g, "d", MC_DT_F32, "3", data), i = param(g, "i", MC_DT_I64, "1", index);
     output(g, op2(g, MC_OP_GATHER, "g", d, i, "y"));
     infer(g);
-    mc_pass_ctx cx = {&diag, false};
+    static const mc_train_opts train = {0};
+    mc_pass_ctx cx = {&diag, false, &train};
     bool changed = false;
     cr_expect_not(mc_pass_fold_constants(g, &cx, &changed));
     cr_expect(strstr(diag.msg, "(g, Gather): index 5") != NULL, "%s", diag.msg);
