@@ -59,6 +59,7 @@ bool mb_emit_params(mb_ctx *c) {
     const mc_graph *g = c->g;
     c->param_global = mc_arena_alloc(g->arena, sizeof(LLVMValueRef) * (size_t)g->nvalues);
     c->param_index = mc_arena_alloc(g->arena, sizeof(int) * (size_t)g->nvalues);
+    c->initial_global = mc_arena_alloc(g->arena, sizeof(LLVMValueRef) * (size_t)g->nvalues);
     for (int v = 0; v < g->nvalues; v++) {
         const mc_value *x = mc_val(g, v);
         c->param_index[v] = -1;
@@ -66,7 +67,13 @@ bool mb_emit_params(mb_ctx *c) {
         if (!x->data)
             return mc_error(c->d, "", "internal error: initializer '%s' has no data", x->name);
         if (x->kind == MC_VK_PARAM) c->param_index[v] = c->nparams++;
-        if (x->kind == MC_VK_CONST || !c->o->external_weights)
+        bool embedded = x->kind == MC_VK_CONST || !c->o->external_weights;
+        /* Training reads params through the model's writable copies; the embedded
+         * bytes only start them (moert_model_desc.initial). */
+        if (!embedded) continue;
+        if (x->kind == MC_VK_PARAM && c->g->training)
+            c->initial_global[v] = embed_value(c, v);
+        else
             c->param_global[v] = embed_value(c, v);
     }
     return true;
@@ -126,10 +133,19 @@ static LLVMValueRef param_descs(mb_ctx *c, const int *ids) {
     return const_global(c, LLVMConstArray2(c->i64, e, (uint64_t)c->nparams), ".pdesc", 8);
 }
 
+/* Training with embedded weights: where each param's starting bytes are. */
+static LLVMValueRef initial_table(mb_ctx *c, const int *ids) {
+    if (!c->g->training || c->o->external_weights || c->nparams == 0) return LLVMConstNull(c->ptr);
+    LLVMValueRef *e = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)c->nparams);
+    for (int i = 0; i < c->nparams; i++)
+        e[i] = c->initial_global[ids[i]];
+    return const_global(c, LLVMConstArray2(c->ptr, e, (uint64_t)c->nparams), ".initial", 8);
+}
+
 void mb_emit_info(mb_ctx *c) {
     const mc_graph *g = c->g;
     int *pids = param_ids(c);
-    LLVMValueRef f[11] = {mb_cstr(c, g->name),
+    LLVMValueRef f[12] = {mb_cstr(c, g->name),
                           i64c(c, g->nsyms),
                           symbol_infos(c),
                           i64c(c, g->ninputs),
@@ -139,11 +155,12 @@ void mb_emit_info(mb_ctx *c) {
                           i64c(c, c->nparams),
                           tensor_infos(c, pids, c->nparams),
                           i64c(c, c->plan.peak),
-                          i64c(c, c->o->external_weights)};
-    LLVMValueRef info = const_global(c, LLVMConstNamedStruct(c->info_ty, f, 11),
+                          i64c(c, c->o->external_weights),
+                          i64c(c, g->training)};
+    LLVMValueRef info = const_global(c, LLVMConstNamedStruct(c->info_ty, f, 12),
                                      mc_arena_printf(g->arena, "%s.info", g->name), 8);
     c->info = info;
-    LLVMValueRef d[3] = {info, param_descs(c, pids), c->run_args};
-    c->desc = const_global(c, LLVMConstNamedStruct(c->desc_ty, d, 3),
+    LLVMValueRef d[4] = {info, param_descs(c, pids), c->run_args, initial_table(c, pids)};
+    c->desc = const_global(c, LLVMConstNamedStruct(c->desc_ty, d, 4),
                            mc_arena_printf(g->arena, "%s.desc", g->name), 8);
 }

@@ -32,10 +32,10 @@ static void make_types(mb_ctx *c) {
     c->tinfo_ty = LLVMStructCreateNamed(c->cx, "moert_tensor_info");
     LLVMStructSetBody(c->tinfo_ty, (LLVMTypeRef[]){p, i64, i64, p}, 4, 0);
     c->info_ty = LLVMStructCreateNamed(c->cx, "moert_model_info");
-    LLVMStructSetBody(c->info_ty, (LLVMTypeRef[]){p, i64, p, i64, p, i64, p, i64, p, i64, i64}, 11,
-                      0);
+    LLVMStructSetBody(c->info_ty, (LLVMTypeRef[]){p, i64, p, i64, p, i64, p, i64, p, i64, i64, i64},
+                      12, 0);
     c->desc_ty = LLVMStructCreateNamed(c->cx, "moert_model_desc");
-    LLVMStructSetBody(c->desc_ty, (LLVMTypeRef[]){p, p, p}, 3, 0);
+    LLVMStructSetBody(c->desc_ty, (LLVMTypeRef[]){p, p, p, p}, 4, 0);
 }
 
 static LLVMValueRef api_fn(mb_ctx *c, const char *suffix, LLVMTypeRef ret, LLVMTypeRef *params,
@@ -54,7 +54,12 @@ static LLVMValueRef call_rt(mb_ctx *c, const char *name, LLVMTypeRef ret, LLVMTy
     return LLVMBuildCall2(c->b, ty, fn, args, (unsigned)n, "");
 }
 
-/* <name>_run(m, symbols..., inputs..., outputs...) packs its arguments for _run_args. */
+const char *mb_entry_name(const mb_ctx *c) {
+    return mc_arena_printf(c->g->arena, "%s_%s", c->g->name, c->g->training ? "train_step" : "run");
+}
+
+/* <name>_run(m, symbols..., inputs..., outputs...) packs its arguments for _run_args;
+ * a training graph's entry is <name>_train_step, with the same arguments. */
 static void emit_run_wrapper(mb_ctx *c) {
     const mc_graph *g = c->g;
     int n = 1 + g->nsyms + g->ninputs + g->noutputs;
@@ -62,7 +67,7 @@ static void emit_run_wrapper(mb_ctx *c) {
     params[0] = c->ptr;
     for (int i = 1; i < n; i++)
         params[i] = i <= g->nsyms ? c->i64 : c->ptr;
-    LLVMValueRef fn = api_fn(c, "run", c->i32, params, n);
+    LLVMValueRef fn = api_fn(c, c->g->training ? "train_step" : "run", c->i32, params, n);
     LLVMValueRef arrays[3];
     int counts[3] = {g->nsyms, g->ninputs, g->noutputs}, next = 1;
     for (int a = 0; a < 3; a++) {
@@ -92,6 +97,12 @@ void mb_emit_api(mb_ctx *c) {
     LLVMBuildRetVoid(c->b);
     api_fn(c, "info", p, NULL, 0);
     LLVMBuildRet(c->b, c->info);
+    if (c->g->training) {
+        fn = api_fn(c, "save_weights", c->i32, (LLVMTypeRef[]){p, p}, 2);
+        LLVMValueRef sargs[2] = {LLVMGetParam(fn, 0), LLVMGetParam(fn, 1)};
+        LLVMBuildRet(
+            c->b, call_rt(c, "moert_model_save_weights", c->i32, (LLVMTypeRef[]){p, p}, 2, sargs));
+    }
     emit_run_wrapper(c);
     if (!c->o->with_main) return;
     fn = api_fn(c, NULL, c->i32, (LLVMTypeRef[]){c->i32, p}, 2);

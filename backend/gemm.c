@@ -173,7 +173,8 @@ static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
 
 int mb_param_panel_nr(const mc_graph *g, int v, const mb_target *t) {
     const mc_value *x = mc_val(g, v);
-    if (x->dt != MC_DT_F32 || x->is_output || x->shape.rank < 2) return 0;
+    /* Training rewrites params every step: they stay plain. */
+    if (g->training || x->dt != MC_DT_F32 || x->is_output || x->shape.rank < 2) return 0;
     int uses = 0;
     for (int pos = 0; pos < g->norder; pos++) {
         const mc_node *n = mc_nod(g, g->order[pos]);

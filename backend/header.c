@@ -147,6 +147,12 @@ static const char **param_names(const mc_graph *g) {
     return names;
 }
 
+/* The step function: one inference run, or one training step (forward, backward and
+ * optimizer update of the weights held by the model object). */
+static const char *entry(const mc_graph *g) {
+    return g->training ? "train_step" : "run";
+}
+
 static const char *c_type(mc_dtype t) {
     switch (t) {
     case MC_DT_F32: return "float";
@@ -175,8 +181,8 @@ static void write_doc(FILE *f, const mc_graph *g, const mb_options *o, int64_t p
     for (int i = 0; i < g->noutputs; i++)
         describe(f, g, "output", g->outputs[i]);
     for (int i = 0; i < g->nsyms; i++)
-        fprintf(f, " * Symbol %s: 1 <= %s <= %lld, passed to %s_run.\n", g->syms[i].name,
-                g->syms[i].name, (long long)g->syms[i].max, g->name);
+        fprintf(f, " * Symbol %s: 1 <= %s <= %lld, passed to %s_%s.\n", g->syms[i].name,
+                g->syms[i].name, (long long)g->syms[i].max, g->name, entry(g));
     fprintf(f, " * Peak arena: %lld bytes, allocated once by %s_create.\n", (long long)peak,
             g->name);
     fprintf(f, " * Weights: %s.\n",
@@ -189,7 +195,7 @@ static void write_doc(FILE *f, const mc_graph *g, const mb_options *o, int64_t p
 
 static void write_run_decl(FILE *f, const mc_graph *g) {
     const char **names = param_names(g);
-    fprintf(f, "moert_status %s_run(%s *m", g->name, g->name);
+    fprintf(f, "moert_status %s_%s(%s *m", g->name, entry(g), g->name);
     for (int i = 0; i < g->nsyms; i++)
         fprintf(f, ", int64_t %s", names[i]);
     for (int i = 0; i < g->ninputs; i++)
@@ -219,6 +225,11 @@ bool mb_write_header(const mc_graph *g, const mb_options *o, int64_t peak, const
     fprintf(f, "\ntypedef struct %s %s;\n\n", g->name, g->name);
     fprintf(f, "moert_status %s_create(%s **m, const char *weights_path);\n", g->name, g->name);
     write_run_decl(f, g);
+    if (g->training)
+        fprintf(f,
+                "/* Writes every param (weights and optimizer state) as safetensors. */\n"
+                "moert_status %s_save_weights(%s *m, const char *path);\n",
+                g->name, g->name);
     fprintf(f, "void %s_destroy(%s *m);\n", g->name, g->name);
     fprintf(f, "const moert_model_info *%s_info(void);\n", g->name);
     fprintf(f, "\n#ifdef __cplusplus\n}\n#endif\n#endif\n");

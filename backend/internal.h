@@ -50,8 +50,9 @@ typedef struct mb_ctx {
     LLVMTypeRef i8, i32, i64, f32, f64, ptr, vd;
     LLVMTypeRef tensor_ty, attr_ty; /* mk_tensor, mk_attr */
     LLVMTypeRef info_ty, tinfo_ty, dim_ty, sinfo_ty, desc_ty;
-    LLVMValueRef *param_global; /* per value id: embedded constant, or NULL */
-    int *param_index;           /* per value id: index in info->params, or -1 */
+    LLVMValueRef *param_global;   /* per value id: embedded constant, or NULL */
+    LLVMValueRef *initial_global; /* per value id, training: a param's starting bytes */
+    int *param_index;             /* per value id: index in info->params, or -1 */
     int nparams;
     LLVMValueRef info, desc; /* the moert_model_info and _desc constants */
     LLVMValueRef run_args;   /* <name>_run_args */
@@ -71,6 +72,8 @@ const char *mb_op_id_name(mc_op op);
 LLVMValueRef mb_node_attrs(mb_ctx *c, const mc_node *n);
 /* lower.c: <name>_run_args, the calls to the kernels. */
 void mb_emit_run(mb_ctx *c);
+/* "<name>_run", or "<name>_train_step" for a training graph: the public entry point. */
+const char *mb_entry_name(const mb_ctx *c);
 /* emit.c: the public wrappers */
 void mb_emit_api(mb_ctx *c);
 /* header.c */

@@ -57,9 +57,9 @@ static void check_symbols(lowering *L) {
             LLVMBuildOr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, v, i64c(c, 1), ""),
                         LLVMBuildICmp(c->b, LLVMIntSGT, v, i64c(c, g->syms[i].max), ""), "");
         /* Names travel as arguments, never inside the format: they may hold '%'. */
-        LLVMValueRef args[4] = {mb_cstr(c, g->name), mb_cstr(c, g->syms[i].name), v,
+        LLVMValueRef args[4] = {mb_cstr(c, mb_entry_name(c)), mb_cstr(c, g->syms[i].name), v,
                                 i64c(c, g->syms[i].max)};
-        fail_if(L, bad, 1, "%s_run: symbol %s = %lld is outside [1, %lld]", args, 4);
+        fail_if(L, bad, 1, "%s: symbol %s = %lld is outside [1, %lld]", args, 4);
         L->symv[i] = v;
     }
 }
@@ -69,9 +69,9 @@ static void check_buffers(lowering *L, LLVMValueRef array, const int *ids, int n
     mb_ctx *c = L->c;
     for (int i = 0; i < n; i++) {
         LLVMValueRef p = load_at(L, c->ptr, array, i);
-        LLVMValueRef args[3] = {mb_cstr(c, c->g->name), mb_cstr(c, what),
+        LLVMValueRef args[3] = {mb_cstr(c, mb_entry_name(c)), mb_cstr(c, what),
                                 mb_cstr(c, mc_val(c->g, ids[i])->name)};
-        fail_if(L, LLVMBuildIsNull(c->b, p, ""), 1, "%s_run: %s '%s' is NULL", args, 3);
+        fail_if(L, LLVMBuildIsNull(c->b, p, ""), 1, "%s: %s '%s' is NULL", args, 3);
         /* Nodes write graph outputs straight into the caller's buffer. */
         if (!L->vptr[ids[i]] && (array == L->ins || mc_val(c->g, ids[i])->producer >= 0))
             L->vptr[ids[i]] = p;
@@ -195,6 +195,21 @@ static void copy_outputs(lowering *L) {
     }
 }
 
+/* A training step ends by writing each updated value into its param's storage (the
+ * model's writable copy), after every node has read the old one. */
+static void write_updates(lowering *L) {
+    mb_ctx *c = L->c;
+    const mc_graph *g = c->g;
+    for (int i = 0; i < g->nupdates; i++) {
+        int dst = g->update_dst[i];
+        MC_ASSERT(c->param_index[dst] >= 0);
+        const mc_value *x = mc_val(g, dst);
+        int64_t bytes = mc_shape_numel(&x->shape, NULL) * (int64_t)mc_dtype_size(x->dt);
+        LLVMValueRef to = load_at(L, c->ptr, L->params, c->param_index[dst]);
+        LLVMBuildMemCpy(c->b, to, 1, value_ptr(L, g->update_src[i]), 1, i64c(c, bytes));
+    }
+}
+
 static void begin(lowering *L) {
     mb_ctx *c = L->c;
     LLVMTypeRef params[4] = {c->ptr, c->ptr, c->ptr, c->ptr};
@@ -222,8 +237,8 @@ void mb_emit_run(mb_ctx *c) {
     lowering L = {.c = c};
     const mc_graph *g = c->g;
     begin(&L);
-    LLVMValueRef name = mb_cstr(c, g->name);
-    fail_if(&L, LLVMBuildIsNull(c->b, L.m, ""), 1, "%s_run: the model is NULL", &name, 1);
+    LLVMValueRef name = mb_cstr(c, mb_entry_name(c));
+    fail_if(&L, LLVMBuildIsNull(c->b, L.m, ""), 1, "%s: the model is NULL", &name, 1);
     check_symbols(&L);
     check_buffers(&L, L.ins, g->inputs, g->ninputs, "input");
     check_buffers(&L, L.outs, g->outputs, g->noutputs, "output");
@@ -232,6 +247,7 @@ void mb_emit_run(mb_ctx *c) {
     for (int pos = 0; pos < g->norder; pos++)
         lower_node(&L, g->order[pos]);
     copy_outputs(&L);
+    write_updates(&L);
     LLVMBuildRet(c->b, LLVMConstInt(c->i32, 0, 0));
     LLVMBuildBr(L.alloca_b, L.body);
     LLVMDisposeBuilder(L.alloca_b);

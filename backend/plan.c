@@ -56,6 +56,8 @@ static int collect(const mc_graph *g, mb_plan *p, buffer *bufs) {
         for (int i = 0; i < nd->nin; i++)
             if (nd->in[i] >= 0) last[nd->in[i]] = pos;
     }
+    for (int i = 0; i < g->nupdates; i++) /* copied into their params after the last node */
+        last[g->update_src[i]] = g->norder;
     for (int pos = 0; pos < g->norder; pos++) {
         int id = g->order[pos];
         const mc_node *nd = mc_nod(g, id);

@@ -44,6 +44,8 @@ const mc_st_tensor *mc_st_find(const mc_safetensors *st, const char *name);
 /* Writes every param (and const) of g that has data, sorted by name, 8-byte aligned
  * offsets; to a temporary file renamed into place, so nothing is half-written. */
 bool mc_st_write_params(const char *path, const mc_graph *g, mc_diag *d);
+/* Same, params only unless `consts`: what a training run saves (weights and state). */
+bool mc_st_write_values(const char *path, const mc_graph *g, bool consts, mc_diag *d);
 
 /* ---- .npy (v1/v2 headers, little-endian, C order) ---- */
 typedef enum { MC_NPY_F32, MC_NPY_F64, MC_NPY_I32, MC_NPY_I64, MC_NPY_BOOL } mc_npy_dtype;

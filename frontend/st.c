@@ -193,12 +193,16 @@ static bool write_all(FILE *f, const mc_value **vals, int n, const char *header,
 }
 
 bool mc_st_write_params(const char *path, const mc_graph *g, mc_diag *d) {
+    return mc_st_write_values(path, g, true, d);
+}
+
+bool mc_st_write_values(const char *path, const mc_graph *g, bool consts, mc_diag *d) {
     const mc_value **vals = mc_alloc(sizeof *vals * (size_t)(g->nvalues + 1));
     if (!vals) mc_oom(sizeof *vals * (size_t)g->nvalues);
     int n = 0;
     for (int i = 0; i < g->nvalues; i++) {
         const mc_value *v = &g->values[i];
-        if (!v->dead && (v->kind == MC_VK_PARAM || v->kind == MC_VK_CONST) && v->data)
+        if (!v->dead && (v->kind == MC_VK_PARAM || (consts && v->kind == MC_VK_CONST)) && v->data)
             vals[n++] = v;
     }
     qsort(vals, (size_t)n, sizeof *vals, by_name);

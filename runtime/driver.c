@@ -24,17 +24,20 @@ typedef struct cli {
     binding *inputs, *outputs, *syms;
     int n_inputs, n_outputs, n_syms;
     const char *weights;
-    long bench; /* 0: no --bench */
+    long bench;       /* 0: no --bench */
+    long steps;       /* training: steps to take (default 1) */
+    const char *save; /* training: --save-weights FILE */
 } cli;
 
-enum { F_INPUT, F_OUTPUT, F_SYM, F_WEIGHTS, F_BENCH, NUM_FLAGS };
-static const char *flag_names[NUM_FLAGS] = {"--input", "--output", "--sym", "--weights", "--bench"};
+enum { F_INPUT, F_OUTPUT, F_SYM, F_WEIGHTS, F_BENCH, F_STEPS, F_SAVE, NUM_FLAGS };
+static const char *flag_names[NUM_FLAGS] = {"--input", "--output", "--sym",         "--weights",
+                                            "--bench", "--steps",  "--save-weights"};
 
 static void usage(FILE *to, const char *prog, const moert_model_info *info) {
     fprintf(to,
             "usage: %s --input NAME=FILE.npy ... [--output NAME=FILE.npy ...] [--sym S=N]\n"
-            "       [--weights FILE] [--bench N]\n",
-            prog);
+            "       [--weights FILE] [--bench N]%s\n",
+            prog, info->train ? " [--steps N] [--save-weights FILE]" : "");
     for (int64_t i = 0; i < info->num_inputs; i++)
         fprintf(to, "  input  %s\n", info->inputs[i].name);
     for (int64_t i = 0; i < info->num_outputs; i++)
@@ -84,11 +87,15 @@ static int add_flag(const char *prog, int flag, const char *value, cli *c) {
         c->weights = value;
         return 0;
     }
-    if (flag == F_BENCH) {
+    if (flag == F_SAVE) {
+        c->save = value;
+        return 0;
+    }
+    if (flag == F_BENCH || flag == F_STEPS) {
         int64_t n;
         if (!parse_count(value, 1, &n) || n > 1000000000)
-            return misuse(prog, "expected a run count >= 1 for --bench, found", value);
-        c->bench = (long)n;
+            return misuse(prog, "expected a count >= 1, found", value);
+        *(flag == F_BENCH ? &c->bench : &c->steps) = (long)n;
         return 0;
     }
     return add_binding(prog, flag, value, c);
@@ -487,14 +494,42 @@ static void free_state(run_state *st) {
     moert_model_destroy(st->m);
 }
 
+/* Training: `steps` steps on the same inputs, each scalar output printed per step, then
+ * the weights written if asked. */
+static moert_status train(const run_state *st, const moert_model_desc *d, const cli *c) {
+    moert_status s = MOERT_OK;
+    long steps = c->steps ? c->steps : 1;
+    for (long k = 1; k <= steps && s == MOERT_OK; k++) {
+        s = run_once(st, d);
+        if (s != MOERT_OK || steps == 1) continue;
+        printf("step %ld:", k);
+        for (int64_t i = 0; i < st->info->num_outputs; i++)
+            if (st->info->outputs[i].rank == 0)
+                printf(" %s=%.6g", st->info->outputs[i].name,
+                       element(st->out[i], (moert_dtype)st->info->outputs[i].dtype, 0));
+        printf("\n");
+    }
+    if (s == MOERT_OK && c->save) s = moert_model_save_weights(st->m, c->save);
+    return s;
+}
+
+static moert_status check_train_flags(const moert_model_info *info, const cli *c) {
+    if (!info->train && (c->steps || c->save))
+        return moert_fail(MOERT_ERR_ARGUMENT,
+                          "--steps and --save-weights need a model built with --mode=train");
+    return MOERT_OK;
+}
+
 static moert_status drive(run_state *st, const moert_model_desc *d, const cli *c) {
     moert_status s = alloc_state(st, d->info);
+    if (s == MOERT_OK) s = check_train_flags(d->info, c);
     if (s == MOERT_OK) s = check_names(d->info, c);
     if (s == MOERT_OK) s = apply_syms(st, c);
     if (s == MOERT_OK) s = load_inputs(st, c);
     if (s == MOERT_OK) s = alloc_outputs(st);
     if (s == MOERT_OK) s = moert_model_create(d, c->weights, &st->m);
-    if (s == MOERT_OK) s = c->bench ? bench(st, d, c->bench) : run_once(st, d);
+    if (s == MOERT_OK)
+        s = c->bench ? bench(st, d, c->bench) : d->info->train ? train(st, d, c) : run_once(st, d);
     if (s == MOERT_OK) s = write_outputs(st, c);
     if (s == MOERT_OK && !c->n_outputs && !c->bench) summarize(st);
     return s;

@@ -11,6 +11,7 @@ typedef struct model_impl {
     struct moert_model pub; /* first: generated code sees only this part */
     moert_arena arena;
     moert_st_file *weights;
+    const moert_model_desc *desc;
     int64_t num_params;
     void **owned; /* per param: the buffer this model allocated, or NULL */
 } model_impl;
@@ -90,7 +91,19 @@ static moert_status pack_param(model_impl *m, int64_t i, const moert_st_tensor *
     return MOERT_OK;
 }
 
+static moert_status copy_param(model_impl *m, int64_t i, const char *name, const void *data,
+                               size_t nbytes) {
+    void *buf = alloc_aligned(nbytes ? nbytes : 1);
+    if (!buf) return moert_fail(MOERT_ERR_MEMORY, "cannot allocate param '%s'", name);
+    memcpy(buf, data, nbytes);
+    m->owned[i] = buf;
+    m->pub.params[i] = buf;
+    return MOERT_OK;
+}
+
+/* Training writes its params: they always get a copy of their own. */
 static moert_status place_param(model_impl *m, int64_t i, const moert_st_tensor *t) {
+    if (m->desc->info->train) return copy_param(m, i, t->name, t->data, t->nbytes);
     if ((uintptr_t)t->data % moert_dtype_size(t->dtype) == 0) {
         m->pub.params[i] = t->data;
         return MOERT_OK;
@@ -116,21 +129,43 @@ static moert_status load_param(model_impl *m, const char *path, const moert_mode
     return nr > 0 ? pack_param(m, i, t, nr) : place_param(m, i, t);
 }
 
-static moert_status load_weights(model_impl *m, const moert_model_desc *d, const char *path) {
-    const moert_model_info *info = d->info;
+static moert_status alloc_params(model_impl *m, const moert_model_info *info) {
     if (info->num_params < 0 || (info->num_params > 0 && !info->params))
         return moert_fail(MOERT_ERR_INTERNAL, "%s: the model's param list is broken",
                           model_name(info));
-    moert_status s = moert_st_open(path, &m->weights);
-    if (s != MOERT_OK) return s;
     m->pub.params = calloc((size_t)info->num_params + 1, sizeof *m->pub.params);
     m->owned = calloc((size_t)info->num_params + 1, sizeof *m->owned);
     if (!m->pub.params || !m->owned)
         return moert_fail(MOERT_ERR_MEMORY, "%s: cannot allocate the param table",
                           model_name(info));
     m->num_params = info->num_params;
-    for (int64_t i = 0; i < info->num_params && s == MOERT_OK; i++)
+    return MOERT_OK;
+}
+
+static moert_status load_weights(model_impl *m, const moert_model_desc *d, const char *path) {
+    moert_status s = alloc_params(m, d->info);
+    if (s == MOERT_OK) s = moert_st_open(path, &m->weights);
+    for (int64_t i = 0; i < d->info->num_params && s == MOERT_OK; i++)
         s = load_param(m, path, d, i);
+    return s;
+}
+
+static size_t param_bytes(const moert_tensor_info *p) {
+    size_t n = moert_dtype_size((moert_dtype)p->dtype);
+    for (int64_t k = 0; k < p->rank; k++)
+        n *= (size_t)p->dims[k].c;
+    return n;
+}
+
+/* Training with embedded weights: writable copies of the compiled-in starting values. */
+static moert_status copy_initial(model_impl *m, const moert_model_desc *d) {
+    moert_status s = alloc_params(m, d->info);
+    if (s == MOERT_OK && d->info->num_params > 0 && !d->initial)
+        return moert_fail(MOERT_ERR_INTERNAL, "%s: no initial weights", model_name(d->info));
+    for (int64_t i = 0; i < d->info->num_params && s == MOERT_OK; i++) {
+        const moert_tensor_info *p = &d->info->params[i];
+        s = copy_param(m, i, p->name, d->initial[i], param_bytes(p));
+    }
     return s;
 }
 
@@ -159,9 +194,13 @@ moert_status moert_model_create(const moert_model_desc *d, const char *weights_p
     model_impl *m = calloc(1, sizeof *m);
     if (!m)
         return moert_fail(MOERT_ERR_MEMORY, "%s: cannot allocate the model", model_name(d->info));
+    m->desc = d;
     s = moert_arena_init(&m->arena, (size_t)d->info->arena_bytes);
     m->pub.arena = m->arena.base;
-    if (s == MOERT_OK && d->info->external_weights) s = load_weights(m, d, weights_path);
+    if (s == MOERT_OK && d->info->external_weights)
+        s = load_weights(m, d, weights_path);
+    else if (s == MOERT_OK && d->info->train)
+        s = copy_initial(m, d);
     if (s != MOERT_OK) {
         moert_model_destroy(&m->pub);
         return s;
@@ -180,4 +219,31 @@ void moert_model_destroy(moert_model *pub) {
     moert_st_close(m->weights);
     moert_arena_release(&m->arena);
     free(m);
+}
+
+moert_status moert_model_save_weights(moert_model *pub, const char *path) {
+    if (!pub) return moert_fail(MOERT_ERR_ARGUMENT, "save_weights: the model is NULL");
+    model_impl *m = (model_impl *)pub;
+    const moert_model_info *info = m->desc->info;
+    if (!info->train)
+        return moert_fail(MOERT_ERR_ARGUMENT,
+                          "%s: save_weights needs a model compiled with --mode=train",
+                          model_name(info));
+    moert_st_tensor *t = calloc((size_t)info->num_params + 1, sizeof *t);
+    if (!t)
+        return moert_fail(MOERT_ERR_MEMORY, "%s: cannot allocate the tensor list",
+                          model_name(info));
+    for (int64_t i = 0; i < info->num_params; i++) {
+        const moert_tensor_info *p = &info->params[i];
+        t[i] = (moert_st_tensor){.name = p->name,
+                                 .dtype = (moert_dtype)p->dtype,
+                                 .rank = p->rank,
+                                 .data = pub->params[i],
+                                 .nbytes = param_bytes(p)};
+        for (int64_t k = 0; k < p->rank; k++)
+            t[i].dims[k] = p->dims[k].c;
+    }
+    moert_status s = moert_st_write(path, t, info->num_params);
+    free(t);
+    return s;
 }

@@ -81,6 +81,7 @@ typedef struct moert_model_info {
     const moert_tensor_info *params;
     int64_t arena_bytes;      /* peak of the memory plan, all symbols at their max */
     int64_t external_weights; /* 1: _create needs a safetensors file */
+    int64_t train;            /* 1: a training step; params are writable copies */
 } moert_model_info;
 
 /* ---- the model object behind <name>_create/_run/_destroy ----
@@ -100,13 +101,16 @@ typedef moert_status (*moert_run_fn)(moert_model *m, const int64_t *syms, const 
 typedef struct moert_model_desc {
     const moert_model_info *info;
     const moert_param_desc *params; /* info->num_params entries */
-    moert_run_fn run;
+    moert_run_fn run;               /* inference: the run; training: one training step */
+    const void *const *initial;     /* training with embedded weights: each param's start */
 } moert_model_desc;
 /* Allocates the arena; with external weights maps `weights_path` (safetensors), checks
  * every param's name, dtype and shape against info, and packs panels. */
 moert_status moert_model_create(const moert_model_desc *d, const char *weights_path,
                                 moert_model **out);
 void moert_model_destroy(moert_model *m);
+/* Training: every param (weights and optimizer state) as a safetensors file. */
+moert_status moert_model_save_weights(moert_model *m, const char *path);
 
 /* B[.., K, N] (lead = product of leading dims) into GEMM panels of width nr (mk.h):
  * dst holds lead * ceil(N/nr) * K * nr floats. */

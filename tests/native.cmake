@@ -13,3 +13,6 @@ add_test(NAME native.targets
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/targets.sh $<TARGET_FILE:moec>)
 set_tests_properties(native.ops native.examples native.abi native.targets
                      PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# Training: compiled vs interpreted steps with both optimizers, and a loss that falls.
+add_test(NAME native.train COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/train.sh $<TARGET_FILE:moec>)
+set_tests_properties(native.train PROPERTIES ENVIRONMENT "${NATIVE_ENV}")

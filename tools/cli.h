@@ -25,8 +25,10 @@ typedef struct cli_args {
     cli_binding syms[MC_MAX_SYMS];
     int nsyms;
     bool has_seed;
-    uint64_t seed; /* --seed */
-    bool interp;   /* run: --interp */
+    uint64_t seed;            /* --seed */
+    bool interp;              /* run: --interp */
+    long steps;               /* run --mode=train: --steps N (default 1) */
+    const char *save_weights; /* run --mode=train: --save-weights FILE */
     /* compile / build */
     const char *header_path; /* --header */
     int emit;                /* --emit: mb_emit_kind */

@@ -198,13 +198,23 @@ static void add_pairs(char **argv, int *n, char **store, int *ns, const char *fl
 
 static int run_driver(const cli_args *a, char *exe) {
     int pairs = a->ninputs + a->noutputs + a->nsyms, n = 0, ns = 0;
-    char **argv = calloc((size_t)(2 * pairs + 2), sizeof *argv);
+    char **argv = calloc((size_t)(2 * pairs + 6), sizeof *argv);
     char **store = calloc((size_t)pairs + 1, sizeof *store);
     if (!argv || !store) mc_oom(sizeof *argv * (size_t)(3 * pairs + 3));
     argv[n++] = exe;
     add_pairs(argv, &n, store, &ns, "--input", a->inputs, a->ninputs);
     add_pairs(argv, &n, store, &ns, "--output", a->outputs, a->noutputs);
     add_pairs(argv, &n, store, &ns, "--sym", a->syms, a->nsyms);
+    char steps[32];
+    if (a->steps) {
+        snprintf(steps, sizeof steps, "%ld", a->steps);
+        argv[n++] = "--steps";
+        argv[n++] = steps;
+    }
+    if (a->save_weights) {
+        argv[n++] = "--save-weights";
+        argv[n++] = (char *)a->save_weights;
+    }
     int st = run_child(argv);
     for (int i = 0; i < ns; i++)
         free(store[i]);

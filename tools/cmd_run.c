@@ -128,6 +128,33 @@ static bool emit_outputs(const cli_args *a, const mc_graph *g, const mc_tensor *
     return true;
 }
 
+/* Inference: one run. Training: --steps steps, each updating the weights, printing the
+ * scalar outputs (the losses) per step when there are several; `outs` holds the last. */
+static bool interp_steps(const cli_args *a, mc_graph *g, const mc_tensor *ins, mc_tensor *outs,
+                         mc_diag *d) {
+    if (!a->training) return mc_interp_run(g, ins, outs, d);
+    long steps = a->steps ? a->steps : 1;
+    for (long k = 1; k <= steps; k++) {
+        if (k > 1)
+            for (int i = 0; i < g->noutputs; i++)
+                mc_tensor_free(&outs[i]);
+        if (!mc_interp_step(g, ins, outs, d)) return false;
+        if (steps == 1) continue;
+        printf("step %ld:", k);
+        for (int i = 0; i < g->noutputs; i++)
+            if (outs[i].rank == 0 && outs[i].f)
+                printf(" %s=%.6g", g->values[g->outputs[i]].name, (double)outs[i].f[0]);
+        printf("\n");
+    }
+    return true;
+}
+
+static bool save_weights(const cli_args *a, const mc_graph *g, mc_diag *d) {
+    if (!a->save_weights) return true;
+    mc_diag_init(d, a->save_weights);
+    return mc_st_write_values(a->save_weights, g, false, d);
+}
+
 int cmd_run(const cli_args *a) {
     mc_diag d;
     mc_diag_init(&d, a->model);
@@ -146,7 +173,8 @@ int cmd_run(const cli_args *a) {
     if (ok && !a->interp)
         native = cli_run_native(a, g);
     else
-        ok = ok && mc_interp_run(g, ins, outs, &d) && emit_outputs(a, g, outs, &d);
+        ok = ok && interp_steps(a, g, ins, outs, &d) && emit_outputs(a, g, outs, &d) &&
+             save_weights(a, g, &d);
     for (int i = 0; i < g->ninputs; i++)
         mc_tensor_free(&ins[i]);
     for (int i = 0; i < g->noutputs; i++)

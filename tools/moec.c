@@ -4,6 +4,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +27,15 @@ static const command commands[] = {
      "once at the end. --dump-dir writes NN-pass.txt (.dot) for every pass.\n"},
     {"run", cmd_run,
      "moec run model.json --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]\n"
-     "          [--sym T=N] [--mode=infer|train] [--passes=...] [--weights=FILE] [--interp]",
+     "          [--sym T=N] [--mode=infer|train] [--passes=...] [--weights=FILE] [--interp]\n"
+     "          [--steps N] [--save-weights FILE] [--optimizer=adamw|sgd] [--lr X] ...",
      "Compiles the model for this machine and runs it on .npy inputs; --interp runs\n"
      "the reference interpreter instead. Outputs named with --output are written as\n"
-     ".npy; the others are summarised on stdout. --sym checks a symbol's value.\n"},
+     ".npy; the others are summarised on stdout. --sym checks a symbol's value.\n"
+     "With --mode=train each run is a training step (docs/autodiff.md): --steps N takes\n"
+     "N steps on the inputs, --save-weights writes the trained weights. Training flags:\n"
+     "--train-params=a,b (default: every param), --optimizer=adamw|sgd, --lr, --momentum,\n"
+     "--weight-decay, --beta1, --beta2, --eps.\n"},
     {"compile", cmd_compile,
      "moec compile model.json -o model.o [--header model.h] [--emit=obj|asm|llvm] [-O0..-O3]\n"
      "          [--weights=embed|external] [--mode=infer|train] [--passes=...]\n"
@@ -156,6 +162,17 @@ static int parse_weights(cli_args *a, const char *v) {
                       v);
 }
 
+/* A non-negative number for a training hyperparameter. */
+static int parse_hyper(cli_args *a, const char *flag, const char *v, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || !(x >= 0) || x > 1e6)
+        return cli_misuse(a, "%s takes a non-negative number, got '%s'", flag, v);
+    *out = x;
+    return EXIT_OK;
+}
+
 static int parse_emit(cli_args *a, const char *v) {
     static const char *const kinds[] = {"obj", "asm", "llvm"};
     for (int i = 0; i < 3; i++)
@@ -189,6 +206,35 @@ static int parse_option(cli_args *a, int argc, char **argv, int *i) {
         return VALUE("--target-triple") ? (a->triple = v, EXIT_OK) : st;
     if (is_opt(arg, "--cpu")) return VALUE("--cpu") ? (a->cpu = v, EXIT_OK) : st;
     if (is_opt(arg, "--features")) return VALUE("--features") ? (a->features = v, EXIT_OK) : st;
+    if (is_opt(arg, "--save-weights"))
+        return VALUE("--save-weights") ? (a->save_weights = v, EXIT_OK) : st;
+    if (is_opt(arg, "--steps")) {
+        uint64_t n;
+        if (!VALUE("--steps")) return st;
+        if (!parse_u64(v, &n) || n < 1 || n > 1000000000)
+            return cli_misuse(a, "--steps takes a count >= 1, got '%s'", v);
+        a->steps = (long)n;
+        return EXIT_OK;
+    }
+    if (is_opt(arg, "--train-params"))
+        return VALUE("--train-params") ? (a->pipe.train.params = v, EXIT_OK) : st;
+    if (is_opt(arg, "--optimizer"))
+        return VALUE("--optimizer") ? (a->pipe.train.optimizer = v, EXIT_OK) : st;
+    static const struct {
+        const char *flag;
+        size_t offset;
+    } hypers[] = {{"--lr", offsetof(mc_train_opts, lr)},
+                  {"--momentum", offsetof(mc_train_opts, momentum)},
+                  {"--weight-decay", offsetof(mc_train_opts, weight_decay)},
+                  {"--beta1", offsetof(mc_train_opts, beta1)},
+                  {"--beta2", offsetof(mc_train_opts, beta2)},
+                  {"--eps", offsetof(mc_train_opts, eps)}};
+    for (size_t h = 0; h < sizeof hypers / sizeof hypers[0]; h++)
+        if (is_opt(arg, hypers[h].flag))
+            return VALUE(hypers[h].flag)
+                       ? parse_hyper(a, hypers[h].flag, v,
+                                     (double *)((char *)&a->pipe.train + hypers[h].offset))
+                       : st;
     if (is_opt(arg, "--passes")) return VALUE("--passes") ? (a->pipe.passes = v, EXIT_OK) : st;
     if (is_opt(arg, "--after")) return VALUE("--after") ? (a->pipe.after = v, EXIT_OK) : st;
     if (is_opt(arg, "--dump-dir"))
@@ -240,6 +286,14 @@ static int check_applicable(const cli_args *a) {
     if (strcmp(a->cmd, "build") == 0 && (a->header_path || a->emit))
         return cli_misuse(a, "--header and --emit belong to 'moec compile'");
     if (a->interp && !is_run) return cli_misuse(a, "--interp belongs to 'moec run'");
+    if ((a->steps || a->save_weights) && !(is_run && a->training))
+        return cli_misuse(a, "--steps and --save-weights belong to 'moec run --mode=train'");
+    const mc_train_opts *t = &a->pipe.train;
+    bool hyper = t->params || t->optimizer || t->lr >= 0 || t->momentum >= 0 ||
+                 t->weight_decay >= 0 || t->beta1 >= 0 || t->beta2 >= 0 || t->eps >= 0;
+    if (hyper && !a->training)
+        return cli_misuse(a,
+                          "--train-params, --optimizer and the hyperparameters need --mode=train");
     return EXIT_OK;
 }
 
@@ -258,6 +312,8 @@ static int run_command(const command *c, int argc, char **argv) {
     a.cmd = c->name;
     a.pipe.dump_out = stdout;
     a.opt_level = 3;
+    a.pipe.train = (mc_train_opts){
+        .lr = -1, .momentum = -1, .weight_decay = -1, .beta1 = -1, .beta2 = -1, .eps = -1};
     int st = EXIT_OK;
     for (int i = 2; i < argc && st == EXIT_OK; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

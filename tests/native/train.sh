@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Training: the compiled training step against the interpreter's, step by step and
+# weight by weight, with AdamW and with SGD (momentum); then a longer compiled run must
+# cut the cross-entropy at least 5-fold on its batch (32 tokens, random labels, which a
+# model of 1.5k weights can fit).
+# usage: train.sh MOEC
+set -euo pipefail
+moec=$(realpath "$1")
+here=$(dirname "$(realpath "$0")")
+model=$here/train_model.json
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+/usr/bin/python3 -c "
+import numpy as np
+r = np.random.default_rng(5)
+np.save('x.npy', r.standard_normal((32, 12)).astype(np.float32))
+np.save('labels.npy', r.integers(0, 3, 32).astype(np.int64))"
+data=(--input x=x.npy --input labels=labels.npy)
+
+compare() { # interp.log native.log interp.st native.st
+    /usr/bin/python3 - "$@" <<'PY'
+import json, struct, sys
+import numpy as np
+
+def losses(path):
+    return [[float(kv.split("=")[1]) for kv in line.split()[2:]]
+            for line in open(path) if line.startswith("step ")]
+
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        blob = f.read()
+    types = {"F32": np.float32, "I64": np.int64}
+    return {k: np.frombuffer(blob[v["data_offsets"][0]:v["data_offsets"][1]], types[v["dtype"]])
+            for k, v in head.items() if k != "__metadata__"}
+
+a, b = np.array(losses(sys.argv[1])), np.array(losses(sys.argv[2]))
+assert a.shape == b.shape and a.size > 0, "step logs differ in length: %s vs %s" % (a.shape, b.shape)
+assert np.allclose(a, b, rtol=1e-4, atol=1e-6), "losses differ:\n%s\n%s" % (a, b)
+ta, tb = tensors(sys.argv[3]), tensors(sys.argv[4])
+assert sorted(ta) == sorted(tb), "saved tensors differ: %s vs %s" % (sorted(ta), sorted(tb))
+for k in ta:
+    assert np.allclose(ta[k], tb[k], rtol=1e-4, atol=1e-5), "weights %s differ by %g" % (k, np.abs(ta[k] - tb[k]).max())
+print("steps %d, tensors %d: compiled = interpreter" % (len(a), len(ta)))
+PY
+}
+
+for opt in "--optimizer=adamw --lr 0.01" "--optimizer=sgd --lr 0.05 --momentum 0.9"; do
+    read -r -a flags <<<"$opt"
+    "$moec" run "$model" --mode=train --interp "${flags[@]}" "${data[@]}" --steps 6 \
+        --save-weights interp.safetensors >interp.log
+    "$moec" run "$model" --mode=train "${flags[@]}" "${data[@]}" --steps 6 \
+        --save-weights native.safetensors >native.log
+    echo -n "$opt: "
+    compare interp.log native.log interp.safetensors native.safetensors
+done
+
+"$moec" run "$model" --mode=train --optimizer=adamw --lr 0.02 "${data[@]}" --steps 300 >long.log
+/usr/bin/python3 - long.log <<'PY'
+import sys
+ce = [float(line.split("ce=")[1].split()[0]) for line in open(sys.argv[1]) if line.startswith("step ")]
+assert len(ce) == 300, len(ce)
+print("cross-entropy %.4f -> %.4f over %d steps" % (ce[0], ce[-1], len(ce)))
+assert ce[-1] <= ce[0] / 5, "training cut the loss only %.2f-fold" % (ce[0] / ce[-1])
+PY
