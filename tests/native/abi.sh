@@ -34,3 +34,15 @@ build cc c11 ext "$src/misuse.c" misuse
 ./abi_cpp x.npy want_y.npy want_e.npy
 ./abi_c_ext x.npy want_y.npy want_e.npy ext/abi_model.safetensors
 ./misuse x.npy ext/abi_model.safetensors bad.safetensors
+
+# A training model: <name>_train_step and <name>_save_weights from C.
+mkdir train
+"$moec" compile "$src/train_model.json" --mode=train --lr 0.01 -o train/train_model.o
+/usr/bin/python3 -c "
+import numpy as np
+r = np.random.default_rng(5)
+np.save('tx.npy', r.standard_normal((32, 12)).astype(np.float32))
+np.save('tl.npy', r.integers(0, 3, 32).astype(np.int64))"
+cc -std=c11 -Wall -Wextra -Werror -pedantic -Itrain -I"$runtime" "$src/abi_train.c" train/train_model.o \
+    "$lib" "${ldflags[@]}" -lpthread -lm -o abi_train
+./abi_train tx.npy tl.npy trained.safetensors
