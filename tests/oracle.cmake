@@ -9,3 +9,9 @@ foreach(engine interp native)
                    --work ${CMAKE_CURRENT_BINARY_DIR}/oracle-work-${engine} --engine ${engine})
   set_tests_properties(oracle.${engine} PROPERTIES ENVIRONMENT "MOEC_LDFLAGS=${MOEC_LDFLAGS}")
 endforeach()
+# GW-MoE in training, forward and backward: tests/oracle/gw_ref.py against finite
+# differences, then moec's autodiff (interpreter and compiled) against it.
+add_test(NAME oracle.gw_backward
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/oracle/check_gw.py
+                 --moec $<TARGET_FILE:moec> --work ${CMAKE_CURRENT_BINARY_DIR}/oracle-work-gw)
+set_tests_properties(oracle.gw_backward PROPERTIES ENVIRONMENT "MOEC_LDFLAGS=${MOEC_LDFLAGS}")
