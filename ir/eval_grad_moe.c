@@ -4,8 +4,8 @@
  * with the forward's own code (ev_topk_route, ev_gw_uncertain, or the forward kernel run
  * on the node's forward inputs), then apply the Jacobian of the combine weights with
  * those decisions frozen (ROUTING.md §1.6, §3, §4): no gradient through selections,
- * capacity drops, thresholds or the bias. Dispatch, ExpertMatMul and Combine gradients
- * are the adjoints of their forward data movement and products. */
+ * capacity drops, thresholds or the bias. Dispatch, ExpertMatMul, GatherMatMul and
+ * Combine gradients are the adjoints of their forward data movement and products. */
 #include "eval.h"
 
 #include <stdlib.h>
@@ -303,11 +303,12 @@ bool mc_interp_MOE_RESONANCE_ROUTE_GRAD(const mc_kernel_ctx *k) {
 
 /* Dispatch's adjoint: row i copied x[t] and weight[q] (q its (token, rank) or (expert,
  * slot) position), so gx[t] sums g_rows over t's rows in row order and gweight[q] =
- * g_row_weight[i]. Rows are recomputed exactly as moe.Dispatch places them. */
+ * g_row_weight[i]. Rows are recomputed exactly as moe.Dispatch places them. With
+ * materialize 0 there were no rows (g_rows is [0,D]): that term of gx is 0. */
 bool mc_interp_MOE_DISPATCH_GRAD(const mc_kernel_ctx *k) {
     const mc_tensor *gr = k->in[0], *gw = k->in[1], *x = k->in[2], *idx = k->in[3];
-    int64_t E = mc_attr_int(k->n, "num_experts"), T = x->dims[0], D = x->dims[1], R = idx->dims[0],
-            K = idx->dims[1], i = 0;
+    int64_t E = mc_attr_int(k->n, "num_experts"), T = x->dims[0], R = idx->dims[0],
+            K = idx->dims[1], i = 0, D = mc_attr_int(k->n, "materialize") ? x->dims[1] : 0;
     bool by_expert = mc_attr_str(k->n, "source")[0] == 'e';
     int64_t limit = by_expert ? T : E;
     for (int64_t q = 0; q < R * K; q++)
@@ -354,6 +355,32 @@ bool mc_interp_MOE_EXPERT_MATMUL_GRAD(const mc_kernel_ctx *k) {
                 }
                 gr[i * D + d] = s;
             }
+    return true;
+}
+
+/* out[i] = x[t] @ W[e], t = row_token[i]: gx[t] sums g_out[i] @ W[e]^T over t's rows in
+ * ascending row order, gW[e] = sum over e's rows of x[t]^T g_out[i] (ascending rows). */
+bool mc_interp_MOE_GATHER_MATMUL_GRAD(const mc_kernel_ctx *k) {
+    const mc_tensor *go = k->in[0], *x = k->in[1], *tok = k->in[2], *off = k->in[3], *W = k->in[4];
+    int64_t T = x->dims[0], D = x->dims[1], N = tok->dims[0], F = W->dims[2], E = off->numel - 1;
+    if (!offsets_valid(k, off, N)) return false;
+    mc_real *gx = k->out[0].f, *gW = k->out[1].f;
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t i = off->i[e]; i < off->i[e + 1]; i++) {
+            int64_t t = tok->i[i];
+            if (t < 0 || t >= T)
+                return ev_fail(k, "row %lld reads token %lld but there are %lld tokens",
+                               (long long)i, (long long)t, (long long)T);
+            for (int64_t d = 0; d < D; d++) {
+                const mc_real *w = W->f + (e * D + d) * F, *g = go->f + i * F;
+                mc_real s = 0, a = x->f[t * D + d];
+                for (int64_t f = 0; f < F; f++) {
+                    s += g[f] * w[f];
+                    gW[(e * D + d) * F + f] += a * g[f];
+                }
+                gx[t * D + d] += s;
+            }
+        }
     return true;
 }
 

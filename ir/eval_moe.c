@@ -1,15 +1,18 @@
-/* ir/eval_moe.c: reference kernels of dispatch, the grouped expert GEMM, combine, the
- * composite moe.MoE, and the auxiliary router losses (ROUTING.md §1.2, §2). */
+/* ir/eval_moe.c: reference kernels of dispatch, the grouped expert GEMMs (ExpertMatMul
+ * and its gathering form GatherMatMul), combine, the composite moe.MoE, and the auxiliary
+ * router losses (ROUTING.md §1.2, §2). */
 #include "eval.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* materialize 0: rows is [0,D] and stays unwritten (GatherMatMul reads x instead). */
 static void put_row(const mc_kernel_ctx *k, int64_t i, int64_t t, mc_real w) {
     const mc_tensor *x = k->in[0];
     int64_t D = x->dims[1];
-    memcpy(k->out[0].f + i * D, x->f + t * D, sizeof(mc_real) * (size_t)D);
+    if (mc_attr_int(k->n, "materialize"))
+        memcpy(k->out[0].f + i * D, x->f + t * D, sizeof(mc_real) * (size_t)D);
     k->out[2].i[i] = t;
     k->out[3].f[i] = w;
 }
@@ -66,6 +69,28 @@ bool mc_interp_MOE_EXPERT_MATMUL(const mc_kernel_ctx *k) {
                     s += rows->f[i * D + d] * W->f[(e * D + d) * F + f];
                 k->out[0].f[i * F + f] = s;
             }
+    return true;
+}
+
+/* out[i] = x[row_token[i]] @ W[e] for the expert e whose offset range holds row i: the
+ * ExpertMatMul of Dispatch's rows without the rows. Rows of no expert stay 0. */
+bool mc_interp_MOE_GATHER_MATMUL(const mc_kernel_ctx *k) {
+    const mc_tensor *x = k->in[0], *tok = k->in[1], *off = k->in[2], *W = k->in[3];
+    int64_t T = x->dims[0], D = x->dims[1], N = tok->dims[0], F = W->dims[2], E = off->numel - 1;
+    if (!offsets_valid(k, off, N)) return false;
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t i = off->i[e]; i < off->i[e + 1]; i++) {
+            int64_t t = tok->i[i];
+            if (t < 0 || t >= T)
+                return ev_fail(k, "row %lld reads token %lld but there are %lld tokens",
+                               (long long)i, (long long)t, (long long)T);
+            for (int64_t f = 0; f < F; f++) {
+                mc_real s = 0;
+                for (int64_t d = 0; d < D; d++)
+                    s += x->f[t * D + d] * W->f[(e * D + d) * F + f];
+                k->out[0].f[i * F + f] = s;
+            }
+        }
     return true;
 }
 

@@ -138,12 +138,13 @@ bool mc_infer_MOE_GW_ROUTE_GRAD(mc_infer_ctx *cx) {
 }
 
 /* DispatchGrad(g_rows[N,D], g_row_weight[N], x[T,D], expert[T,K] | token[E,C], weight)
- * -> gx[T,D], gweight (weight's shape); N = T*K or E*C. */
+ * -> gx[T,D], gweight (weight's shape); N = T*K or E*C. materialize 0: g_rows[0,D]. */
 bool mc_infer_MOE_DISPATCH_GRAD(mc_infer_ctx *cx) {
-    int64_t E = 0;
+    int64_t E = 0, mat = 1;
     if (!inf_float(cx, 2) || !inf_rank(cx, 2, 2) || !inf_dtype(cx, 3, MC_DT_I32) ||
         !inf_rank(cx, 3, 2) || !inf_dtype(cx, 4, MC_DT_F32) ||
-        !inf_positive_attr(cx, "num_experts", 1, 1 << 20, &E))
+        !inf_positive_attr(cx, "num_experts", 1, 1 << 20, &E) ||
+        !inf_positive_attr(cx, "materialize", 0, 1, &mat))
         return false;
     const mc_shape *x = &inf_in(cx, 2)->shape, *idx = &inf_in(cx, 3)->shape;
     if (!mc_shape_eq(idx, &inf_in(cx, 4)->shape))
@@ -163,7 +164,7 @@ bool mc_infer_MOE_DISPATCH_GRAD(mc_infer_ctx *cx) {
         return false;
     mc_dim N = idx->d[0];
     N.c *= idx->d[1].c;
-    mc_shape rows = {2, {N, x->d[1]}}, flat = {1, {N}};
+    mc_shape rows = {2, {mat ? N : mc_dim_const(0), x->d[1]}}, flat = {1, {N}};
     if (!cotangent_ok(cx, 0, inf_in(cx, 2)->dt, &rows, "g_rows") ||
         !cotangent_ok(cx, 1, MC_DT_F32, &flat, "g_row_weight"))
         return false;
@@ -201,6 +202,29 @@ bool mc_infer_MOE_EXPERT_MATMUL_GRAD(mc_infer_ctx *cx) {
     if (!cotangent_ok(cx, 0, inf_in(cx, 1)->dt, &out, "g_out")) return false;
     set_like(cx, 0, 1);
     set_like(cx, 1, 3);
+    return true;
+}
+
+/* GatherMatMulGrad(g_out[N,F], x[T,D], row_token[N] i32, offsets[E+1], W[E,D,F])
+ * -> gx[T,D], gW[E,D,F]. */
+bool mc_infer_MOE_GATHER_MATMUL_GRAD(mc_infer_ctx *cx) {
+    int64_t E = 0;
+    if (!inf_float(cx, 1) || !inf_rank(cx, 1, 2) || !inf_dtype(cx, 2, MC_DT_I32) ||
+        !inf_rank(cx, 2, 1) || !offsets_ok(cx, 3, &E) || !inf_same_dtype(cx, 1, 4) ||
+        !inf_rank(cx, 4, 3))
+        return false;
+    const mc_shape *x = &inf_in(cx, 1)->shape, *w = &inf_in(cx, 4)->shape;
+    if (!mc_dim_eq(w->d[0], mc_dim_const(E)))
+        return inf_fail(cx, inf_sub(cx, 4),
+                        "weights have shape %s but offsets describe %lld experts", inf_shape(cx, w),
+                        (long long)E);
+    if (!inf_dim_eq(cx, w, 1, x, 1, inf_sub(cx, 4),
+                    "the expert weights' input dim must equal x's width"))
+        return false;
+    mc_shape out = {2, {inf_in(cx, 2)->shape.d[0], w->d[2]}};
+    if (!cotangent_ok(cx, 0, inf_in(cx, 1)->dt, &out, "g_out")) return false;
+    set_like(cx, 0, 1);
+    set_like(cx, 1, 4);
     return true;
 }
 

@@ -129,12 +129,13 @@ bool mc_infer_MOE_GW_ROUTE(mc_infer_ctx *cx) {
 }
 
 /* Dispatch(x[T,D], expert[T,K] | token[E,C], weight) -> rows[N,D], offsets[E+1] i32,
- * row_token[N] i32, row_weight[N] f32; N = T*K or E*C. */
+ * row_token[N] i32, row_weight[N] f32; N = T*K or E*C. materialize 0: rows[0,D]. */
 bool mc_infer_MOE_DISPATCH(mc_infer_ctx *cx) {
-    int64_t E = 0;
+    int64_t E = 0, mat = 1;
     if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_dtype(cx, 1, MC_DT_I32) ||
         !inf_rank(cx, 1, 2) || !inf_dtype(cx, 2, MC_DT_F32) ||
-        !inf_positive_attr(cx, "num_experts", 1, 1 << 20, &E))
+        !inf_positive_attr(cx, "num_experts", 1, 1 << 20, &E) ||
+        !inf_positive_attr(cx, "materialize", 0, 1, &mat))
         return false;
     const mc_shape *x = &inf_in(cx, 0)->shape, *idx = &inf_in(cx, 1)->shape;
     if (!mc_shape_eq(idx, &inf_in(cx, 2)->shape))
@@ -154,7 +155,8 @@ bool mc_infer_MOE_DISPATCH(mc_infer_ctx *cx) {
     if (!by_expert &&
         !inf_dim_eq(cx, idx, 0, x, 0, inf_sub(cx, 1), "expert indices need one row per token"))
         return false;
-    mc_shape rows = {2, {N, x->d[1]}}, offs = {1, {mc_dim_const(E + 1)}}, flat = {1, {N}};
+    mc_shape rows = {2, {mat ? N : mc_dim_const(0), x->d[1]}}, offs = {1, {mc_dim_const(E + 1)}},
+             flat = {1, {N}};
     inf_set(cx, 0, inf_in(cx, 0)->dt, &rows);
     inf_set(cx, 1, MC_DT_I32, &offs);
     inf_set(cx, 2, MC_DT_I32, &flat);
@@ -187,6 +189,27 @@ bool mc_infer_MOE_EXPERT_MATMUL(mc_infer_ctx *cx) {
                     "the expert weights' input dim must equal the rows' width"))
         return false;
     mc_shape out = {2, {r->d[0], w->d[2]}};
+    inf_set(cx, 0, inf_in(cx, 0)->dt, &out);
+    return true;
+}
+
+/* GatherMatMul(x[T,D], row_token[N] i32, offsets[E+1], W[E,D,F]) -> out[N,F]: ExpertMatMul
+ * whose row i is x[row_token[i]] (a Dispatch with materialize 0 supplies row_token). */
+bool mc_infer_MOE_GATHER_MATMUL(mc_infer_ctx *cx) {
+    int64_t E = 0;
+    if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_dtype(cx, 1, MC_DT_I32) ||
+        !inf_rank(cx, 1, 1) || !offsets_ok(cx, 2, &E) || !inf_same_dtype(cx, 0, 3) ||
+        !inf_rank(cx, 3, 3))
+        return false;
+    const mc_shape *x = &inf_in(cx, 0)->shape, *w = &inf_in(cx, 3)->shape;
+    if (!mc_dim_eq(w->d[0], mc_dim_const(E)))
+        return inf_fail(cx, inf_sub(cx, 3),
+                        "weights have shape %s but offsets describe %lld experts", inf_shape(cx, w),
+                        (long long)E);
+    if (!inf_dim_eq(cx, w, 1, x, 1, inf_sub(cx, 3),
+                    "the expert weights' input dim must equal x's width"))
+        return false;
+    mc_shape out = {2, {inf_in(cx, 1)->shape.d[0], w->d[2]}};
     inf_set(cx, 0, inf_in(cx, 0)->dt, &out);
     return true;
 }

@@ -310,10 +310,12 @@ static void route(ad *a, const char *name) {
     ad_add_grad(a, ad_in(a, 0), out);
 }
 
+/* With materialize 0 there are no rows: g_rows is [0,D] and x's part is 0 (x gets its
+ * gradient from the GatherMatMuls that read it). */
 static void dispatch(ad *a) {
     int out[2], in[5] = {ad_gout(a, 0), ad_gout(a, 3), ad_in(a, 0), ad_in(a, 1), ad_in(a, 2)};
     ad_grad_op(a, "moe.DispatchGrad", in, 5, out, 2);
-    ad_add_grad(a, ad_in(a, 0), out[0]);
+    if (mc_attr_int(a->fwd, "materialize")) ad_add_grad(a, ad_in(a, 0), out[0]);
     ad_add_grad(a, ad_in(a, 2), out[1]);
 }
 
@@ -322,6 +324,13 @@ static void expert_matmul(ad *a) {
     ad_grad_op(a, "moe.ExpertMatMulGrad", in, 4, out, 2);
     ad_add_grad(a, ad_in(a, 0), out[0]);
     ad_add_grad(a, ad_in(a, 2), out[1]);
+}
+
+static void gather_matmul(ad *a) {
+    int out[2], in[5] = {gy(a), ad_in(a, 0), ad_in(a, 1), ad_in(a, 2), ad_in(a, 3)};
+    ad_grad_op(a, "moe.GatherMatMulGrad", in, 5, out, 2);
+    ad_add_grad(a, ad_in(a, 0), out[0]);
+    ad_add_grad(a, ad_in(a, 3), out[1]);
 }
 
 static void combine(ad *a) {
@@ -375,6 +384,7 @@ void ad_backprop(ad *a) {
     case MC_OP_MOE_GW_ROUTE: route(a, "moe.GWRouteGrad"); break;
     case MC_OP_MOE_DISPATCH: dispatch(a); break;
     case MC_OP_MOE_EXPERT_MATMUL: expert_matmul(a); break;
+    case MC_OP_MOE_GATHER_MATMUL: gather_matmul(a); break;
     case MC_OP_MOE_COMBINE: combine(a); break;
     case MC_OP_MOE_MOE:
         ad_fail(a, "moe.MoE must be expanded first (run expand-moe before autodiff)");
@@ -403,6 +413,7 @@ void ad_backprop(ad *a) {
     case MC_OP_MOE_GW_ROUTE_GRAD:
     case MC_OP_MOE_DISPATCH_GRAD:
     case MC_OP_MOE_EXPERT_MATMUL_GRAD:
+    case MC_OP_MOE_GATHER_MATMUL_GRAD:
     case MC_OP_MOE_COMBINE_GRAD:
     case MC_OP_MOE_LOAD_BALANCE_LOSS_GRAD:
     case MC_OP_MOE_Z_LOSS_GRAD:

@@ -421,3 +421,101 @@ Test(grad_moe, combine) {
     fx_input(&f, MC_DT_F32, 2, (int64_t[]){TT, 2}, x, NULL, false);
     fx_check(&f, 1);
 }
+
+/* ---- GW training's gathered GEMM (gw-specialize) ---- */
+
+/* Expert 1 empty, rows 7 and 8 past the end; token 2 is read by every expert (a GW
+ * broadcast row), token 4 by none. */
+Test(grad_moe, gather_matmul) {
+    enum { TT = 5, N = 9, D = 4, F = 3, EE = 3 };
+    double x[TT * D], W[EE * D * F];
+    int64_t tok[N] = {2, 0, 2, 3, 1, 2, 3, 4, 0}, off[EE + 1] = {0, 2, 2, 7};
+    fill(x, TT * D, 1.0);
+    fill(W, EE * D * F, 1.0);
+    fx f;
+    fx_init(&f, MC_OP_MOE_GATHER_MATMUL, MC_OP_MOE_GATHER_MATMUL_GRAD, true, NULL);
+    fx_input(&f, MC_DT_F32, 2, (int64_t[]){TT, D}, x, NULL, true);
+    fx_input(&f, MC_DT_I32, 1, (int64_t[]){N}, NULL, tok, false);
+    fx_input(&f, MC_DT_I32, 1, (int64_t[]){EE + 1}, NULL, off, false);
+    fx_input(&f, MC_DT_F32, 3, (int64_t[]){EE, D, F}, W, NULL, true);
+    fx_check(&f, 1);
+}
+
+/* materialize 0: rows is [0,D], so x gets no gradient through Dispatch (only weight). */
+Test(grad_moe, dispatch_unmaterialized) {
+    enum { TT = 5, K = 2, D = 3 };
+    double x[TT * D], w[TT * K];
+    int64_t ex[TT * K] = {1, 3, 0, -1, 3, 1, 2, 0, -1, -1};
+    fill(x, TT * D, 1.0);
+    fill(w, TT * K, 1.0);
+    fx f;
+    fx_init(&f, MC_OP_MOE_DISPATCH, MC_OP_MOE_DISPATCH_GRAD, true, "num_experts=4,materialize=0");
+    fx_input(&f, MC_DT_F32, 2, (int64_t[]){TT, D}, x, NULL, true);
+    fx_input(&f, MC_DT_I32, 2, (int64_t[]){TT, K}, NULL, ex, false);
+    fx_input(&f, MC_DT_F32, 2, (int64_t[]){TT, K}, w, NULL, true);
+    fx_check(&f, 4);
+}
+
+static void expect_same(const mc_tensor *a, const mc_tensor *b, const char *what) {
+    cr_assert_eq(a->numel, b->numel, "%s: %lld vs %lld elements", what, (long long)a->numel,
+                 (long long)b->numel);
+    for (int64_t e = 0; e < a->numel; e++)
+        if (mc_dtype_is_float(a->dt))
+            cr_assert_eq(a->f[e], b->f[e], "%s [%lld]: %.17g vs %.17g", what, (long long)e, a->f[e],
+                         b->f[e]);
+        else
+            cr_assert_eq(a->i[e], b->i[e], "%s [%lld]", what, (long long)e);
+}
+
+/* GatherMatMul(x, row_token, offsets, W) of an unmaterialised Dispatch computes exactly
+ * ExpertMatMul(rows, offsets, W) of a materialised one, on a GW-like routing (tokens 1
+ * and 4 broadcast to every expert, token 5 dropped) with random data. */
+Test(grad_moe, gather_matmul_equals_dispatch_expert_matmul) {
+    enum { TT = 6, K = 4, D = 7, F = 5, EE = 4 };
+    double x[TT * D], w[TT * K], W[EE * D * F];
+    int64_t ex[TT * K] = {1, 3, -1, -1, 0, 1, 2, 3, 2,  -1, -1, -1,
+                          3, 0, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1};
+    fill(x, TT * D, 1.0);
+    fill(w, TT * K, 1.0);
+    fill(W, EE * D * F, 1.0);
+    fx f;
+    mc_diag d;
+    mc_diag_init(&d, "test");
+    fx_init(&f, MC_OP_MOE_DISPATCH, MC_OP_MOE_DISPATCH_GRAD, true, "num_experts=4");
+    fx_input(&f, MC_DT_F32, 2, (int64_t[]){TT, D}, x, NULL, false);
+    fx_input(&f, MC_DT_I32, 2, (int64_t[]){TT, K}, NULL, ex, false);
+    fx_input(&f, MC_DT_F32, 2, (int64_t[]){TT, K}, w, NULL, false);
+    fx_input(&f, MC_DT_F32, 3, (int64_t[]){EE, D, F}, W, NULL, false);
+    const mc_tensor *ins[4] = {&f.in[0], &f.in[1], &f.in[2], &f.in[3]};
+    int disp = add_node(&f, MC_OP_MOE_DISPATCH, f.in_ids, 3, 4, &d);
+    f.attrs = "num_experts=4,materialize=0";
+    int lean = add_node(&f, MC_OP_MOE_DISPATCH, f.in_ids, 3, 4, &d);
+    int dout[4], lout[4];
+    memcpy(dout, mc_nod(f.g, disp)->out, sizeof dout);
+    memcpy(lout, mc_nod(f.g, lean)->out, sizeof lout);
+    f.attrs = NULL;
+    int em =
+        add_node(&f, MC_OP_MOE_EXPERT_MATMUL, (int[]){dout[0], dout[1], f.in_ids[3]}, 3, 1, &d);
+    int gm = add_node(&f, MC_OP_MOE_GATHER_MATMUL,
+                      (int[]){f.in_ids[0], lout[2], lout[1], f.in_ids[3]}, 4, 1, &d);
+    cr_assert_eq(mc_val(f.g, lout[0])->shape.d[0].c, 0, "materialize=0: rows must be [0,D]");
+
+    mc_tensor r[4], l[4], y1, y2;
+    run_node(&f, disp, ins, r);
+    run_node(&f, lean, ins, l);
+    cr_assert_eq(l[0].numel, 0);
+    for (int j = 1; j < 4; j++)
+        expect_same(&r[j], &l[j], "Dispatch outputs with and without rows");
+    run_node(&f, em, (const mc_tensor *[]){&r[0], &r[1], &f.in[3]}, &y1);
+    run_node(&f, gm, (const mc_tensor *[]){&f.in[0], &l[2], &l[1], &f.in[3]}, &y2);
+    int64_t live = r[1].i[EE];
+    cr_assert_eq(live, 13, "the routing fills %lld rows, 13 expected", (long long)live);
+    expect_same(&y1, &y2, "ExpertMatMul vs GatherMatMul");
+    free_outs(r, 4);
+    free_outs(l, 4);
+    free_outs(&y1, 1);
+    free_outs(&y2, 1);
+    for (int i = 0; i < 4; i++)
+        mc_tensor_free(&f.in[i]);
+    mc_graph_free(f.g);
+}
