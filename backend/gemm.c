@@ -168,6 +168,7 @@ static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
     if (n->op == MC_OP_MATMUL) return slot == 1 && mc_val(g, v)->shape.rank == 2 && f32_matrix_a;
     if (n->op == MC_OP_GEMM)
         return slot == 1 && mc_attr_int(n, "transA") == 0 && mc_attr_int(n, "transB") == 0;
+    if (n->op == MC_OP_MOE_GATHER_MATMUL) return slot == 3 && f32_matrix_a; /* A: x */
     return n->op == MC_OP_MOE_EXPERT_MATMUL && slot == 2 && f32_matrix_a;
 }
 

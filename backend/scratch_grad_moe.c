@@ -67,6 +67,17 @@ static int64_t expert_matmul_grad_bytes(const mc_graph *g, const mc_node *n) {
     return r64(4 * dim_max(g, n->in[3], 0) * dim_max(g, n->in[3], 1) * dim_max(g, n->in[3], 2));
 }
 
+/* GatherMatMulGrad: end [T+1], rows, row_e [N]; f32 accumulators gW [E,D,F] and gx [T,D]
+ * for 16-bit operands. */
+static int64_t gather_matmul_grad_bytes(const mc_graph *g, const mc_node *n) {
+    int64_t T = dim_max(g, n->in[1], 0), D = dim_max(g, n->in[1], 1), N = dim_max(g, n->in[2], 0);
+    int64_t bytes = r64(8 * (T + 1)) + 2 * r64(8 * N);
+    if (g->values[n->in[1]].dt == MC_DT_F32) return bytes;
+    return bytes +
+           r64(4 * dim_max(g, n->in[4], 0) * dim_max(g, n->in[4], 1) * dim_max(g, n->in[4], 2)) +
+           r64(4 * T * D);
+}
+
 int64_t mb_scratch_grad_moe(const mc_graph *g, const mc_node *n) {
     switch (n->op) {
     case MC_OP_MOE_TOPK_ROUTE_GRAD:
@@ -76,6 +87,7 @@ int64_t mb_scratch_grad_moe(const mc_graph *g, const mc_node *n) {
     case MC_OP_MOE_RESONANCE_ROUTE_GRAD: return resonance_grad_bytes(g, n);
     case MC_OP_MOE_DISPATCH_GRAD: return dispatch_grad_bytes(g, n);
     case MC_OP_MOE_EXPERT_MATMUL_GRAD: return expert_matmul_grad_bytes(g, n);
+    case MC_OP_MOE_GATHER_MATMUL_GRAD: return gather_matmul_grad_bytes(g, n);
     default: return 0; /* not a kernel of k_grad_moe.c */
     }
 }

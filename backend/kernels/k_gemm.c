@@ -1,5 +1,6 @@
-/* backend/kernels/k_gemm.c: MatMul, Gemm and moe.ExpertMatMul over the backend's
- * register-blocked micro-kernel (mk_ukernel, emitted per target by backend/gemm.c).
+/* backend/kernels/k_gemm.c: MatMul, Gemm, moe.ExpertMatMul and moe.GatherMatMul over the
+ * backend's register-blocked micro-kernel (mk_ukernel, emitted per target by
+ * backend/gemm.c).
  *
  * A product C[M,N] = A[M,K] B[K,N] is cut into tasks of one B panel (nr columns) by up
  * to ROWS_PER_TASK rows; a run of consecutive tasks shares its panel, which stays in
@@ -7,6 +8,10 @@
  * form one parallel loop, so uneven expert loads balance across threads.
  * Each output element sums over k in ascending order like the interpreter, with fused
  * multiply-adds: results differ from it by rounding only (relative 1e-5 for K ~ 1e3).
+ * GatherMatMul's A rows are rows of x picked by row_token: each block of up to MR rows
+ * is copied, KC columns at a time, into a small buffer on the stack that the
+ * micro-kernel reads, the chunks after the first accumulating into C (the same sums in
+ * the same order as ExpertMatMul over Dispatch's rows, without those rows).
  * Other dtypes than f32, transposed operands and vector (rank-1) operands take a plain
  * loop, which reads B in C order: the backend packs B into panels only for uses that
  * take the fast path (backend/gemm.c, is_panel_use). */
@@ -14,13 +19,14 @@
 #include "k_math.h"
 #include "mk.h"
 
-enum { ROWS_PER_TASK = 96, MAX_TILE = 16 * 64 };
+enum { ROWS_PER_TASK = 96, MAX_TILE = 16 * 64, KC = 256, MAX_MR = 16 };
 
 typedef struct mat {
     const float *A, *B;
     float *C;
     int64_t M, K, N, lda, ldb, ldc;
-    bool packed; /* B in panels: panel p at B + p*K*nr */
+    bool packed;        /* B in panels: panel p at B + p*K*nr */
+    const int32_t *tok; /* gathered A: row r at A + tok[r]*lda; NULL: A + r*lda */
 } mat;
 
 typedef struct gemm_job gemm_job;
@@ -39,15 +45,39 @@ static int64_t tasks_of(const mat *m, int64_t nr) {
     return m->M <= 0 ? 0 : cdiv(m->N, nr) * cdiv(m->M, ROWS_PER_TASK);
 }
 
+static const float *a_row(const mat *m, int64_t r) {
+    return m->A + (m->tok ? (int64_t)m->tok[r] : r) * m->lda;
+}
+
 /* Columns [n0, n0+nn) of an unpacked B that do not fill a panel: a plain loop. */
 static void edge_columns(const mat *m, int64_t n0, int64_t nn, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++)
+    for (int64_t r = r0; r < r1; r++) {
+        const float *A = a_row(m, r);
         for (int64_t n = n0; n < n0 + nn; n++) {
             float s = 0;
             for (int64_t k = 0; k < m->K; k++)
-                s += m->A[r * m->lda + k] * m->B[k * m->ldb + n];
+                s += A[k] * m->B[k * m->ldb + n];
             m->C[r * m->ldc + n] = s;
         }
+    }
+}
+
+/* C[r, 0..NR) (+)= gathered rows [r, r+mr) times B, through buf: KC columns of the rows
+ * at a time, accumulating after the first chunk (one call with K = 0 zeroes C). */
+static void gathered_block(const mat *m, int64_t r, int64_t mr, const float *B, int64_t ldb,
+                           float *C, int64_t ldc) {
+    float buf[MAX_MR * KC];
+    int64_t k0 = 0;
+    do {
+        int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
+        for (int64_t i = 0; i < mr; i++) {
+            const float *src = a_row(m, r + i) + k0;
+            for (int64_t k = 0; k < kc; k++)
+                buf[i * KC + k] = src[k];
+        }
+        mk_ukernel(kc, buf, KC, mr, B + k0 * ldb, ldb, C, ldc, k0 > 0);
+        k0 += kc;
+    } while (k0 < m->K);
 }
 
 static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
@@ -61,12 +91,14 @@ static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t 
     float tile[MAX_TILE];
     for (int64_t r = r0; r < r1; r += MR) {
         int64_t mr = r1 - r < MR ? r1 - r : MR;
-        const float *A = m->A + r * m->lda;
-        if (mr == MR && nn == nr) {
-            mk_ukernel(m->K, A, m->lda, mr, B, ldb, m->C + r * m->ldc + n0, m->ldc, 0);
-            continue;
-        }
-        mk_ukernel(m->K, A, m->lda, mr, B, ldb, tile, nr, 0);
+        bool full = mr == MR && nn == nr;
+        float *C = full ? m->C + r * m->ldc + n0 : tile;
+        int64_t ldc = full ? m->ldc : nr;
+        if (m->tok)
+            gathered_block(m, r, mr, B, ldb, C, ldc);
+        else
+            mk_ukernel(m->K, m->A + r * m->lda, m->lda, mr, B, ldb, C, ldc, 0);
+        if (full) continue;
         for (int64_t i = 0; i < mr; i++)
             for (int64_t j = 0; j < nn; j++)
                 m->C[(r + i) * m->ldc + n0 + j] = tile[i * nr + j];
@@ -130,6 +162,7 @@ static void matmul_get(const gemm_job *j, int64_t bi, mat *m) {
     m->ldb = m->N;
     m->ldc = m->N;
     m->packed = b->layout == MK_PANELS;
+    m->tok = NULL;
     m->A = (const float *)a->p + batch_offset(a, y, yb, bi) * m->M * K;
     m->B = (const float *)b->p +
            batch_offset(b, y, yb, bi) * (m->packed ? mk_panel_floats(K, m->N, j->nr) : K * m->N);
@@ -187,6 +220,7 @@ static void gemm_get(const gemm_job *j, int64_t i, mat *m) {
     m->ldb = m->N;
     m->ldc = m->N;
     m->packed = j->in[1].layout == MK_PANELS;
+    m->tok = NULL;
     m->A = a->p;
     m->B = j->in[1].p;
     m->C = y->p;
@@ -247,6 +281,7 @@ static void expert_get(const gemm_job *j, int64_t e, mat *m) {
     m->ldb = F;
     m->ldc = F;
     m->packed = W->layout == MK_PANELS;
+    m->tok = NULL;
     m->A = (const float *)rows->p + r0 * D;
     m->B = (const float *)W->p + e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F);
     m->C = (float *)j->out[0].p + r0 * F;
@@ -295,6 +330,74 @@ int32_t mk_MOE_EXPERT_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk
     }
     /* Rows outside [offsets[0], offsets[E]) belong to no expert (past the last one: the
      * padding of the static bound): zero, as in the interpreter. */
+    for (int64_t i = 0; i < offset_at(off, 0) * F; i++)
+        mk_stf(y, i, 0.0f);
+    for (int64_t i = offset_at(off, E) * F; i < N * F; i++)
+        mk_stf(y, i, 0.0f);
+    return 0;
+}
+
+/* ---- moe.GatherMatMul: ExpertMatMul whose row i is x[row_token[i]] ---- */
+
+static void gather_get(const gemm_job *j, int64_t e, mat *m) {
+    const mk_tensor *x = &j->in[0], *off = &j->in[2], *W = &j->in[3];
+    int64_t D = x->dims[1], F = W->dims[2], r0 = offset_at(off, e);
+    m->M = offset_at(off, e + 1) - r0;
+    m->K = D;
+    m->N = F;
+    m->lda = D;
+    m->ldb = F;
+    m->ldc = F;
+    m->packed = W->layout == MK_PANELS;
+    m->tok = (const int32_t *)j->in[1].p + r0;
+    m->A = x->p;
+    m->B = (const float *)W->p + e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F);
+    m->C = (float *)j->out[0].p + r0 * F;
+}
+
+static void gather_plain(const mk_tensor *in, const mk_tensor *y, int64_t E) {
+    const mk_tensor *x = &in[0], *tok = &in[1], *off = &in[2], *W = &in[3];
+    int64_t D = x->dims[1], F = W->dims[2];
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t i = offset_at(off, e); i < offset_at(off, e + 1); i++) {
+            int64_t t = mk_ldi(tok, i);
+            for (int64_t f = 0; f < F; f++) {
+                float s = 0;
+                for (int64_t d = 0; d < D; d++)
+                    s += mk_ldf(x, t * D + d) * mk_ldf(W, (e * D + d) * F + f);
+                mk_stf(y, i * F + f, s);
+            }
+        }
+}
+
+/* in: x[T,D], row_token[N] i32, offsets[E+1], W[E,D,F] (plain or panels)  out: out[N,F]. */
+int32_t mk_MOE_GATHER_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    const mk_tensor *x = &in[0], *tok = &in[1], *off = &in[2], *y = &out[0];
+    int64_t T = x->dims[0], N = tok->dims[0], F = y->dims[1], E = off->dims[0] - 1;
+    int32_t st = check_offsets(off, N);
+    if (st) return st;
+    for (int64_t i = offset_at(off, 0); i < offset_at(off, E); i++) {
+        int64_t t = mk_ldi(tok, i);
+        if (t < 0 || t >= T)
+            return moert_fail(MOERT_ERR_ARGUMENT,
+                              "row %lld reads token %lld but there are %lld tokens", (long long)i,
+                              (long long)t, (long long)T);
+    }
+    if (mk_gemm_mr() > MAX_MR)
+        return moert_fail(MOERT_ERR_INTERNAL, "moe.GatherMatMul: micro-kernel rows %lld > %d",
+                          (long long)mk_gemm_mr(), (int)MAX_MR);
+    if (x->dt != MK_F32) {
+        gather_plain(in, y, E);
+    } else {
+        gemm_job j = {.count = E,
+                      .get = gather_get,
+                      .in = in,
+                      .out = out,
+                      .nr = in[3].layout == MK_PANELS ? in[3].nr : mk_gemm_nr()};
+        run_job(&j);
+    }
+    /* rows of no expert: zero, as in the interpreter */
     for (int64_t i = 0; i < offset_at(off, 0) * F; i++)
         mk_stf(y, i, 0.0f);
     for (int64_t i = offset_at(off, E) * F; i < N * F; i++)

@@ -4,8 +4,8 @@
  * Router gradients recompute the forward's decisions by calling the forward kernel
  * itself (k_route.c, linked into the same module) on the node's forward inputs, so they
  * are bit-identical to the forward's; the Jacobian of the weights is then applied with
- * those decisions frozen. Dispatch, ExpertMatMul and Combine gradients are the adjoints
- * of the forward data movement and products.
+ * those decisions frozen. Dispatch, ExpertMatMul, GatherMatMul and Combine gradients
+ * are the adjoints of the forward data movement and products.
  *
  * Calling convention beyond mk.h: in[] holds the op's maximum number of inputs, p ==
  * NULL where an optional one is omitted; scratch (sized by mb_scratch_grad_moe) is
@@ -412,8 +412,9 @@ static void rows_expert_choice(const mk_tensor *idx, int64_t E, int64_t *list, i
 }
 
 /* in: g_rows[N,D], g_row_weight[N], x[T,D], expert[T,K] | token[E,C], weight
- * out: gx[T,D], gweight, scratch. attrs: num_experts, source. gx[t] sums g_rows over
- * t's rows in ascending row order (f32 accumulators for a 16-bit x). */
+ * out: gx[T,D], gweight, scratch. attrs: num_experts, source, materialize. gx[t] sums
+ * g_rows over t's rows in ascending row order (f32 accumulators for a 16-bit x); with
+ * materialize 0 g_rows is [0,D] and gx is 0. */
 int32_t mk_MOE_DISPATCH_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     int64_t E = attr[0].i, T = in[2].dims[0], D = in[2].dims[1], Q = in[3].dims[0] * in[3].dims[1],
             C = in[3].dims[1];
@@ -438,7 +439,7 @@ int32_t mk_MOE_DISPATCH_GRAD(const mk_tensor *in, const mk_tensor *out, const mk
         if (row_of[q] >= 0) row_tok[row_of[q]] = by_expert ? get_idx(&in[3], q) : q / C;
     }
     zero_f(acc, T * D);
-    for (int64_t i = 0; i < Q; i++) {
+    for (int64_t i = 0; attr[2].i && i < Q; i++) {
         if (row_tok[i] < 0) continue;
         float *y = acc + row_tok[i] * D;
         if (in[0].dt == MK_F32) {
@@ -559,6 +560,133 @@ int32_t mk_MOE_EXPERT_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
         mk_stf(&out[0], i, 0.0f);
     for (int64_t i = get_idx(&in[2], E) * D; i < N * D; i++)
         mk_stf(&out[0], i, 0.0f);
+    return MOERT_OK;
+}
+
+/* ---- moe.GatherMatMulGrad ---- */
+
+typedef struct {
+    const mk_tensor *in, *out;
+    const int64_t *end, *rows, *row_e; /* t's rows: rows[end[t] .. end[t+1]); row i's expert */
+    float *acc_w, *acc_x;              /* f32 accumulators (gW, gx) for 16-bit operands */
+    int64_t D, F;
+} gmm_ctx;
+
+/* Experts [begin, end): gW[e,d,:] = sum over e's rows i, ascending, of x[t,d] * g_out[i]
+ * (t = row_token[i]). */
+static void gmm_weights(void *ctx, int64_t begin, int64_t end) {
+    const gmm_ctx *c = ctx;
+    int64_t D = c->D, F = c->F;
+    const mk_tensor *go = &c->in[0], *x = &c->in[1], *tok = &c->in[2], *off = &c->in[3];
+    for (int64_t e = begin; e < end; e++) {
+        float *gWe = c->acc_w ? c->acc_w + e * D * F : (float *)c->out[1].p + e * D * F;
+        zero_f(gWe, D * F);
+        for (int64_t i = get_idx(off, e); i < get_idx(off, e + 1); i++) {
+            int64_t t = get_idx(tok, i);
+            for (int64_t d = 0; d < D; d++) {
+                float *gw = gWe + d * F;
+                if (!c->acc_w) {
+                    const float *g = (const float *)go->p + i * F;
+                    float ad = ((const float *)x->p)[t * D + d];
+                    for (int64_t f = 0; f < F; f++)
+                        gw[f] += ad * g[f];
+                } else {
+                    float ad = mk_ldf(x, t * D + d);
+                    for (int64_t f = 0; f < F; f++)
+                        gw[f] += ad * mk_ldf(go, i * F + f);
+                }
+            }
+        }
+        for (int64_t j = 0; c->acc_w && j < D * F; j++)
+            mk_stf(&c->out[1], e * D * F + j, gWe[j]);
+    }
+}
+
+/* Tokens [begin, end): gx[t] = sum over t's rows i, ascending, of g_out[i] @ W[e_i]^T. */
+static void gmm_inputs(void *ctx, int64_t begin, int64_t end) {
+    const gmm_ctx *c = ctx;
+    int64_t D = c->D, F = c->F;
+    const mk_tensor *go = &c->in[0], *W = &c->in[4];
+    for (int64_t t = begin; t < end; t++) {
+        float *y = c->acc_x ? c->acc_x + t * D : (float *)c->out[0].p + t * D;
+        zero_f(y, D);
+        for (int64_t j = c->end[t]; j < c->end[t + 1]; j++) {
+            int64_t i = c->rows[j], e = c->row_e[i];
+            for (int64_t d = 0; d < D; d++) {
+                if (!c->acc_x) {
+                    y[d] += dot8((const float *)go->p + i * F,
+                                 (const float *)W->p + (e * D + d) * F, F);
+                    continue;
+                }
+                float s = 0;
+                for (int64_t f = 0; f < F; f++)
+                    s += mk_ldf(go, i * F + f) * mk_ldf(W, (e * D + d) * F + f);
+                y[d] += s;
+            }
+        }
+        for (int64_t d = 0; c->acc_x && d < D; d++)
+            mk_stf(&c->out[0], t * D + d, y[d]);
+    }
+}
+
+/* The live rows [offsets[0], offsets[E]) grouped by token, ascending, as a CSR list (t's
+ * rows are rows[end[t] .. end[t+1])), and the expert of each row; fails on a row whose
+ * token is outside [0, T). */
+static int32_t gmm_group(const mk_tensor *tok, const mk_tensor *off, int64_t T, int64_t *end,
+                         int64_t *rows, int64_t *row_e) {
+    int64_t E = off->dims[0] - 1;
+    for (int64_t t = 0; t <= T; t++)
+        end[t] = 0;
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t i = get_idx(off, e); i < get_idx(off, e + 1); i++) {
+            int64_t t = get_idx(tok, i);
+            if (t < 0 || t >= T)
+                return moert_fail(MOERT_ERR_ARGUMENT,
+                                  "row %lld reads token %lld but there are %lld tokens",
+                                  (long long)i, (long long)t, (long long)T);
+            row_e[i] = e;
+            end[t + 1]++;
+        }
+    for (int64_t t = 0; t < T; t++)
+        end[t + 1] += end[t];
+    /* end[t] is now where t's rows start; filling moves it to where they end */
+    for (int64_t i = get_idx(off, 0); i < get_idx(off, E); i++)
+        rows[end[get_idx(tok, i)]++] = i;
+    for (int64_t t = T; t > 0; t--)
+        end[t] = end[t - 1];
+    end[0] = 0;
+    return MOERT_OK;
+}
+
+/* in: g_out[N,F], x[T,D], row_token[N], offsets[E+1], W[E,D,F] (plain)  out: gx[T,D],
+ * gW[E,D,F], scratch: end[T+1], rows[N], row_e[N], and f32 accumulators for gW and gx
+ * with 16-bit operands. gW parallel over experts, gx over tokens (each token's rows in
+ * ascending order, so the sums do not depend on the thread count). */
+int32_t mk_MOE_GATHER_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    int64_t T = in[1].dims[0], D = in[1].dims[1], N = in[2].dims[0], F = in[4].dims[2],
+            E = in[3].dims[0] - 1;
+    int32_t st = check_offsets(&in[3], N);
+    if (st) return st;
+    if (in[4].layout != MK_PLAIN)
+        return moert_fail(MOERT_ERR_INTERNAL, "moe.GatherMatMulGrad: W must be stored plain");
+    arena a = arena_of(&out[2]);
+    int64_t *end = take(&a, 8 * (T + 1)), *rows = take(&a, 8 * N), *row_e = take(&a, 8 * N);
+    gmm_ctx c = {in, out, end, rows, row_e, NULL, NULL, D, F};
+    if (in[1].dt != MK_F32) {
+        c.acc_w = take(&a, 4 * E * D * F);
+        c.acc_x = take(&a, 4 * T * D);
+    }
+    if (!row_e || (in[1].dt != MK_F32 && !c.acc_x)) return no_scratch();
+    if ((st = gmm_group(&in[2], &in[3], T, end, rows, row_e))) return st;
+    bool small = N * D * F < (1 << 16);
+    if (small) {
+        gmm_weights(&c, 0, E);
+        gmm_inputs(&c, 0, T);
+    } else {
+        moert_parallel_for(E, 1, gmm_weights, &c);
+        moert_parallel_for(T, 1, gmm_inputs, &c);
+    }
     return MOERT_OK;
 }
 

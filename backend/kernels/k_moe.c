@@ -241,10 +241,11 @@ static void copy_rows(void *ctx, int64_t begin, int64_t end) {
     }
 }
 
-/* in: x[T,D], expert[T,K] | token[E,C], weight  out: rows[N,D], offsets[E+1],
- * row_token[N], row_weight[N], scratch. attrs: num_experts, source. */
+/* in: x[T,D], expert[T,K] | token[E,C], weight  out: rows[N,D] ([0,D] and unwritten
+ * when materialize is 0), offsets[E+1], row_token[N], row_weight[N], scratch.
+ * attrs: num_experts, source, materialize. */
 int32_t mk_MOE_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t E = attr[0].i, T = in[0].dims[0], N = out[0].dims[0];
+    int64_t E = attr[0].i, T = in[0].dims[0], N = out[2].dims[0];
     bool by_expert = attr[1].i == 1;
     int32_t st = check_indices(&in[1], by_expert, by_expert ? T : E);
     if (st != MOERT_OK) return st;
@@ -259,6 +260,7 @@ int32_t mk_MOE_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr
         place_expert_choice(&in[1], in[2].p, E, list, tmp, &out[1], &out[2], row_w);
     else
         place_token_choice(&in[1], in[2].p, E, pos, &out[1], &out[2], row_w);
+    if (!attr[2].i) return MOERT_OK;
     copy_ctx c = {in[0].p, out[0].p, &out[2], in[0].dims[1] * elt_size(in[0].dt)};
     run_rows(N, c.row_bytes, copy_rows, &c);
     return MOERT_OK;

@@ -3,9 +3,9 @@
 Every router gradient with the options that change its Jacobian (score kinds,
 normalisation, scale, bias, groups, capacity in both orders; top-p with max_k; expert
 choice with a mask; resonance in each weight mode; GW in inference and in training with
-broadcast tokens), and the adjoints of Dispatch (token and expert choice), ExpertMatMul
-(f32 and f16, and big enough at T = 33 for the thread pool) and Combine, fed by a real
-router so that indices, offsets and dropped rows are realistic. Cotangents of [T*k, .]
+broadcast tokens), and the adjoints of Dispatch (token and expert choice, and without
+rows), ExpertMatMul and GatherMatMul (f32 and f16, and big enough at T = 33 for the
+thread pool) and Combine, fed by a real router so that indices, offsets and dropped rows are realistic. Cotangents of [T*k, .]
 values are computed in the graph (inputs cannot have such shapes)."""
 import numpy as np
 
@@ -95,6 +95,14 @@ def data_cases(d):
     mm = chain + [node("gout", "moe.ExpertMatMul", ["rows", "off", "wg"], ["go"])]
     c.append(dict(case("expert_matmul_grad", "moe.ExpertMatMulGrad", xz, ["grows", "gW"], "gemm",
                        inits=inits, extra_nodes=mm), op_inputs=["go", "rows", "off", "w1"]))
+    # GatherMatMul over an unmaterialised Dispatch, and DispatchGrad of its [0,D] rows.
+    lean = [chain[0], dict(chain[1], attrs={"num_experts": E, "materialize": 0}),
+            node("gout", "moe.GatherMatMul", ["x", "rtok", "off", "wg"], ["go"])]
+    c.append(dict(case("gather_matmul_grad", "moe.GatherMatMulGrad", xz, ["gx", "gW"], "gemm",
+                       inits=inits, extra_nodes=lean), op_inputs=["go", "x", "rtok", "off", "w1"]))
+    c.append(dict(case("dispatch_grad_unmaterialized", "moe.DispatchGrad", xz, ["gx", "gw"], "arith",
+                       {"num_experts": E, "materialize": 0}, inits, lean[:2] + chain[4:]),
+                  op_inputs=["rows", "grw", "x", "e", "w"]))
     comb = chain[:2]
     c.append(dict(case("combine_grad", "moe.CombineGrad", xz + [("gy", "float32", ["T", D], rnd())],
                        ["gout", "grw"], "arith", extra_nodes=comb),
@@ -114,6 +122,10 @@ def big_and_half_cases(d):
              node("gout", "moe.ExpertMatMul", ["rows", "off", "wg"], ["go"])]
     c = [dict(case("expert_matmul_grad_big", "moe.ExpertMatMulGrad", xz, ["grows", "gW"], "gemm",
                    inits=w, extra_nodes=chain), op_inputs=["go", "rows", "off", "w1"])]
+    lean = [chain[0], dict(chain[1], attrs={"num_experts": E, "materialize": 0}),
+            node("gout", "moe.GatherMatMul", ["x", "rtok", "off", "wg"], ["go"])]
+    c.append(dict(case("gather_matmul_grad_big", "moe.GatherMatMulGrad", xz, ["gx", "gW"], "gemm",
+                       inits=w, extra_nodes=lean), op_inputs=["go", "x", "rtok", "off", "w1"]))
     Db = 256
     cb = [node("route", "moe.TopKRoute", ["z"], ["e", "w"], {"k": 2}),
           node("disp", "moe.Dispatch", ["x", "e", "w"], ["rows", "off", "rtok", "rw"], {"num_experts": E})]
@@ -131,6 +143,14 @@ def big_and_half_cases(d):
             node("gd", "moe.DispatchGrad", ["grows", "rw", "x16", "e", "w"], ["gx", "gwt"], {"num_experts": E})]
     for name, src in (("expert_matmul_grad_f16_gW", "gW"), ("dispatch_grad_f16_gx", "gx")):
         c.append(dict(case(name, "Cast", xz, ["y"], "gemm", {"to": 1}, w, half), op_inputs=[src]))
+    half_gather = half[:4] + [
+        node("disp", "moe.Dispatch", ["x16", "e", "w"], ["rows", "off", "rtok", "rw"],
+             {"num_experts": E, "materialize": 0}),
+        node("gout", "moe.GatherMatMul", ["x16", "rtok", "off", "g16"], ["go"]),
+        node("gxr", "moe.GatherMatMulGrad", ["go", "x16", "rtok", "off", "w16"], ["gx", "gW"])]
+    for name, src in (("gather_matmul_f16_out", "go"), ("gather_matmul_grad_f16_gx", "gx"),
+                      ("gather_matmul_grad_f16_gW", "gW")):
+        c.append(dict(case(name, "Cast", xz, ["y"], "gemm", {"to": 1}, w, half_gather), op_inputs=[src]))
     return c
 
 

@@ -202,6 +202,27 @@ def moe_cases():
     c.append(case("expert_matmul_act", None, xz + [("w2", "float32", [E, 10, 7], rnd())], ["h"], "gemm",
                   extra_nodes=chain + [{"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "off", "w2"],
                                         "outputs": ["h"]}]))
+    # materialize=0: rows is [0,D] and unwritten; GatherMatMul reads x through row_token
+    # (panels for the param, plain for the activation W, K past one 256-column chunk).
+    lean = [dict(chain[0]), dict(chain[1], attrs={"num_experts": E, "materialize": 0})]
+    c.append(case("dispatch_unmaterialized", None, xz, ["off", "rtok", "rw"], "exact", extra_nodes=lean))
+    c.append(case("gather_matmul", None, xz, ["h"], "gemm", inits=[w1], extra_nodes=lean + [
+        {"name": "up", "op": "moe.GatherMatMul", "inputs": ["x", "rtok", "off", "w1"], "outputs": ["h"]}]))
+    c.append(case("gather_matmul_act", None, xz + [("w2", "float32", [E, 10, 7], rnd())], ["h"], "gemm",
+                  extra_nodes=lean + [{"name": "up", "op": "moe.GatherMatMul", "inputs": ["x", "rtok", "off", "w2"],
+                                       "outputs": ["h"]}]))
+    wide = {"name": "w3", **f32(E, 300, 40), "init": {"dist": "normal", "std": 0.1, "seed": 6}}
+    c.append(case("gather_matmul_wide", None, [("x", "float32", ["T", 300], rnd()), xz[1]], ["h"], "gemm",
+                  inits=[wide], extra_nodes=lean + [
+                      {"name": "up", "op": "moe.GatherMatMul", "inputs": ["x", "rtok", "off", "w3"],
+                       "outputs": ["h"]}]))
+    # Training: gw-specialize turns the GW Dispatch + ExpertMatMul into GatherMatMul.
+    gw = [{"name": "route", "op": "moe.GWRoute", "inputs": ["z"], "outputs": ["e", "w"],
+           "attrs": {"k": 2, "threshold": 1.2, "max_broadcast": 40}}, chain[1],
+          {"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "off", "w1"], "outputs": ["h"]},
+          {"name": "comb", "op": "moe.Combine", "inputs": ["h", "rtok", "rw", "off", "x"], "outputs": ["y"]}]
+    w1b = dict(w1, shape=[E, 10, 10])
+    c.append(case("gw_gather_train", None, xz, ["y"], "gemm", inits=[w1b], extra_nodes=gw, mode="train"))
     c.append(case("combine", None, xz, ["y"], "arith", extra_nodes=chain + [
         {"name": "comb", "op": "moe.Combine", "inputs": ["rows", "rtok", "rw", "off", "x"], "outputs": ["y"]}]))
     ec = [{"name": "route", "op": "moe.ExpertChoiceRoute", "inputs": ["z"], "outputs": ["tok", "w"],
