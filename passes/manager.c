@@ -64,7 +64,9 @@ static const mc_pass_info pipeline[] = {
     {"expand-moe", mc_pass_expand_moe,
      "needs: shapes; moe.MoE -> route, dispatch, expert GEMMs, combine; keeps: shapes"},
     {"gw-specialize", mc_pass_gw_specialize,
-     "needs: shapes; in inference moe.GWRoute -> its base moe.TopKRoute; keeps: shapes"},
+     "needs: shapes; in inference moe.GWRoute -> its base moe.TopKRoute; in training the "
+     "GW Dispatch's rows are not materialised (its ExpertMatMuls over them -> "
+     "moe.GatherMatMul of x); keeps: shapes"},
     {"canonicalize", mc_pass_canonicalize,
      "needs: shapes; drops no-op Identity/Reshape/Transpose/Cast, merges Transposes; "
      "keeps: shapes, output names"},
