@@ -106,6 +106,8 @@ static bool load_header(ld_ctx *c, const cJSON *root) {
                               ? mc_arena_strdup(c->g->arena, w->valuestring)
                               : mc_arena_printf(c->g->arena, "%s/%s", c->base_dir, w->valuestring);
     c->g->weights_path = c->weights_file;
+    if (c->opts && c->opts->weights_path)
+        c->g->weights_override = mc_arena_strdup(c->g->arena, c->opts->weights_path);
     for (const char *k = "inputs\0outputs\0nodes\0"; *k; k += strlen(k) + 1) {
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, k);
         if (!arr)

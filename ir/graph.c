@@ -160,6 +160,13 @@ void mc_graph_add_update(mc_graph *g, int src, int dst) {
     g->update_dst[g->nupdates++] = dst;
 }
 
+void mc_graph_add_grad(mc_graph *g, int param, int value) {
+    g->grad_param = grown(g, g->grad_param, g->ngrads);
+    g->grad_value = grown(g, g->grad_value, g->ngrads);
+    g->grad_param[g->ngrads] = param;
+    g->grad_value[g->ngrads++] = value;
+}
+
 void mc_graph_replace_uses(mc_graph *g, int from, int to) {
     for (int k = 0; k < g->norder; k++) {
         mc_node *n = &g->nodes[g->order[k]];

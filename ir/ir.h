@@ -194,7 +194,11 @@ typedef struct mc_graph {
      * update_dst[i] (a param: a trained weight or an optimizer's state). */
     int *update_src, *update_dst;
     int nupdates;
+    /* Training, after autodiff: value grad_value[i] is d loss / d param grad_param[i]. */
+    int *grad_param, *grad_value;
+    int ngrads;
     const char *weights_path; /* resolved "weights" file, or NULL */
+    const char *weights_override; /* --weights FILE of the command line, or NULL */
 } mc_graph;
 
 mc_graph *mc_graph_new(const char *name);
@@ -215,6 +219,7 @@ void mc_graph_remove_node(mc_graph *g, int node); /* dead, unlinked from order *
 void mc_graph_add_output(mc_graph *g, int value);
 void mc_graph_remove_output(mc_graph *g, int index);
 void mc_graph_add_update(mc_graph *g, int src, int dst); /* see update_src */
+void mc_graph_add_grad(mc_graph *g, int param, int value);  /* see grad_param */
 /* Every use of value `from` (node inputs and graph outputs) becomes `to`. */
 void mc_graph_replace_uses(mc_graph *g, int from, int to);
 int mc_graph_count_uses(const mc_graph *g, int value); /* node inputs + outputs list */

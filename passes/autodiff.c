@@ -8,8 +8,9 @@
  * reaching one value from several users are summed. Integer and bool values carry no
  * gradient: routing decisions are constants (ROUTING.md §1.6).
  *
- * The gradient of every trained param p becomes the graph output "grad.p", which the
- * optimizer pass consumes; run without it, the pipeline computes the gradients.
+ * The gradient of every trained param p the loss reaches becomes the graph output
+ * "grad.p" (recorded in g->grad_param/grad_value), which the optimizer pass consumes;
+ * run without it, the pipeline computes the gradients.
  * New nodes go to the end of the order and are named "grad.<node>"; values
  * "grad.<value>".
  * needs: shapes, no moe.MoE (expand-moe)    keeps: shapes, verify    breaks: nothing */
@@ -64,13 +65,16 @@ int ad_grad_op(ad *a, const char *name, const int *in, int nin, int *out, int no
     return id;
 }
 
-int ad_const_scalar(ad *a, float v) {
-    int id = mc_graph_add_value(a->g, mc_graph_unique_name(a->g, "grad.c"), MC_DT_F32, MC_VK_CONST);
+int ad_const_scalar(ad *a, float v, mc_dtype dt) {
+    int id = mc_graph_add_value(a->g, mc_graph_unique_name(a->g, "grad.c"), dt, MC_VK_CONST);
     mc_value *x = mc_val(a->g, id);
-    float *data = mc_arena_alloc(a->g->arena, sizeof v);
-    *data = v;
+    void *data = mc_arena_alloc(a->g->arena, sizeof v);
+    if (dt == MC_DT_F32)
+        memcpy(data, &v, sizeof v);
+    else
+        *(uint16_t *)data = dt == MC_DT_F16 ? mc_f32_to_f16(v) : mc_f32_to_bf16(v);
     x->data = data;
-    x->nbytes = sizeof v;
+    x->nbytes = mc_dtype_size(dt);
     x->src = MC_SRC_INLINE;
     x->has_shape = true;
     x->shape.rank = 0;
@@ -101,7 +105,7 @@ int ad_sum_to(ad *a, int g, int like) {
 }
 
 int ad_zeros_like(ad *a, int v) {
-    return ad_op2(a, ad_op_named("moe.BroadcastTo"), ad_const_scalar(a, 0), v);
+    return ad_op2(a, ad_op_named("moe.BroadcastTo"), ad_const_scalar(a, 0, mc_val(a->g, v)->dt), v);
 }
 
 void ad_add_grad(ad *a, int v, int gv) {
@@ -176,15 +180,49 @@ static void mark_needs(ad *a, const mc_train_opts *t) {
     }
 }
 
-/* Seeds every scalar output of a loss op with 1; returns how many. */
+/* loss[v]: v is a loss op's result or computed from one (e.g. a sum of losses). */
+static bool *mark_loss_derived(ad *a) {
+    bool *loss = mc_arena_alloc(a->g->arena, (size_t)a->nfwd + 1);
+    for (int pos = 0; pos < a->g->norder; pos++) {
+        const mc_node *n = mc_nod(a->g, a->g->order[pos]);
+        bool from = mc_op_infos[n->op].flags & MC_OPF_LOSS;
+        for (int i = 0; i < n->nin && !from; i++)
+            from = n->in[i] >= 0 && loss[n->in[i]];
+        for (int j = 0; j < n->nout; j++)
+            loss[n->out[j]] = from;
+    }
+    return loss;
+}
+
+/* Does value `from` feed the computation of value `to`? One walk back over the order. */
+static bool feeds(ad *a, int from, int to) {
+    bool *anc = mc_arena_alloc(a->g->arena, (size_t)a->nfwd + 1);
+    anc[to] = true;
+    for (int k = a->g->norder - 1; k >= 0; k--) {
+        const mc_node *n = mc_nod(a->g, a->g->order[k]);
+        bool reached = false;
+        for (int j = 0; j < n->nout; j++)
+            reached |= n->out[j] < a->nfwd && anc[n->out[j]];
+        for (int i = 0; i < n->nin && reached; i++)
+            if (n->in[i] >= 0 && n->in[i] < a->nfwd) anc[n->in[i]] = true;
+    }
+    return anc[from];
+}
+
+/* The loss: every scalar float graph output computed from a loss op, except those that
+ * another such output already includes (outputs ce and ce + lbl count ce once).
+ * Each is seeded with 1; returns how many. */
 static int seed_losses(ad *a) {
-    int seeded = 0;
-    for (int i = 0; i < a->g->noutputs; i++) {
-        const mc_value *v = mc_val(a->g, a->g->outputs[i]);
-        if (v->producer < 0 || !(mc_op_infos[mc_nod(a->g, v->producer)->op].flags & MC_OPF_LOSS) ||
-            v->shape.rank != 0 || a->grad[a->g->outputs[i]] >= 0)
-            continue;
-        a->grad[a->g->outputs[i]] = ad_const_scalar(a, 1.0f);
+    bool *loss = mark_loss_derived(a);
+    int seeded = 0, *outs = a->g->outputs, n = a->g->noutputs;
+    for (int i = 0; i < n; i++) {
+        const mc_value *v = mc_val(a->g, outs[i]);
+        bool candidate = loss[outs[i]] && v->shape.rank == 0 && mc_dtype_is_float(v->dt);
+        for (int j = 0; j < n && candidate; j++)
+            candidate = j == i || outs[j] == outs[i] || !loss[outs[j]] ||
+                        mc_val(a->g, outs[j])->shape.rank != 0 || !feeds(a, outs[i], outs[j]);
+        if (!candidate || a->grad[outs[i]] >= 0) continue;
+        a->grad[outs[i]] = ad_const_scalar(a, 1.0f, v->dt);
         seeded++;
     }
     return seeded;
@@ -203,17 +241,44 @@ static void walk_backwards(ad *a, const int *order, int n) {
     a->fwd = NULL;
 }
 
-/* Each trained param's gradient becomes the output "grad.<param>". */
-static void expose_grads(ad *a, int nvalues) {
-    for (int v = 0; v < nvalues; v++) {
+/* The output "grad.<param>" of every trained param, made before any other value so the
+ * name is free; recorded in the graph for the optimizer pass. */
+static int *reserve_grad_outputs(ad *a) {
+    int *out = mc_arena_alloc(a->g->arena, sizeof(int) * (size_t)(a->nfwd + 1));
+    for (int v = 0; v < a->nfwd; v++) {
         const mc_value *x = mc_val(a->g, v);
+        out[v] = -1;
         if (x->kind != MC_VK_PARAM || !a->needs[v] || x->dead) continue;
-        int gv = a->grad[v] >= 0 ? a->grad[v] : ad_zeros_like(a, v);
-        int out = ad_op1(a, MC_OP_IDENTITY, &gv, 1);
-        mc_val(a->g, out)->name =
-            mc_graph_unique_name(a->g, mc_arena_printf(a->g->arena, "grad.%s", x->name));
-        mc_graph_add_output(a->g, out);
+        const char *name = mc_arena_printf(a->g->arena, "grad.%s", x->name);
+        out[v] = mc_graph_add_value(a->g, mc_graph_unique_name(a->g, name), x->dt, MC_VK_TEMP);
     }
+    return out;
+}
+
+/* A trained param the loss reaches gets its gradient as an output; one it does not
+ * reach trains nothing (no zero gradient to decay it), and naming it in --train-params
+ * is an error. */
+static bool expose_grads(ad *a, const int *out, const char *selected) {
+    for (int v = 0; v < a->nfwd && a->ok; v++) {
+        if (out[v] < 0) continue;
+        const mc_value *x = mc_val(a->g, v);
+        if (a->grad[v] < 0) {
+            mc_val(a->g, out[v])->dead = true;
+            if (selected)
+                return mc_error(a->d, NULL,
+                                "--train-params names '%s', but the loss does not depend "
+                                "on it (only through routing decisions, or not at all)",
+                                x->name);
+            continue;
+        }
+        a->fwd = NULL;
+        int id = mc_graph_add_node(a->g, MC_OP_IDENTITY, mc_val(a->g, out[v])->name, &a->grad[v], 1,
+                                   &out[v], 1);
+        ad_infer(a, id);
+        mc_graph_add_output(a->g, out[v]);
+        mc_graph_add_grad(a->g, v, out[v]);
+    }
+    return a->ok;
 }
 
 bool mc_pass_autodiff(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
@@ -226,13 +291,17 @@ bool mc_pass_autodiff(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     a.needs = mc_arena_alloc(g->arena, sizeof(bool) * (size_t)(nvalues + 1));
     if (!check_selection(&a, cx->train->params)) return false;
     mark_needs(&a, cx->train);
+    int *outs = reserve_grad_outputs(&a);
     /* Without a loss output there is nothing to train: the graph stays the forward
      * pass in training mode (e.g. to look at GW-MoE's broadcast). */
-    if (seed_losses(&a) == 0) return true;
+    if (seed_losses(&a) == 0) {
+        for (int v = 0; v < nvalues; v++)
+            if (outs[v] >= 0) mc_val(g, outs[v])->dead = true;
+        return true;
+    }
     int *order = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(norder + 1));
     memcpy(order, g->order, sizeof(int) * (size_t)norder);
     walk_backwards(&a, order, norder);
-    if (a.ok) expose_grads(&a, nvalues);
     *changed = true;
-    return a.ok;
+    return a.ok && expose_grads(&a, outs, cx->train->params);
 }

@@ -23,7 +23,7 @@ int ad_op2(ad *a, mc_op op, int x, int y);
 void ad_copy_attrs(ad *a, int id);
 /* The gradient op `name` (docs/autodiff.md) with the forward node's attributes. */
 int ad_grad_op(ad *a, const char *name, const int *in, int nin, int *out, int nout);
-int ad_const_scalar(ad *a, float v);
+int ad_const_scalar(ad *a, float v, mc_dtype dt); /* a [] constant of dtype dt */
 int ad_const_ints(ad *a, const int64_t *v, int n);
 bool ad_same_shape(ad *a, int x, int y);
 int ad_sum_to(ad *a, int g, int like);

@@ -38,13 +38,17 @@ static void div_(ad *a) {
 static void pow_(ad *a) {
     int x = ad_in(a, 0), y = ad_in(a, 1), p = a->fwd->out[0], g = gy(a);
     if (a->needs[x]) {
-        int ym1 = ad_op2(a, MC_OP_SUB, y, ad_const_scalar(a, 1));
+        int ym1 = ad_op2(a, MC_OP_SUB, y, ad_const_scalar(a, 1, mc_val(a->g, y)->dt));
         int d = ad_op2(a, MC_OP_MUL, y, ad_op2(a, MC_OP_POW, x, ym1));
         ad_add_grad(a, x, ad_sum_to(a, ad_op2(a, MC_OP_MUL, g, d), x));
     }
-    if (a->needs[y]) {
+    if (a->needs[y]) { /* 0 where x == 0, where p ln x is 0 * -inf (as PyTorch does) */
         int lx = ad_op1(a, MC_OP_LOG, &x, 1);
         int d = ad_op2(a, MC_OP_MUL, p, lx);
+        mc_dtype dt = mc_val(a->g, x)->dt;
+        int zero = ad_const_scalar(a, 0, dt);
+        int at0 = ad_op2(a, MC_OP_EQUAL, x, zero);
+        d = ad_op1(a, MC_OP_WHERE, (const int[]){at0, ad_const_scalar(a, 0, dt), d}, 3);
         ad_add_grad(a, y, ad_sum_to(a, ad_op2(a, MC_OP_MUL, g, d), y));
     }
 }
@@ -123,7 +127,8 @@ static void matmul(ad *a) {
 }
 
 static int scaled(ad *a, int v, double s) {
-    return s == 1.0 ? v : ad_op2(a, MC_OP_MUL, v, ad_const_scalar(a, (float)s));
+    return s == 1.0 ? v
+                    : ad_op2(a, MC_OP_MUL, v, ad_const_scalar(a, (float)s, mc_val(a->g, v)->dt));
 }
 
 /* Y = alpha op(A) op(B) + beta C. */
@@ -218,8 +223,16 @@ static void split(ad *a) {
     ad_add_grad(a, ad_in(a, 0), out);
 }
 
-/* Ops whose gradient op takes (gy, every forward input) and returns the first input's. */
+/* Ops whose gradient op takes (gy, every forward input) and returns the first input's;
+ * a gradient wanted for another input is an error, never a silent zero. */
 static void first_input_grad(ad *a, const char *name) {
+    for (int i = 1; i < a->fwd->nin; i++)
+        if (ad_in(a, i) >= 0 && ad_in(a, i) < a->nfwd && a->needs[ad_in(a, i)])
+            return (void)ad_fail(a, mc_arena_printf(a->g->arena,
+                                                    "no gradient with respect to input %d (%%%s); "
+                                                    "make it a constant or leave it out of "
+                                                    "--train-params",
+                                                    i, mc_val(a->g, ad_in(a, i))->name));
     int in[16], out;
     in[0] = gy(a);
     for (int i = 0; i < a->fwd->nin && i < 15; i++)
@@ -229,7 +242,8 @@ static void first_input_grad(ad *a, const char *name) {
 }
 
 static void where(ad *a) {
-    int c = ad_in(a, 0), x = ad_in(a, 1), y = ad_in(a, 2), g = gy(a), zero = ad_const_scalar(a, 0);
+    int c = ad_in(a, 0), x = ad_in(a, 1), y = ad_in(a, 2), g = gy(a);
+    int zero = ad_const_scalar(a, 0, mc_val(a->g, g)->dt);
     if (a->needs[x])
         ad_add_grad(a, x, ad_sum_to(a, ad_op1(a, MC_OP_WHERE, (int[]){c, g, zero}, 3), x));
     if (a->needs[y])
@@ -278,11 +292,20 @@ static bool reduce_axes_known(ad *a) {
     return !ad_fail(a, "the gradient of a reduction needs its axes as a constant");
 }
 
+/* noop_with_empty_axes=1 and no axes: the reduction is the identity. */
+static bool reduce_is_identity(ad *a) {
+    int ax = ad_in(a, 1);
+    bool empty = ax < 0 || mc_val(a->g, ax)->nbytes == 0;
+    return empty && mc_attr_int(a->fwd, "noop_with_empty_axes");
+}
+
 static void reduce_sum(ad *a) {
+    if (reduce_is_identity(a)) return ad_add_grad(a, ad_in(a, 0), gy(a));
     if (reduce_axes_known(a)) ad_add_grad(a, ad_in(a, 0), broadcast_back(a, gy(a)));
 }
 
 static void reduce_mean(ad *a) {
+    if (reduce_is_identity(a)) return ad_add_grad(a, ad_in(a, 0), gy(a));
     if (!reduce_axes_known(a)) return;
     int64_t axes[MC_MAX_RANK], count = 1;
     int n = reduced_axes(a, axes);
@@ -340,6 +363,14 @@ static void combine(ad *a) {
     ad_add_grad(a, ad_in(a, 2), out[1]);
 }
 
+/* MSELoss(pred, target): d/d target = -(d/d pred). */
+static void mse(ad *a) {
+    int out, in[3] = {gy(a), ad_in(a, 0), ad_in(a, 1)};
+    ad_grad_op(a, "moe.MSELossGrad", in, 3, &out, 1);
+    ad_add_grad(a, ad_in(a, 0), out);
+    if (a->needs[ad_in(a, 1)]) ad_add_grad(a, ad_in(a, 1), ad_op1(a, MC_OP_NEG, &out, 1));
+}
+
 void ad_backprop(ad *a) {
     switch (a->fwd->op) {
     case MC_OP_ADD: add_sub(a, false); break;
@@ -395,7 +426,7 @@ void ad_backprop(ad *a) {
     case MC_OP_SOFTMAX_CROSS_ENTROPY_LOSS:
         first_input_grad(a, "moe.SoftmaxCrossEntropyLossGrad");
         break;
-    case MC_OP_MSE_LOSS: first_input_grad(a, "moe.MSELossGrad"); break;
+    case MC_OP_MSE_LOSS: mse(a); break;
     case MC_OP_MOE_UNARY_GRAD:
     case MC_OP_MOE_SUM_TO:
     case MC_OP_MOE_BROADCAST_TO:

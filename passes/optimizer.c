@@ -1,4 +1,5 @@
-/* optimizer: turns the gradients autodiff exposed ("grad.<param>" outputs) into one
+/* optimizer: turns the gradients autodiff exposed (g->grad_param/grad_value, also the
+ * "grad.<param>" outputs) into one
  * optimizer step per trained param (docs/autodiff.md):
  *
  *   p', v'     = moe.SGD(p, grad.p, v)              {lr, momentum, weight_decay}
@@ -11,6 +12,7 @@
  * outputs are dropped. Hyperparameters come from the compile flags (--optimizer, --lr,
  * ...); those not given take the op's defaults.
  * needs: autodiff    keeps: shapes, verify    breaks: nothing */
+#include "frontend.h"
 #include "passes.h"
 
 #include <string.h>
@@ -22,7 +24,28 @@ typedef struct {
     bool adamw;
     int step; /* opt.step' (AdamW), -1 until made */
     bool ok;
+    mc_safetensors *resume; /* the weights file, for a run that continues training */
 } opt;
+
+/* Optimizer state saved by an earlier run (--save-weights) continues from the weights
+ * file the model was loaded with; a state tensor of another dtype or shape is an error. */
+static bool resume_state(opt *o, mc_value *s) {
+    const mc_st_tensor *t = o->resume ? mc_st_find(o->resume, s->name) : NULL;
+    if (!t) return true;
+    int64_t want[MC_MAX_RANK];
+    mc_shape_eval(&s->shape, NULL, want);
+    bool same = t->dt == s->dt && t->rank == s->shape.rank;
+    for (int i = 0; same && i < t->rank; i++)
+        same = t->dims[i] == want[i];
+    if (!same)
+        return mc_error(o->d, NULL, "%s: optimizer state '%s' does not fit the model's %s",
+                        o->g->weights_override ? o->g->weights_override : o->g->weights_path,
+                        s->name, mc_dtype_name(s->dt));
+    s->data = t->data;
+    s->src = MC_SRC_FILE;
+    s->file_key = s->name;
+    return true;
+}
 
 static int state_like(opt *o, int p, const char *what) {
     const mc_value *x = mc_val(o->g, p);
@@ -35,6 +58,7 @@ static int state_like(opt *o, int p, const char *what) {
     s->data = mc_arena_alloc(o->g->arena, s->nbytes ? s->nbytes : 1); /* zeros */
     s->src = MC_SRC_INIT;
     s->init = (mc_init_recipe){.dist = "zeros"};
+    if (o->ok) o->ok = resume_state(o, s);
     return id;
 }
 
@@ -45,7 +69,7 @@ static void set_hyper(opt *o, mc_node *n, const char *name, double v) {
 static int node(opt *o, mc_op op, const char *name, const int *in, int nin, int *out, int nout) {
     int id = mc_graph_add_node(o->g, op, mc_graph_unique_name(o->g, name), in, nin, out, nout);
     mc_node *n = mc_nod(o->g, id);
-    set_hyper(o, n, "lr", o->t->lr > 0 ? o->t->lr : 1e-3);
+    set_hyper(o, n, "lr", o->t->lr >= 0 ? o->t->lr : 1e-3);
     set_hyper(o, n, "weight_decay", o->t->weight_decay);
     if (o->adamw) {
         set_hyper(o, n, "beta1", o->t->beta1);
@@ -76,6 +100,7 @@ static int i64_one_elem(opt *o, const char *name, mc_value_kind kind, int64_t va
     v->data = data;
     v->src = kind == MC_VK_PARAM ? MC_SRC_INIT : MC_SRC_INLINE;
     if (kind == MC_VK_PARAM) v->init = (mc_init_recipe){.dist = "zeros"};
+    if (kind == MC_VK_PARAM && o->ok) o->ok = resume_state(o, v);
     return id;
 }
 
@@ -117,12 +142,10 @@ static void step_param(opt *o, int p, int grad) {
     mc_graph_add_update(o->g, out[0], p);
 }
 
-/* The param a "grad.<name>" output belongs to, or -1. */
-static int param_of_grad(const mc_graph *g, int out) {
-    const char *name = mc_val(g, out)->name;
-    if (strncmp(name, "grad.", 5) != 0) return -1;
-    int p = mc_graph_find_value(g, name + 5);
-    return p >= 0 && mc_val(g, p)->kind == MC_VK_PARAM ? p : -1;
+static int output_index(const mc_graph *g, int value) {
+    for (int i = 0; i < g->noutputs; i++)
+        if (g->outputs[i] == value) return i;
+    return -1;
 }
 
 bool mc_pass_optimizer(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
@@ -137,15 +160,17 @@ bool mc_pass_optimizer(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
              .adamw = strcmp(which, "adamw") == 0,
              .step = -1,
              .ok = true};
-    for (int i = 0; i < g->noutputs && o.ok;) {
-        int p = param_of_grad(g, g->outputs[i]);
-        if (p < 0) {
-            i++;
-            continue;
-        }
-        step_param(&o, p, g->outputs[i]);
-        mc_graph_remove_output(g, i);
+    const char *file = g->weights_override ? g->weights_override : g->weights_path;
+    if (file && g->ngrads) {
+        o.resume = mc_arena_alloc(g->arena, sizeof *o.resume);
+        if (!mc_st_open(o.resume, file, g->arena, cx->d)) return false;
+    }
+    for (int i = 0; i < g->ngrads && o.ok; i++) {
+        step_param(&o, g->grad_param[i], g->grad_value[i]);
+        int at = output_index(g, g->grad_value[i]);
+        if (at >= 0) mc_graph_remove_output(g, at);
         *changed = true;
     }
+    g->ngrads = 0; /* consumed */
     return o.ok;
 }

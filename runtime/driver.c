@@ -530,6 +530,7 @@ static moert_status drive(run_state *st, const moert_model_desc *d, const cli *c
     if (s == MOERT_OK) s = moert_model_create(d, c->weights, &st->m);
     if (s == MOERT_OK)
         s = c->bench ? bench(st, d, c->bench) : d->info->train ? train(st, d, c) : run_once(st, d);
+    if (s == MOERT_OK && c->bench && c->save) s = moert_model_save_weights(st->m, c->save);
     if (s == MOERT_OK) s = write_outputs(st, c);
     if (s == MOERT_OK && !c->n_outputs && !c->bench) summarize(st);
     return s;

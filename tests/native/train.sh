@@ -79,6 +79,32 @@ assert not any(k.startswith("opt.w_up") for k in b), "optimizer state for a froz
 print("--train-params=w_cls: only w_cls changed")
 PY
 
+# Resuming from saved weights continues the optimizer: 3 steps + 2 steps = 5 steps, with
+# the same weights and state as 5 steps in one run (interpreter, then compiled).
+for engine in --interp ""; do
+    "$moec" run "$model" --mode=train $engine --lr 0.01 "${data[@]}" --steps 3 --save-weights a.st >/dev/null
+    "$moec" run "$model" --mode=train $engine --lr 0.01 "${data[@]}" --steps 2 --weights=a.st \
+        --save-weights b.st >/dev/null
+    "$moec" run "$model" --mode=train $engine --lr 0.01 "${data[@]}" --steps 5 --save-weights c.st >/dev/null
+    /usr/bin/python3 - b.st c.st <<'PY'
+import json, struct, sys
+import numpy as np
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        blob = f.read()
+    t = {"F32": np.float32, "I64": np.int64}
+    return {k: np.frombuffer(blob[v["data_offsets"][0]:v["data_offsets"][1]], t[v["dtype"]])
+            for k, v in head.items() if k != "__metadata__"}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert a["opt.step"][0] == 5, "resumed step counter is %d, expected 5" % a["opt.step"][0]
+for k in b:
+    assert np.allclose(a[k], b[k], rtol=1e-6, atol=1e-7), "%s differs after resuming" % k
+print("resume: 3 + 2 steps = 5 steps")
+PY
+done
+
 "$moec" run "$model" --mode=train --optimizer=adamw --lr 0.02 "${data[@]}" --steps 300 >long.log
 /usr/bin/python3 - long.log <<'PY'
 import sys
