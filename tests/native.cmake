@@ -2,8 +2,13 @@
 # against the interpreter, the generated API from C and C++, run-time misuse, and what
 # the emitted code looks like on x86-64 and AArch64.
 set(NATIVE_ENV "MOEC_LDFLAGS=${MOEC_LDFLAGS}")
+set(OPS_FLAGS "")
+if(MOEC_SANITIZE)
+  set(OPS_FLAGS --quick) # moec runs instrumented: every op once, -O3, T = 1 and max
+endif()
 add_test(NAME native.ops
-         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/diff_ops.py $<TARGET_FILE:moec>)
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/diff_ops.py $<TARGET_FILE:moec>
+                 ${OPS_FLAGS})
 add_test(NAME native.examples
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/examples.sh $<TARGET_FILE:moec>
                  ${PROJECT_SOURCE_DIR}/examples)

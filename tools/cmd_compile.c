@@ -3,7 +3,8 @@
  * `moec run` (build into a temporary directory, run, clean up).
  *
  * Linking uses the system C compiler driver (`cc`, or $CC) and the libmoert.a found
- * beside the moec executable (or $MOEC_RUNTIME_LIB), plus the words of $MOEC_LDFLAGS. */
+ * beside the moec executable (or $MOEC_RUNTIME_LIB), plus the words of $MOEC_LDFLAGS
+ * (default: what this build of libmoert needs, e.g. the sanitizer runtimes). */
 #include "backend.h"
 #include "cli.h"
 
@@ -121,7 +122,8 @@ static bool link_executable(const char *obj, const char *exe, mc_diag *d) {
     char *argv[64] = {(char *)cc, "-o", (char *)exe, (char *)obj, lib};
     int n = 5;
     /* $MOEC_LDFLAGS: extra words for the link (a sanitized libmoert needs them). */
-    char *extra = strdup(getenv("MOEC_LDFLAGS") ? getenv("MOEC_LDFLAGS") : "");
+    const char *env = getenv("MOEC_LDFLAGS");
+    char *extra = strdup(env ? env : MOEC_RUNTIME_LDFLAGS);
     if (!extra) mc_oom(1);
     for (char *w = strtok(extra, " "); w && n < 60; w = strtok(NULL, " "))
         argv[n++] = w;

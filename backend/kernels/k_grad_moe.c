@@ -492,24 +492,36 @@ static float dot8(const float *a, const float *b, int64_t n) {
 
 /* Experts [begin, end), f32: for each of e's rows i (streamed once), g_rows[i,d] =
  * <g_out[i], W[e,d,:]> and gW[e,d,:] += rows[i,d] * g_out[i]. */
+/* Rows go in blocks of EMM_BLOCK: W[e] and gW[e] stream through the cache once per
+ * block rather than once per row (per row, the whole D x F matrices would be read and
+ * written: memory-bound). Within a block, gW's rows accumulate the block's rows in
+ * ascending order, so results do not depend on the blocking. */
+enum { EMM_BLOCK = 16 };
+
+static void emm_f32_block(const emm_ctx *c, int64_t e, int64_t i0, int64_t i1) {
+    int64_t D = c->D, F = c->F;
+    const float *go = c->in[0].p, *rows = c->in[1].p, *We = (const float *)c->in[3].p + e * D * F;
+    float *gr = c->out[0].p, *gWe = (float *)c->out[1].p + e * D * F;
+    for (int64_t d = 0; d < D; d++) {
+        float *gw = gWe + d * F;
+        const float *w = We + d * F;
+        for (int64_t i = i0; i < i1; i++) {
+            const float *g = go + i * F;
+            float ad = rows[i * D + d];
+            for (int64_t f = 0; f < F; f++)
+                gw[f] += ad * g[f];
+            gr[i * D + d] = dot8(g, w, F);
+        }
+    }
+}
+
 static void emm_f32(void *ctx, int64_t begin, int64_t end) {
     const emm_ctx *c = ctx;
-    int64_t D = c->D, F = c->F;
-    const float *go = c->in[0].p, *rows = c->in[1].p, *W = c->in[3].p;
-    float *gr = c->out[0].p, *gW = c->out[1].p;
     for (int64_t e = begin; e < end; e++) {
-        const float *We = W + e * D * F;
-        float *gWe = gW + e * D * F;
-        zero_f(gWe, D * F);
-        for (int64_t i = get_idx(&c->in[2], e); i < get_idx(&c->in[2], e + 1); i++) {
-            const float *g = go + i * F, *r = rows + i * D;
-            for (int64_t d = 0; d < D; d++) {
-                float *gw = gWe + d * F, ad = r[d];
-                for (int64_t f = 0; f < F; f++)
-                    gw[f] += ad * g[f];
-                gr[i * D + d] = dot8(g, We + d * F, F);
-            }
-        }
+        zero_f((float *)c->out[1].p + e * c->D * c->F, c->D * c->F);
+        int64_t i1 = get_idx(&c->in[2], e + 1);
+        for (int64_t i = get_idx(&c->in[2], e); i < i1; i += EMM_BLOCK)
+            emm_f32_block(c, e, i, i + EMM_BLOCK < i1 ? i + EMM_BLOCK : i1);
     }
 }
 
@@ -572,31 +584,40 @@ typedef struct {
     int64_t D, F;
 } gmm_ctx;
 
+/* Rows [i0, i1) of expert e into gWe (blocked as in emm_f32_block; ascending rows). */
+static void gmm_weights_block(const gmm_ctx *c, float *gWe, int64_t i0, int64_t i1) {
+    int64_t D = c->D, F = c->F;
+    const mk_tensor *go = &c->in[0], *x = &c->in[1], *tok = &c->in[2];
+    for (int64_t d = 0; d < D; d++) {
+        float *gw = gWe + d * F;
+        for (int64_t i = i0; i < i1; i++) {
+            int64_t t = get_idx(tok, i);
+            if (!c->acc_w) {
+                const float *g = (const float *)go->p + i * F;
+                float ad = ((const float *)x->p)[t * D + d];
+                for (int64_t f = 0; f < F; f++)
+                    gw[f] += ad * g[f];
+            } else {
+                float ad = mk_ldf(x, t * D + d);
+                for (int64_t f = 0; f < F; f++)
+                    gw[f] += ad * mk_ldf(go, i * F + f);
+            }
+        }
+    }
+}
+
 /* Experts [begin, end): gW[e,d,:] = sum over e's rows i, ascending, of x[t,d] * g_out[i]
  * (t = row_token[i]). */
 static void gmm_weights(void *ctx, int64_t begin, int64_t end) {
     const gmm_ctx *c = ctx;
     int64_t D = c->D, F = c->F;
-    const mk_tensor *go = &c->in[0], *x = &c->in[1], *tok = &c->in[2], *off = &c->in[3];
+    const mk_tensor *off = &c->in[3];
     for (int64_t e = begin; e < end; e++) {
         float *gWe = c->acc_w ? c->acc_w + e * D * F : (float *)c->out[1].p + e * D * F;
         zero_f(gWe, D * F);
-        for (int64_t i = get_idx(off, e); i < get_idx(off, e + 1); i++) {
-            int64_t t = get_idx(tok, i);
-            for (int64_t d = 0; d < D; d++) {
-                float *gw = gWe + d * F;
-                if (!c->acc_w) {
-                    const float *g = (const float *)go->p + i * F;
-                    float ad = ((const float *)x->p)[t * D + d];
-                    for (int64_t f = 0; f < F; f++)
-                        gw[f] += ad * g[f];
-                } else {
-                    float ad = mk_ldf(x, t * D + d);
-                    for (int64_t f = 0; f < F; f++)
-                        gw[f] += ad * mk_ldf(go, i * F + f);
-                }
-            }
-        }
+        int64_t i1 = get_idx(off, e + 1);
+        for (int64_t i = get_idx(off, e); i < i1; i += EMM_BLOCK)
+            gmm_weights_block(c, gWe, i, i + EMM_BLOCK < i1 ? i + EMM_BLOCK : i1);
         for (int64_t j = 0; c->acc_w && j < D * F; j++)
             mk_stf(&c->out[1], e * D * F + j, gWe[j]);
     }

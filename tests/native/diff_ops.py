@@ -11,7 +11,9 @@ Tolerances, per op family (relative, absolute), stated here once:
   gemm    MatMul Gemm ExpertMatMul (FMA, K up to ~100): (1e-5, 1e-5)
 Routing ops are fed exact inputs here, so their decisions must match exactly.
 
-usage: diff_ops.py MOEC [--only NAME] [--keep DIR]"""
+usage: diff_ops.py MOEC [--only NAME] [--keep DIR] [--quick]
+--quick (the sanitizer build, where moec itself runs instrumented and slowly): -O3 only,
+T = 1 and max."""
 import json
 import os
 import re
@@ -28,6 +30,7 @@ import cases_grad_std
 TOL = {"exact": (0, 0), "arith": (1e-5, 1e-6), "transc": (2e-5, 1e-6), "gemm": (1e-5, 1e-5)}
 TMAX = 33
 T_VALUES = (1, 7, TMAX)
+OPT_LEVELS = ("-O0", "-O3")
 
 
 def f32(*shape):
@@ -320,7 +323,7 @@ def check_case(moec, cs, work, rng):
         json.dump(model_of(cs), f, indent=1)
     exes = {}
     mode = "--mode=" + cs["mode"]
-    for opt in ("-O0", "-O3"):
+    for opt in OPT_LEVELS:
         exes[opt] = os.path.join(d, "model" + opt)
         run([moec, "build", model, "-o", exes[opt], opt, mode])
     problems = []
@@ -355,6 +358,9 @@ def main():
     moec = os.path.abspath(sys.argv[1])
     only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
+    if "--quick" in sys.argv:
+        global T_VALUES, OPT_LEVELS
+        T_VALUES, OPT_LEVELS = (1, TMAX), ("-O3",)
     rng = np.random.default_rng(20261123)
     every = (std_cases() + tensor_cases() + half_cases() + moe_cases() + loss_cases() +
              cases_grad_std.cases() + cases_grad_moe.cases() + cases_grad_loss.cases())
