@@ -63,7 +63,11 @@ static int64_t dispatch_grad_bytes(const mc_graph *g, const mc_node *n) {
 
 /* ExpertMatMulGrad: f32 gW accumulators [E,D,F] for 16-bit operands only. */
 static int64_t expert_matmul_grad_bytes(const mc_graph *g, const mc_node *n) {
-    if (g->values[n->in[1]].dt == MC_DT_F32) return 0;
+    /* f32: per expert, rows^T [D, n], g_out^T [F, npad] and g_rows^T [D, npad] for the
+     * micro-kernel GEMMs, npad = n rounded up to a panel (at most 64 columns). */
+    int64_t N = dim_max(g, n->in[1], 0), D = dim_max(g, n->in[1], 1), F = dim_max(g, n->in[0], 1);
+    int64_t E = dim_max(g, n->in[2], 0) - 1;
+    if (g->values[n->in[1]].dt == MC_DT_F32) return r64(4 * (N + 64 * E) * (2 * D + F));
     return r64(4 * dim_max(g, n->in[3], 0) * dim_max(g, n->in[3], 1) * dim_max(g, n->in[3], 2));
 }
 
@@ -72,7 +76,9 @@ static int64_t expert_matmul_grad_bytes(const mc_graph *g, const mc_node *n) {
 static int64_t gather_matmul_grad_bytes(const mc_graph *g, const mc_node *n) {
     int64_t T = dim_max(g, n->in[1], 0), D = dim_max(g, n->in[1], 1), N = dim_max(g, n->in[2], 0);
     int64_t bytes = r64(8 * (T + 1)) + 2 * r64(8 * N);
-    if (g->values[n->in[1]].dt == MC_DT_F32) return bytes;
+    int64_t F = dim_max(g, n->in[0], 1), E = dim_max(g, n->in[3], 0) - 1;
+    if (g->values[n->in[1]].dt == MC_DT_F32) /* GEMM transposes, and each row's g_out W^T */
+        return bytes + r64(4 * (N + 64 * E) * (2 * D + F)) + r64(4 * N * D);
     return bytes +
            r64(4 * dim_max(g, n->in[4], 0) * dim_max(g, n->in[4], 1) * dim_max(g, n->in[4], 2)) +
            r64(4 * T * D);

@@ -136,6 +136,23 @@ static void run_job(gemm_job *j) {
     moert_parallel_for(total, 1, gemm_tasks, j);
 }
 
+void mk_gemm_serial(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
+                    int64_t M, int64_t K, int64_t N) {
+    mat m = {.A = A,
+             .B = B,
+             .C = C,
+             .M = M,
+             .K = K,
+             .N = N,
+             .lda = lda,
+             .ldb = ldb,
+             .ldc = ldc,
+             .packed = false};
+    int64_t nr = mk_gemm_nr();
+    for (int64_t p = 0; M > 0 && p < cdiv(N, nr); p++)
+        panel_rows(&m, p, 0, M, nr);
+}
+
 /* ---- MatMul: batched, with numpy broadcasting of the batch dims ---- */
 
 /* Offset, in matrices, of batch bi of operand t (batch dims right-aligned to y's). */

@@ -472,7 +472,8 @@ static int32_t check_offsets(const mk_tensor *off, int64_t N) {
 
 typedef struct {
     const mk_tensor *in, *out;
-    float *acc; /* f32 gW accumulators for 16-bit operands, else NULL */
+    float *acc;  /* f32 gW accumulators for 16-bit operands, else NULL */
+    float *work; /* f32: the transposes of emm_f32_expert */
     int64_t D, F;
 } emm_ctx;
 
@@ -492,37 +493,58 @@ static float dot8(const float *a, const float *b, int64_t n) {
 
 /* Experts [begin, end), f32: for each of e's rows i (streamed once), g_rows[i,d] =
  * <g_out[i], W[e,d,:]> and gW[e,d,:] += rows[i,d] * g_out[i]. */
-/* Rows go in blocks of EMM_BLOCK: W[e] and gW[e] stream through the cache once per
- * block rather than once per row (per row, the whole D x F matrices would be read and
- * written: memory-bound). Within a block, gW's rows accumulate the block's rows in
- * ascending order, so results do not depend on the blocking. */
-enum { EMM_BLOCK = 16 };
+/* f32, one expert's n rows, through the micro-kernel (mk_gemm_serial):
+ *   gW_e    = rows^T g_out                   A = rows^T, transposed into `work`
+ *   g_rows  = (W_e g_out^T)^T                B = g_out^T, padded to a whole panel
+ * Row i of the expert is src + i*D, or src + tok[r0+i]*D when gathered through tok.
+ * Each sum runs over rows (gW) or F (g_rows) in ascending order, like the interpreter.
+ * `work` holds (n + 64) * (2D + F) floats. */
+typedef struct {
+    const float *go, *src, *We; /* g_out's first row of the expert, the rows, W[e] */
+    const mk_tensor *tok;       /* NULL: rows are contiguous */
+    float *gWe, *gr, *work;     /* gW[e], g_rows of the expert's first row, scratch */
+    int64_t r0, n, D, F;
+} expert_grads;
 
-static void emm_f32_block(const emm_ctx *c, int64_t e, int64_t i0, int64_t i1) {
-    int64_t D = c->D, F = c->F;
-    const float *go = c->in[0].p, *rows = c->in[1].p, *We = (const float *)c->in[3].p + e * D * F;
-    float *gr = c->out[0].p, *gWe = (float *)c->out[1].p + e * D * F;
-    for (int64_t d = 0; d < D; d++) {
-        float *gw = gWe + d * F;
-        const float *w = We + d * F;
-        for (int64_t i = i0; i < i1; i++) {
-            const float *g = go + i * F;
-            float ad = rows[i * D + d];
-            for (int64_t f = 0; f < F; f++)
-                gw[f] += ad * g[f];
-            gr[i * D + d] = dot8(g, w, F);
-        }
+static void grads_f32_expert(const expert_grads *x) {
+    int64_t D = x->D, F = x->F, n = x->n;
+    int64_t npad = (n + mk_gemm_nr() - 1) / mk_gemm_nr() * mk_gemm_nr();
+    float *rT = x->work, *gT = rT + D * n, *cT = gT + F * npad;
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = x->src + (x->tok ? get_idx(x->tok, x->r0 + i) : i) * D;
+        for (int64_t d = 0; d < D; d++)
+            rT[d * n + i] = row[d];
     }
+    mk_gemm_serial(rT, n, x->go, F, x->gWe, F, D, n, F);
+    for (int64_t f = 0; f < F; f++)
+        for (int64_t i = 0; i < npad; i++)
+            gT[f * npad + i] = i < n ? x->go[i * F + f] : 0.0f;
+    mk_gemm_serial(x->We, F, gT, npad, cT, npad, D, F, npad);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < D; d++)
+            x->gr[i * D + d] = cT[d * npad + i];
+}
+
+/* Expert e of ExpertMatMulGrad; its scratch region starts at (r0 + 64 e) * (2D + F). */
+static void emm_f32_expert(const emm_ctx *c, int64_t e) {
+    int64_t D = c->D, F = c->F, r0 = get_idx(&c->in[2], e);
+    expert_grads x = {(const float *)c->in[0].p + r0 * F,
+                      (const float *)c->in[1].p + r0 * D,
+                      (const float *)c->in[3].p + e * D * F,
+                      NULL,
+                      (float *)c->out[1].p + e * D * F,
+                      (float *)c->out[0].p + r0 * D,
+                      c->work + (r0 + 64 * e) * (2 * D + F),
+                      r0,
+                      get_idx(&c->in[2], e + 1) - r0,
+                      D,
+                      F};
+    grads_f32_expert(&x);
 }
 
 static void emm_f32(void *ctx, int64_t begin, int64_t end) {
-    const emm_ctx *c = ctx;
-    for (int64_t e = begin; e < end; e++) {
-        zero_f((float *)c->out[1].p + e * c->D * c->F, c->D * c->F);
-        int64_t i1 = get_idx(&c->in[2], e + 1);
-        for (int64_t i = get_idx(&c->in[2], e); i < i1; i += EMM_BLOCK)
-            emm_f32_block(c, e, i, i + EMM_BLOCK < i1 ? i + EMM_BLOCK : i1);
-    }
+    for (int64_t e = begin; e < end; e++)
+        emm_f32_expert(ctx, e);
 }
 
 /* Experts [begin, end), f16/bf16 operands: the same sums in f32, rounded once. */
@@ -557,11 +579,11 @@ int32_t mk_MOE_EXPERT_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
     if (st) return st;
     if (in[3].layout != MK_PLAIN)
         return moert_fail(MOERT_ERR_INTERNAL, "moe.ExpertMatMulGrad: W must be stored plain");
-    emm_ctx c = {in, out, NULL, D, F};
-    if (in[1].dt != MK_F32) {
-        arena a = arena_of(&out[2]);
-        if (!(c.acc = take(&a, 4 * E * D * F))) return no_scratch();
-    }
+    emm_ctx c = {in, out, NULL, NULL, D, F};
+    arena a = arena_of(&out[2]);
+    if (in[1].dt != MK_F32 && !(c.acc = take(&a, 4 * E * D * F))) return no_scratch();
+    if (in[1].dt == MK_F32 && !(c.work = take(&a, 4 * (N + 64 * E) * (2 * D + F))))
+        return no_scratch();
     moert_task_fn fn = in[1].dt == MK_F32 ? emm_f32 : emm_half;
     if (N * D * F < (1 << 16))
         fn(&c, 0, E);
@@ -581,10 +603,50 @@ typedef struct {
     const mk_tensor *in, *out;
     const int64_t *end, *rows, *row_e; /* t's rows: rows[end[t] .. end[t+1]); row i's expert */
     float *acc_w, *acc_x;              /* f32 accumulators (gW, gx) for 16-bit operands */
+    float *work, *grows;               /* f32: GEMM scratch, and each row's g_out W^T [N,D] */
     int64_t D, F;
 } gmm_ctx;
 
-/* Rows [i0, i1) of expert e into gWe (blocked as in emm_f32_block; ascending rows). */
+/* f32 experts [begin, end): gW[e] and the rows' g_out W^T through the micro-kernel. */
+static void gmm_experts_f32(void *ctx, int64_t begin, int64_t end) {
+    const gmm_ctx *c = ctx;
+    int64_t D = c->D, F = c->F;
+    for (int64_t e = begin; e < end; e++) {
+        int64_t r0 = get_idx(&c->in[3], e);
+        expert_grads x = {(const float *)c->in[0].p + r0 * F,
+                          c->in[1].p,
+                          (const float *)c->in[4].p + e * D * F,
+                          &c->in[2],
+                          (float *)c->out[1].p + e * D * F,
+                          c->grows + r0 * D,
+                          c->work + (r0 + 64 * e) * (2 * D + F),
+                          r0,
+                          get_idx(&c->in[3], e + 1) - r0,
+                          D,
+                          F};
+        grads_f32_expert(&x);
+    }
+}
+
+/* f32 tokens [begin, end): gx[t] = sum over t's rows, ascending, of their g_out W^T. */
+static void gmm_tokens_f32(void *ctx, int64_t begin, int64_t end) {
+    const gmm_ctx *c = ctx;
+    for (int64_t t = begin; t < end; t++) {
+        float *y = (float *)c->out[0].p + t * c->D;
+        zero_f(y, c->D);
+        for (int64_t j = c->end[t]; j < c->end[t + 1]; j++) {
+            const float *g = c->grows + c->rows[j] * c->D;
+            for (int64_t d = 0; d < c->D; d++)
+                y[d] += g[d];
+        }
+    }
+}
+
+/* Rows go in blocks of EMM_BLOCK: gW[e] streams through the cache once per block
+ * rather than once per row; per element the rows still add in ascending order. */
+enum { EMM_BLOCK = 16 };
+
+/* Rows [i0, i1) of expert e into gWe. */
 static void gmm_weights_block(const gmm_ctx *c, float *gWe, int64_t i0, int64_t i1) {
     int64_t D = c->D, F = c->F;
     const mk_tensor *go = &c->in[0], *x = &c->in[1], *tok = &c->in[2];
@@ -693,20 +755,26 @@ int32_t mk_MOE_GATHER_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
         return moert_fail(MOERT_ERR_INTERNAL, "moe.GatherMatMulGrad: W must be stored plain");
     arena a = arena_of(&out[2]);
     int64_t *end = take(&a, 8 * (T + 1)), *rows = take(&a, 8 * N), *row_e = take(&a, 8 * N);
-    gmm_ctx c = {in, out, end, rows, row_e, NULL, NULL, D, F};
-    if (in[1].dt != MK_F32) {
+    gmm_ctx c = {in, out, end, rows, row_e, NULL, NULL, NULL, NULL, D, F};
+    bool f32 = in[1].dt == MK_F32;
+    if (!f32) {
         c.acc_w = take(&a, 4 * E * D * F);
         c.acc_x = take(&a, 4 * T * D);
+    } else {
+        c.work = take(&a, 4 * (N + 64 * E) * (2 * D + F));
+        c.grows = take(&a, 4 * N * D);
     }
-    if (!row_e || (in[1].dt != MK_F32 && !c.acc_x)) return no_scratch();
+    if (!row_e || (!f32 && !c.acc_x) || (f32 && !c.grows)) return no_scratch();
     if ((st = gmm_group(&in[2], &in[3], T, end, rows, row_e))) return st;
+    moert_task_fn experts = f32 ? gmm_experts_f32 : gmm_weights;
+    moert_task_fn tokens = f32 ? gmm_tokens_f32 : gmm_inputs;
     bool small = N * D * F < (1 << 16);
     if (small) {
-        gmm_weights(&c, 0, E);
-        gmm_inputs(&c, 0, T);
+        experts(&c, 0, E);
+        tokens(&c, 0, T);
     } else {
-        moert_parallel_for(E, 1, gmm_weights, &c);
-        moert_parallel_for(T, 1, gmm_inputs, &c);
+        moert_parallel_for(E, 1, experts, &c);
+        moert_parallel_for(T, 1, tokens, &c);
     }
     return MOERT_OK;
 }

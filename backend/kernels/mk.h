@@ -89,4 +89,10 @@ void mk_ukernel(int64_t K, const float *A, int64_t lda, int64_t mr, const float 
 int64_t mk_gemm_mr(void);
 int64_t mk_gemm_nr(void);
 
+/* C[M,N] = A[M,K] B[K,N] in f32 through the micro-kernel, B plain (row k at B + k*ldb),
+ * on the calling thread: for kernels already parallel at a coarser grain (per expert).
+ * Each element sums over k in ascending order. (backend/kernels/k_gemm.c) */
+void mk_gemm_serial(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
+                    int64_t M, int64_t K, int64_t N);
+
 #endif
