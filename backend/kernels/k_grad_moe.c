@@ -44,30 +44,8 @@ static inline bool mask_at(const mk_tensor *m, int64_t t) {
     return !m->p || ((const uint8_t *)m->p)[t] != 0;
 }
 
-/* Bump allocation from the scratch tensor, 64-byte steps (mirrors scratch_grad_moe.c). */
-typedef struct {
-    unsigned char *base;
-    int64_t used, size; /* used < 0 once a request did not fit */
-} arena;
-
-static arena arena_of(const mk_tensor *s) {
-    arena a = {(unsigned char *)s->p, 0, s->dims[0]};
-    return a;
-}
-
-static void *take(arena *a, int64_t bytes) {
-    int64_t n = (bytes + 63) & ~(int64_t)63;
-    if (a->used < 0 || n > a->size - a->used) {
-        a->used = -1;
-        return NULL;
-    }
-    void *p = a->base + a->used;
-    a->used += n;
-    return p;
-}
-
 /* The rest of the arena as a scratch tensor for a forward kernel. */
-static mk_tensor rest_of(const arena *a) {
+static mk_tensor rest_of(const mk_arena *a) {
     mk_tensor t = {a->base + a->used, MK_I64, 1, {a->size - a->used}, MK_PLAIN, 0};
     return t;
 }
@@ -119,18 +97,18 @@ typedef struct {
 } topk_grad;
 
 /* Carves the arrays and runs the forward TopKRoute (attr rows 0..7) on in[0..1]. */
-static int32_t topk_grad_init(const mk_tensor *in, const mk_attr *attr, arena *a, topk_grad *w) {
+static int32_t topk_grad_init(const mk_tensor *in, const mk_attr *attr, mk_arena *a, topk_grad *w) {
     int64_t T = in[0].dims[0], E = in[0].dims[1], k = attr[0].i;
     w->k = k;
     w->score = attr[1].i;
     w->normalize = attr[2].i != 0;
     w->scale = (float)attr[5].f;
-    w->ex = take(a, 4 * T * k);
-    w->sel = take(a, 4 * T * k);
-    w->wt = take(a, 4 * T * k);
-    w->u = take(a, 4 * E);
-    w->gu = take(a, 4 * E);
-    w->in_set = take(a, E);
+    w->ex = mk_take(a, 4 * T * k);
+    w->sel = mk_take(a, 4 * T * k);
+    w->wt = mk_take(a, 4 * T * k);
+    w->u = mk_take(a, 4 * E);
+    w->gu = mk_take(a, 4 * E);
+    w->in_set = mk_take(a, E);
     if (!w->in_set) return no_scratch();
     mk_tensor fo[4] = {matrix(w->ex, MK_I32, T, k), matrix(w->wt, MK_F32, T, k),
                        matrix(w->sel, MK_I32, T, k), rest_of(a)};
@@ -192,7 +170,7 @@ int32_t mk_MOE_TOPK_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const 
     const float *g = in[0].p, *z = in[1].p;
     int64_t T = in[1].dims[0], E = in[1].dims[1];
     float *gz = out[0].p;
-    arena a = arena_of(&out[1]);
+    mk_arena a = mk_arena_of(&out[1]);
     topk_grad w;
     int32_t st = topk_grad_init(in + 1, attr, &a, &w);
     if (st) return st;
@@ -221,7 +199,7 @@ int32_t mk_MOE_GW_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const mk
     int64_t T = in[1].dims[0], E = in[1].dims[1], W = in[0].dims[1], M = attr[10].i, seen = 0;
     bool training = attr[12].i != 0;
     float *gz = out[0].p;
-    arena a = arena_of(&out[1]);
+    mk_arena a = mk_arena_of(&out[1]);
     topk_grad w;
     int32_t st = topk_grad_init(in + 1, attr, &a, &w);
     if (st) return st;
@@ -247,9 +225,9 @@ int32_t mk_MOE_TOPP_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const 
     const float *g = in[0].p, *z = in[1].p;
     int64_t T = in[1].dims[0], E = in[1].dims[1], K = in[0].dims[1];
     float *gz = out[0].p;
-    arena a = arena_of(&out[1]);
-    int32_t *ex = take(&a, 4 * T * K);
-    float *wt = take(&a, 4 * T * K), *p = take(&a, 4 * E), *gp = take(&a, 4 * E);
+    mk_arena a = mk_arena_of(&out[1]);
+    int32_t *ex = mk_take(&a, 4 * T * K);
+    float *wt = mk_take(&a, 4 * T * K), *p = mk_take(&a, 4 * E), *gp = mk_take(&a, 4 * E);
     if (!gp) return no_scratch();
     mk_tensor fo[3] = {matrix(ex, MK_I32, T, K), matrix(wt, MK_F32, T, K), rest_of(&a)};
     int32_t st = mk_MOE_TOPP_ROUTE(in + 1, fo, attr);
@@ -271,9 +249,9 @@ int32_t mk_MOE_EXPERT_CHOICE_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *ou
     const float *g = in[0].p, *z = in[1].p;
     int64_t T = in[1].dims[0], E = in[1].dims[1], C = in[0].dims[1];
     float *gz = out[0].p;
-    arena a = arena_of(&out[1]);
-    int32_t *tok = take(&a, 4 * E * C);
-    float *wt = take(&a, 4 * E * C), *gp = take(&a, 4 * T * E), *p = take(&a, 4 * E);
+    mk_arena a = mk_arena_of(&out[1]);
+    int32_t *tok = mk_take(&a, 4 * E * C);
+    float *wt = mk_take(&a, 4 * E * C), *gp = mk_take(&a, 4 * T * E), *p = mk_take(&a, 4 * E);
     if (!p) return no_scratch();
     mk_tensor fo[3] = {matrix(tok, MK_I32, E, C), matrix(wt, MK_F32, E, C), rest_of(&a)};
     int32_t st = mk_MOE_EXPERT_CHOICE_ROUTE(in + 1, fo, attr);
@@ -332,9 +310,9 @@ int32_t mk_MOE_RESONANCE_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out,
     float *gx = out[0].p;
     zero_f(gx, T * D);
     if (mode == 1) return MOERT_OK; /* unit weights: no gradient */
-    arena a = arena_of(&out[1]);
-    int32_t *ex = take(&a, 4 * T * K);
-    float *wt = take(&a, 4 * T * K), *buf = take(&a, 5 * 4 * E);
+    mk_arena a = mk_arena_of(&out[1]);
+    int32_t *ex = mk_take(&a, 4 * T * K);
+    float *wt = mk_take(&a, 4 * T * K), *buf = mk_take(&a, 5 * 4 * E);
     if (!buf) return no_scratch();
     mk_tensor fo[3] = {matrix(ex, MK_I32, T, K), matrix(wt, MK_F32, T, K), rest_of(&a)};
     int32_t st = mk_MOE_RESONANCE_ROUTE(in + 1, fo, attr);
@@ -421,10 +399,10 @@ int32_t mk_MOE_DISPATCH_GRAD(const mk_tensor *in, const mk_tensor *out, const mk
     bool by_expert = attr[1].i == 1;
     int32_t st = check_indices(&in[3], by_expert, by_expert ? T : E);
     if (st != MOERT_OK) return st;
-    arena a = arena_of(&out[2]);
-    int64_t *row_of = take(&a, 8 * Q), *row_tok = take(&a, 8 * Q), *pos = take(&a, 8 * (E + 1)),
-            *list = take(&a, 8 * C), *tmp = take(&a, 8 * C);
-    float *acc = in[2].dt == MK_F32 ? out[0].p : take(&a, 4 * T * D);
+    mk_arena a = mk_arena_of(&out[2]);
+    int64_t *row_of = mk_take(&a, 8 * Q), *row_tok = mk_take(&a, 8 * Q),
+            *pos = mk_take(&a, 8 * (E + 1)), *list = mk_take(&a, 8 * C), *tmp = mk_take(&a, 8 * C);
+    float *acc = in[2].dt == MK_F32 ? out[0].p : mk_take(&a, 4 * T * D);
     if (!tmp || !acc) return no_scratch();
     if (by_expert)
         rows_expert_choice(&in[3], E, list, tmp, row_of);
@@ -580,9 +558,9 @@ int32_t mk_MOE_EXPERT_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
     if (in[3].layout != MK_PLAIN)
         return moert_fail(MOERT_ERR_INTERNAL, "moe.ExpertMatMulGrad: W must be stored plain");
     emm_ctx c = {in, out, NULL, NULL, D, F};
-    arena a = arena_of(&out[2]);
-    if (in[1].dt != MK_F32 && !(c.acc = take(&a, 4 * E * D * F))) return no_scratch();
-    if (in[1].dt == MK_F32 && !(c.work = take(&a, 4 * (N + 64 * E) * (2 * D + F))))
+    mk_arena a = mk_arena_of(&out[2]);
+    if (in[1].dt != MK_F32 && !(c.acc = mk_take(&a, 4 * E * D * F))) return no_scratch();
+    if (in[1].dt == MK_F32 && !(c.work = mk_take(&a, 4 * (N + 64 * E) * (2 * D + F))))
         return no_scratch();
     moert_task_fn fn = in[1].dt == MK_F32 ? emm_f32 : emm_half;
     if (N * D * F < (1 << 16))
@@ -753,16 +731,17 @@ int32_t mk_MOE_GATHER_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
     if (st) return st;
     if (in[4].layout != MK_PLAIN)
         return moert_fail(MOERT_ERR_INTERNAL, "moe.GatherMatMulGrad: W must be stored plain");
-    arena a = arena_of(&out[2]);
-    int64_t *end = take(&a, 8 * (T + 1)), *rows = take(&a, 8 * N), *row_e = take(&a, 8 * N);
+    mk_arena a = mk_arena_of(&out[2]);
+    int64_t *end = mk_take(&a, 8 * (T + 1)), *rows = mk_take(&a, 8 * N),
+            *row_e = mk_take(&a, 8 * N);
     gmm_ctx c = {in, out, end, rows, row_e, NULL, NULL, NULL, NULL, D, F};
     bool f32 = in[1].dt == MK_F32;
     if (!f32) {
-        c.acc_w = take(&a, 4 * E * D * F);
-        c.acc_x = take(&a, 4 * T * D);
+        c.acc_w = mk_take(&a, 4 * E * D * F);
+        c.acc_x = mk_take(&a, 4 * T * D);
     } else {
-        c.work = take(&a, 4 * (N + 64 * E) * (2 * D + F));
-        c.grows = take(&a, 4 * N * D);
+        c.work = mk_take(&a, 4 * (N + 64 * E) * (2 * D + F));
+        c.grows = mk_take(&a, 4 * N * D);
     }
     if (!row_e || (!f32 && !c.acc_x) || (f32 && !c.grows)) return no_scratch();
     if ((st = gmm_group(&in[2], &in[3], T, end, rows, row_e))) return st;

@@ -47,30 +47,6 @@ static inline int64_t elt_size(int64_t dt) {
     return dt == MK_F16 || dt == MK_BF16 ? 2 : 4;
 }
 
-/* Bump allocation from the scratch tensor, 64-byte steps (mirrors backend/scratch_moe.c). */
-typedef struct {
-    unsigned char *base;
-    int64_t used, size; /* used < 0 once a request did not fit */
-} arena;
-
-static arena arena_of(const mk_tensor *s) {
-    arena a = {(unsigned char *)s->p, 0, s->dims[0]};
-    return a;
-}
-
-/* NULL when the request does not fit, and for every request after that one, so checking
- * the last pointer checks them all. */
-static void *take(arena *a, int64_t bytes) {
-    int64_t n = (bytes + 63) & ~(int64_t)63;
-    if (a->used < 0 || n > a->size - a->used) {
-        a->used = -1;
-        return NULL;
-    }
-    void *p = a->base + a->used;
-    a->used += n;
-    return p;
-}
-
 static int32_t no_scratch(void) {
     return moert_fail(MOERT_ERR_INTERNAL, "moe kernel: the scratch buffer is too small");
 }
@@ -249,9 +225,9 @@ int32_t mk_MOE_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr
     bool by_expert = attr[1].i == 1;
     int32_t st = check_indices(&in[1], by_expert, by_expert ? T : E);
     if (st != MOERT_OK) return st;
-    arena a = arena_of(&out[4]);
-    int64_t *pos = take(&a, 8 * (E + 1)), *list = take(&a, 8 * in[1].dims[1]),
-            *tmp = take(&a, 8 * in[1].dims[1]);
+    mk_arena a = mk_arena_of(&out[4]);
+    int64_t *pos = mk_take(&a, 8 * (E + 1)), *list = mk_take(&a, 8 * in[1].dims[1]),
+            *tmp = mk_take(&a, 8 * in[1].dims[1]);
     if (!tmp) return no_scratch();
     float *row_w = out[3].p;
     for (int64_t i = 0; i < N; i++)
@@ -345,9 +321,9 @@ int32_t mk_MOE_COMBINE(const mk_tensor *in, const mk_tensor *out, const mk_attr 
     int64_t N = in[0].dims[0], D = in[0].dims[1], T = out[0].dims[0], dt = out[0].dt;
     int32_t st = check_offsets(&in[3], N);
     if (st != MOERT_OK) return st;
-    arena a = arena_of(&out[1]);
-    int64_t *end = take(&a, 8 * (T + 1)), *rows = take(&a, 8 * N);
-    float *acc = dt == MK_F32 ? NULL : take(&a, 4 * T * D);
+    mk_arena a = mk_arena_of(&out[1]);
+    int64_t *end = mk_take(&a, 8 * (T + 1)), *rows = mk_take(&a, 8 * N);
+    float *acc = dt == MK_F32 ? NULL : mk_take(&a, 4 * T * D);
     if (!rows || (dt != MK_F32 && !acc)) return no_scratch();
     st = group_rows(&in[1], get_idx(&in[3], in[3].dims[0] - 1), T, end, rows);
     if (st != MOERT_OK) return st;
@@ -403,8 +379,8 @@ int32_t mk_MOE_LOAD_BALANCE_LOSS(const mk_tensor *in, const mk_tensor *out, cons
                               "%lld tokens do not split into sequences of seq_len %lld",
                               (long long)T, (long long)len);
     }
-    arena a = arena_of(&out[1]);
-    float *P = take(&a, 4 * E), *cnt = take(&a, 4 * E);
+    mk_arena a = mk_arena_of(&out[1]);
+    float *P = mk_take(&a, 4 * E), *cnt = mk_take(&a, 4 * E);
     if (!cnt) return no_scratch();
     lbl_ctx c = {in[0].p,
                  &in[1],

@@ -52,30 +52,6 @@ static inline bool mask_at(const mk_tensor *m, int64_t t) {
     return !m || !m->p || ((const uint8_t *)m->p)[t] != 0;
 }
 
-/* Bump allocation from the scratch tensor, 64-byte steps (mirrors backend/scratch_moe.c). */
-typedef struct {
-    unsigned char *base;
-    int64_t used, size; /* used < 0 once a request did not fit */
-} arena;
-
-static arena arena_of(const mk_tensor *s) {
-    arena a = {(unsigned char *)s->p, 0, s->dims[0]};
-    return a;
-}
-
-/* NULL when the request does not fit, and for every request after that one, so checking
- * the last pointer checks them all. */
-static void *take(arena *a, int64_t bytes) {
-    int64_t n = (bytes + 63) & ~(int64_t)63;
-    if (a->used < 0 || n > a->size - a->used) {
-        a->used = -1;
-        return NULL;
-    }
-    void *p = a->base + a->used;
-    a->used += n;
-    return p;
-}
-
 static int32_t no_scratch(void) {
     return moert_fail(MOERT_ERR_INTERNAL, "routing kernel: the scratch buffer is too small");
 }
@@ -142,15 +118,15 @@ typedef struct {
     int64_t *sel, *count, *visit, *tmp; /* sel[k], count[E], visit[T], tmp[T] */
 } topk_work;
 
-static bool topk_work_init(arena *a, int64_t T, int64_t E, int64_t k, topk_work *w) {
-    w->s = take(a, 4 * E);
-    w->q = take(a, 8 * E);
-    bool *flags = take(a, 2 * E);
-    w->sel = take(a, 8 * k);
-    w->key = take(a, 4 * T);
-    w->count = take(a, 8 * E);
-    w->visit = take(a, 8 * T);
-    w->tmp = take(a, 8 * T);
+static bool topk_work_init(mk_arena *a, int64_t T, int64_t E, int64_t k, topk_work *w) {
+    w->s = mk_take(a, 4 * E);
+    w->q = mk_take(a, 8 * E);
+    bool *flags = mk_take(a, 2 * E);
+    w->sel = mk_take(a, 8 * k);
+    w->key = mk_take(a, 4 * T);
+    w->count = mk_take(a, 8 * E);
+    w->visit = mk_take(a, 8 * T);
+    w->tmp = mk_take(a, 8 * T);
     w->allowed = flags;
     w->taken = flags + E;
     return w->tmp != NULL;
@@ -267,7 +243,7 @@ int32_t mk_MOE_TOPK_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_at
     int64_t T = in[0].dims[0], E = in[0].dims[1];
     bool has_slot = out[2].rank != 1;
     const mk_tensor *choice = has_slot && out[2].p ? &out[2] : NULL;
-    arena a = arena_of(&out[has_slot ? 3 : 2]);
+    mk_arena a = mk_arena_of(&out[has_slot ? 3 : 2]);
     topk_work w;
     if (!topk_work_init(&a, T, E, c.k, &w)) return no_scratch();
     topk_route(&c, in[0].p, in[1].p, T, E, c.k, &w, &out[0], out[1].p, choice);
@@ -313,7 +289,7 @@ static void gw_broadcast(const mk_tensor *in, const mk_tensor *out, const mk_att
 int32_t mk_MOE_GW_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     topk_cfg c = topk_config(attr);
     int64_t T = in[0].dims[0], E = in[0].dims[1];
-    arena a = arena_of(&out[2]);
+    mk_arena a = mk_arena_of(&out[2]);
     topk_work w;
     if (!topk_work_init(&a, T, E, c.k, &w)) return no_scratch();
     bool training = gw_training(in, out, attr);
@@ -330,9 +306,9 @@ int32_t mk_MOE_TOPP_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_at
     int64_t T = in[0].dims[0], E = in[0].dims[1], K = out[0].dims[1];
     float p_thr = (float)attr[0].f, *wt = out[1].p;
     bool inclusive = attr[2].i != 0;
-    arena a = arena_of(&out[2]);
-    float *p = take(&a, 4 * E);
-    bool *taken = take(&a, E);
+    mk_arena a = mk_arena_of(&out[2]);
+    float *p = mk_take(&a, 4 * E);
+    bool *taken = mk_take(&a, E);
     if (!taken) return no_scratch();
     for (int64_t t = 0; t < T; t++) {
         softmax_row(z + t * E, E, p);
@@ -362,9 +338,9 @@ int32_t mk_MOE_EXPERT_CHOICE_ROUTE(const mk_tensor *in, const mk_tensor *out, co
     const float *z = in[0].p;
     int64_t T = in[0].dims[0], E = in[0].dims[1], C = out[0].dims[1];
     float *wt = out[1].p;
-    arena a = arena_of(&out[2]);
-    float *p = take(&a, 4 * T * E);
-    int64_t *idx = take(&a, 8 * T), *tmp = take(&a, 8 * T);
+    mk_arena a = mk_arena_of(&out[2]);
+    float *p = mk_take(&a, 4 * T * E);
+    int64_t *idx = mk_take(&a, 8 * T), *tmp = mk_take(&a, 8 * T);
     if (!tmp) return no_scratch();
     for (int64_t t = 0; t < T; t++)
         softmax_row(z + t * E, E, p + t * E);
@@ -428,10 +404,10 @@ int32_t mk_MOE_RESONANCE_ROUTE(const mk_tensor *in, const mk_tensor *out, const 
     int64_t T = in[0].dims[0], D = in[0].dims[1], E = attr[0].i, K = attr[1].i, cap = attr[2].i,
             mode = attr[3].i;
     float *wt = out[1].p;
-    arena a = arena_of(&out[2]);
-    float *delta = take(&a, 4 * T * E), *grap = take(&a, 4 * E), *w = take(&a, 4 * E);
-    bool *taken = take(&a, E);
-    int64_t *cand = take(&a, 8 * T), *tmp = take(&a, 8 * T);
+    mk_arena a = mk_arena_of(&out[2]);
+    float *delta = mk_take(&a, 4 * T * E), *grap = mk_take(&a, 4 * E), *w = mk_take(&a, 4 * E);
+    bool *taken = mk_take(&a, E);
+    int64_t *cand = mk_take(&a, 8 * T), *tmp = mk_take(&a, 8 * T);
     if (!tmp) return no_scratch();
     for (int64_t t = 0; t < T; t++) {
         float *dt = delta + t * E;

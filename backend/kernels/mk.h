@@ -70,6 +70,31 @@ static inline int64_t mk_numel(const mk_tensor *t) {
     return n;
 }
 
+/* Bump allocation from a node's scratch tensor (out[nout]) in 64-byte steps, the steps
+ * the backend's scratch sizes count in (backend/scratch*.c). */
+typedef struct mk_arena {
+    unsigned char *base;
+    int64_t used, size; /* used < 0 once a request did not fit */
+} mk_arena;
+
+static inline mk_arena mk_arena_of(const mk_tensor *scratch) {
+    mk_arena a = {(unsigned char *)scratch->p, 0, scratch->dims[0]};
+    return a;
+}
+
+/* NULL when the request does not fit, and for every request after that one, so checking
+ * the last pointer checks them all. */
+static inline void *mk_take(mk_arena *a, int64_t bytes) {
+    int64_t n = (bytes + 63) & ~(int64_t)63;
+    if (a->used < 0 || n > a->size - a->used) {
+        a->used = -1;
+        return NULL;
+    }
+    void *p = a->base + a->used;
+    a->used += n;
+    return p;
+}
+
 /* GEMM panel layout (MK_PANELS) of a B operand [.., K, N]: for each leading index (an
  * expert), ceil(N / nr) panels, panel p holding B[k][p*nr + j] at [p][k][j] for k < K,
  * j < nr, zero beyond N. The backend packs constant weights this way at compile time and

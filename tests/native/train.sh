@@ -11,6 +11,7 @@ model=$here/train_model.json
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
+export PYTHONPATH=$here
 /usr/bin/python3 -c "
 import numpy as np
 r = np.random.default_rng(5)
@@ -20,21 +21,14 @@ data=(--input x=x.npy --input labels=labels.npy)
 
 compare() { # interp.log native.log interp.st native.st
     /usr/bin/python3 - "$@" <<'PY'
-import json, struct, sys
+import sys
 import numpy as np
 
 def losses(path):
     return [[float(kv.split("=")[1]) for kv in line.split()[2:]]
             for line in open(path) if line.startswith("step ")]
 
-def tensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        head = json.loads(f.read(n))
-        blob = f.read()
-    types = {"F32": np.float32, "I64": np.int64}
-    return {k: np.frombuffer(blob[v["data_offsets"][0]:v["data_offsets"][1]], types[v["dtype"]])
-            for k, v in head.items() if k != "__metadata__"}
+from safetensors_np import tensors
 
 a, b = np.array(losses(sys.argv[1])), np.array(losses(sys.argv[2]))
 assert a.shape == b.shape and a.size > 0, "step logs differ in length: %s vs %s" % (a.shape, b.shape)
@@ -62,16 +56,10 @@ done
 "$moec" run "$model" --mode=train --train-params=w_cls --lr 0.05 "${data[@]}" --steps 3 \
     --save-weights subset.safetensors >/dev/null
 /usr/bin/python3 - init.safetensors subset.safetensors <<'PY'
-import json, struct, sys
+import sys
 import numpy as np
-def tensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        head = json.loads(f.read(n))
-        blob = f.read()
-    return {k: np.frombuffer(blob[v["data_offsets"][0]:v["data_offsets"][1]], np.uint8)
-            for k, v in head.items() if k != "__metadata__"}
-a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+from safetensors_np import tensors
+a, b = tensors(sys.argv[1], raw=True), tensors(sys.argv[2], raw=True)
 for k in ("w_router", "w_up", "w_down"):
     assert np.array_equal(a[k], b[k]), "%s changed although only w_cls trains" % k
 assert not np.array_equal(a["w_cls"], b["w_cls"]), "w_cls did not change"
@@ -87,16 +75,9 @@ for engine in --interp ""; do
         --save-weights b.st >/dev/null
     "$moec" run "$model" --mode=train $engine --lr 0.01 "${data[@]}" --steps 5 --save-weights c.st >/dev/null
     /usr/bin/python3 - b.st c.st <<'PY'
-import json, struct, sys
+import sys
 import numpy as np
-def tensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        head = json.loads(f.read(n))
-        blob = f.read()
-    t = {"F32": np.float32, "I64": np.int64}
-    return {k: np.frombuffer(blob[v["data_offsets"][0]:v["data_offsets"][1]], t[v["dtype"]])
-            for k, v in head.items() if k != "__metadata__"}
+from safetensors_np import tensors
 a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
 assert a["opt.step"][0] == 5, "resumed step counter is %d, expected 5" % a["opt.step"][0]
 for k in b:
