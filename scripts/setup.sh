@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config llvm-19-dev clang-19 libclang-rt-19-dev
-          libcjson-dev libcriterion-dev python3 python3-numpy)
+          libcjson-dev libcriterion-dev python3 python3-numpy gnuplot-nox)
 
 missing=()
 for p in "${packages[@]}"; do

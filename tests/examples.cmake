@@ -8,3 +8,10 @@ foreach(model ${EXAMPLE_MODELS})
   add_test(NAME examples.${name}.dump_all
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/examples_dump.sh $<TARGET_FILE:moec> ${model})
 endforeach()
+
+# The GW-MoE fine-tuning demo end to end (pre-training, two fine-tunings, evaluation,
+# the table and the gnuplot plot): it fails if any step does.
+add_test(NAME examples.gw_finetune.demo
+         COMMAND ${SYSTEM_PYTHON} ${PROJECT_SOURCE_DIR}/examples/gw_finetune/demo.py
+                 --moec $<TARGET_FILE:moec> --out ${CMAKE_CURRENT_BINARY_DIR}/gw_demo)
+set_tests_properties(examples.gw_finetune.demo PROPERTIES ENVIRONMENT "MOEC_LDFLAGS=${MOEC_LDFLAGS}")

@@ -5,11 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/setup.sh
-if ! dpkg-query -W -f='${Status}' gnuplot-nox 2>/dev/null | grep -q "install ok installed"; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends gnuplot-nox
-fi
 scripts/build.sh build
 /usr/bin/python3 examples/gw_finetune/demo.py --moec build/moec --out build/gw_demo
