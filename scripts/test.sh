@@ -17,4 +17,4 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
 echo "== fuzzing the frontend (bounded)"
-FUZZ_BUILD=build-fuzz tests/fuzz/build_and_run.sh "${MOEC_FUZZ_SECONDS:-60}"
+FUZZ_BUILD=build-fuzz tests/fuzz/build_and_run.sh "${MOEC_FUZZ_SECONDS:-30}"
