@@ -11,6 +11,9 @@ typedef struct mc_load_opts {
     /* When set, every initializer found in this safetensors file takes its bytes from
      * it (before any init recipe; inline data still wins). NULL: the model's "weights". */
     const char *weights_path;
+    /* Most bytes an init recipe may generate for one initializer; 0: no limit. The fuzz
+     * target sets one so that declared sizes stay testable. */
+    int64_t max_init_bytes;
 } mc_load_opts;
 
 /* Reads, checks and builds the graph: names resolved, arity and attributes checked

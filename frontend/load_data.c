@@ -88,6 +88,24 @@ static bool recipe_number(ld_ctx *c, const cJSON *r, const char *path, const cha
     return true;
 }
 
+/* The buffer an init recipe fills: allocated apart from the arena so that a declared
+ * size the machine cannot hold is a diagnostic, not an abort. */
+static void *init_bytes(ld_ctx *c, const char *path, const mc_value *v) {
+    int64_t limit = c->opts ? c->opts->max_init_bytes : 0;
+    if (limit > 0 && (int64_t)v->nbytes > limit)
+        return ld_fail(c, path,
+                       "initializer '%s' would generate %zu bytes, above this run's limit of %lld",
+                       v->name, v->nbytes, (long long)limit),
+               NULL;
+    void *bytes = mc_alloc(v->nbytes ? v->nbytes : 1);
+    if (!bytes)
+        return ld_fail(c, path, "cannot allocate %zu bytes for initializer '%s'", v->nbytes,
+                       v->name),
+               NULL;
+    mc_arena_on_free(c->g->arena, mc_free, bytes);
+    return bytes;
+}
+
 static bool parse_recipe(ld_ctx *c, const cJSON *r, const char *path, mc_value *v) {
     if (!cJSON_IsObject(r)) return ld_fail(c, path, "init must be an object, found %s", ld_kind(r));
     const cJSON *dist = cJSON_GetObjectItemCaseSensitive(r, "dist");
@@ -134,7 +152,8 @@ static bool parse_recipe(ld_ctx *c, const cJSON *r, const char *path, mc_value *
         ir->seed = (uint64_t)seed;
     }
     ir->dist = mc_arena_strdup(c->g->arena, d);
-    void *bytes = mc_arena_alloc(c->g->arena, v->nbytes);
+    void *bytes = init_bytes(c, path, v);
+    if (!bytes) return false;
     mc_init_fill(ir, v->dt, mc_shape_numel(&v->shape, NULL), bytes);
     v->data = bytes;
     v->src = MC_SRC_INIT;
