@@ -27,4 +27,12 @@ bool inf_dim_eq(mc_infer_ctx *cx, const mc_shape *a, int da, const mc_shape *b, 
                 const char *sub, const char *what);
 bool inf_positive_attr(mc_infer_ctx *cx, const char *attr, int64_t lo, int64_t hi, int64_t *out);
 
+/* MoE contracts shared by the moe.* ops and their gradients (infer_moe.c). */
+bool inf_route_logits(mc_infer_ctx *cx, int i, int64_t *E);       /* f32 [T,E], E constant */
+bool inf_mask(mc_infer_ctx *cx, int i, const mc_shape *ref);      /* optional bool [T] */
+bool inf_topk_attrs(mc_infer_ctx *cx, int64_t E, int bias_input); /* TopKRoute's attrs */
+bool inf_offsets(mc_infer_ctx *cx, int i, int64_t *E);            /* i32 [E+1] */
+/* W[E,D,F] at `weights` against rows[N,D] at `rows`: out is [N,F]. */
+bool inf_expert_weights(mc_infer_ctx *cx, int rows, int weights, int64_t E, mc_shape *out);
+
 #endif

@@ -6,26 +6,6 @@
  * gradient output takes the shape and dtype of the forward input it belongs to. */
 #include "infer.h"
 
-/* logits[T,E] f32 with a constant E at input i; returns E. */
-static bool logits_ok(mc_infer_ctx *cx, int i, int64_t *E) {
-    if (!inf_dtype(cx, i, MC_DT_F32) || !inf_rank(cx, i, 2)) return false;
-    mc_dim e = inf_in(cx, i)->shape.d[1];
-    if (!mc_dim_is_const(e))
-        return inf_fail(cx, inf_sub(cx, i), "the expert dim of %s must be constant",
-                        inf_shape(cx, &inf_in(cx, i)->shape));
-    *E = e.c;
-    return true;
-}
-
-/* Optional [T] bool mask at input i matching the token dim of `ref`. */
-static bool mask_ok(mc_infer_ctx *cx, int i, const mc_shape *ref) {
-    const mc_value *m = inf_in(cx, i);
-    if (!m) return true;
-    if (!inf_dtype(cx, i, MC_DT_BOOL) || !inf_rank(cx, i, 1)) return false;
-    return inf_dim_eq(cx, &m->shape, 0, ref, 0, inf_sub(cx, i),
-                      "the mask must have one entry per token");
-}
-
 /* The cotangent at input i must be `dt` with exactly the shape `want` of the forward
  * output it stands for. */
 static bool cotangent_ok(mc_infer_ctx *cx, int i, mc_dtype dt, const mc_shape *want,
@@ -42,34 +22,6 @@ static void set_like(mc_infer_ctx *cx, int j, int i) {
     inf_set(cx, j, inf_in(cx, i)->dt, &inf_in(cx, i)->shape);
 }
 
-/* The TopKRoute attributes shared by TopKRouteGrad and GWRouteGrad. */
-static bool topk_attrs(mc_infer_ctx *cx, int64_t E, int bias_input) {
-    int64_t k = mc_attr_int(cx->n, "k"), cap = 0, groups = 1, tg = 0;
-    if (k < 1 || k > E)
-        return inf_fail(cx, "attrs/k",
-                        "k is %lld but must be between 1 and %lld (the number of experts)",
-                        (long long)k, (long long)E);
-    if (!inf_positive_attr(cx, "capacity", 0, MC_MAX_DIM, &cap) ||
-        !inf_positive_attr(cx, "groups", 1, E, &groups))
-        return false;
-    if (E % groups)
-        return inf_fail(cx, "attrs/groups", "groups is %lld but must divide the %lld experts",
-                        (long long)groups, (long long)E);
-    if (!inf_positive_attr(cx, "topk_groups", 0, groups, &tg)) return false;
-    if (tg && k > tg * (E / groups))
-        return inf_fail(cx, "attrs/k", "k is %lld but the %lld kept groups hold only %lld experts",
-                        (long long)k, (long long)tg, (long long)(tg * (E / groups)));
-    double scale = mc_attr_float(cx->n, "scale");
-    if (!(scale > 0)) return inf_fail(cx, "attrs/scale", "scale is %g but must be positive", scale);
-    const mc_value *b = inf_in(cx, bias_input);
-    if (!b) return true;
-    if (!inf_dtype(cx, bias_input, MC_DT_F32) || !inf_rank(cx, bias_input, 1)) return false;
-    if (mc_dim_eq(b->shape.d[0], mc_dim_const(E))) return true;
-    return inf_fail(cx, inf_sub(cx, bias_input),
-                    "the bias has shape %s but must be [%lld] (one per expert)",
-                    inf_shape(cx, &b->shape), (long long)E);
-}
-
 /* g_weight at input 0 must be f32 [rows, cols]; g_logits (output 0) is like input 1. */
 static bool route_grad_done(mc_infer_ctx *cx, mc_dim rows, int64_t cols) {
     mc_shape w = {2, {rows, mc_dim_const(cols)}};
@@ -81,14 +33,14 @@ static bool route_grad_done(mc_infer_ctx *cx, mc_dim rows, int64_t cols) {
 /* TopKRouteGrad(g_weight[T,k], logits[T,E], bias[E]?) -> g_logits[T,E] */
 bool mc_infer_MOE_TOPK_ROUTE_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0;
-    if (!logits_ok(cx, 1, &E) || !topk_attrs(cx, E, 2)) return false;
+    if (!inf_route_logits(cx, 1, &E) || !inf_topk_attrs(cx, E, 2)) return false;
     return route_grad_done(cx, inf_in(cx, 1)->shape.d[0], mc_attr_int(cx->n, "k"));
 }
 
 /* TopPRouteGrad(g_weight[T,K], logits[T,E]) -> g_logits[T,E]; K = max_k (0 means E). */
 bool mc_infer_MOE_TOPP_ROUTE_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0, K = 0;
-    if (!logits_ok(cx, 1, &E) || !inf_positive_attr(cx, "max_k", 0, E, &K)) return false;
+    if (!inf_route_logits(cx, 1, &E) || !inf_positive_attr(cx, "max_k", 0, E, &K)) return false;
     double p = mc_attr_float(cx->n, "p");
     if (!(p >= 0 && p <= 1)) return inf_fail(cx, "attrs/p", "p is %g but must be in [0, 1]", p);
     return route_grad_done(cx, inf_in(cx, 1)->shape.d[0], K ? K : E);
@@ -97,7 +49,7 @@ bool mc_infer_MOE_TOPP_ROUTE_GRAD(mc_infer_ctx *cx) {
 /* ExpertChoiceRouteGrad(g_weight[E,C], logits[T,E], mask[T]?) -> g_logits[T,E] */
 bool mc_infer_MOE_EXPERT_CHOICE_ROUTE_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0, C = 0;
-    if (!logits_ok(cx, 1, &E) || !mask_ok(cx, 2, &inf_in(cx, 1)->shape) ||
+    if (!inf_route_logits(cx, 1, &E) || !inf_mask(cx, 2, &inf_in(cx, 1)->shape) ||
         !inf_positive_attr(cx, "capacity", 1, MC_MAX_DIM, &C))
         return false;
     return route_grad_done(cx, mc_dim_const(E), C);
@@ -125,7 +77,8 @@ bool mc_infer_MOE_RESONANCE_ROUTE_GRAD(mc_infer_ctx *cx) {
  * [T,k] in inference and [T,E] in training, like GWRoute's weight. */
 bool mc_infer_MOE_GW_ROUTE_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0, M = 0;
-    if (!logits_ok(cx, 1, &E) || !topk_attrs(cx, E, 2) || !mask_ok(cx, 3, &inf_in(cx, 1)->shape) ||
+    if (!inf_route_logits(cx, 1, &E) || !inf_topk_attrs(cx, E, 2) ||
+        !inf_mask(cx, 3, &inf_in(cx, 1)->shape) ||
         !inf_positive_attr(cx, "max_broadcast", 0, MC_MAX_DIM, &M))
         return false;
     double tau = mc_attr_float(cx->n, "threshold"), eps = mc_attr_float(cx->n, "eps");
@@ -173,32 +126,15 @@ bool mc_infer_MOE_DISPATCH_GRAD(mc_infer_ctx *cx) {
     return true;
 }
 
-/* offsets[E+1] i32 at input i; returns E. */
-static bool offsets_ok(mc_infer_ctx *cx, int i, int64_t *E) {
-    if (!inf_dtype(cx, i, MC_DT_I32) || !inf_rank(cx, i, 1)) return false;
-    mc_dim d = inf_in(cx, i)->shape.d[0];
-    if (!mc_dim_is_const(d) || d.c < 2)
-        return inf_fail(cx, inf_sub(cx, i), "offsets must be a constant [E+1] vector");
-    *E = d.c - 1;
-    return true;
-}
-
 /* ExpertMatMulGrad(g_out[N,F], rows[N,D], offsets[E+1], W[E,D,F]) -> g_rows[N,D],
  * gW[E,D,F]. */
 bool mc_infer_MOE_EXPERT_MATMUL_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0;
-    if (!inf_float(cx, 1) || !inf_rank(cx, 1, 2) || !offsets_ok(cx, 2, &E) ||
+    if (!inf_float(cx, 1) || !inf_rank(cx, 1, 2) || !inf_offsets(cx, 2, &E) ||
         !inf_same_dtype(cx, 1, 3) || !inf_rank(cx, 3, 3))
         return false;
-    const mc_shape *r = &inf_in(cx, 1)->shape, *w = &inf_in(cx, 3)->shape;
-    if (!mc_dim_eq(w->d[0], mc_dim_const(E)))
-        return inf_fail(cx, inf_sub(cx, 3),
-                        "weights have shape %s but offsets describe %lld experts", inf_shape(cx, w),
-                        (long long)E);
-    if (!inf_dim_eq(cx, w, 1, r, 1, inf_sub(cx, 3),
-                    "the expert weights' input dim must equal the rows' width"))
-        return false;
-    mc_shape out = {2, {r->d[0], w->d[2]}};
+    mc_shape out;
+    if (!inf_expert_weights(cx, 1, 3, E, &out)) return false;
     if (!cotangent_ok(cx, 0, inf_in(cx, 1)->dt, &out, "g_out")) return false;
     set_like(cx, 0, 1);
     set_like(cx, 1, 3);
@@ -210,7 +146,7 @@ bool mc_infer_MOE_EXPERT_MATMUL_GRAD(mc_infer_ctx *cx) {
 bool mc_infer_MOE_GATHER_MATMUL_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0;
     if (!inf_float(cx, 1) || !inf_rank(cx, 1, 2) || !inf_dtype(cx, 2, MC_DT_I32) ||
-        !inf_rank(cx, 2, 1) || !offsets_ok(cx, 3, &E) || !inf_same_dtype(cx, 1, 4) ||
+        !inf_rank(cx, 2, 1) || !inf_offsets(cx, 3, &E) || !inf_same_dtype(cx, 1, 4) ||
         !inf_rank(cx, 4, 3))
         return false;
     const mc_shape *x = &inf_in(cx, 1)->shape, *w = &inf_in(cx, 4)->shape;
@@ -234,7 +170,7 @@ bool mc_infer_MOE_COMBINE_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0;
     if (!inf_float(cx, 1) || !inf_rank(cx, 1, 2) || !inf_dtype(cx, 2, MC_DT_I32) ||
         !inf_rank(cx, 2, 1) || !inf_dtype(cx, 3, MC_DT_F32) || !inf_rank(cx, 3, 1) ||
-        !offsets_ok(cx, 4, &E))
+        !inf_offsets(cx, 4, &E))
         return false;
     const mc_shape *o = &inf_in(cx, 1)->shape, *x = &inf_in(cx, 5)->shape;
     if (!inf_dim_eq(cx, &inf_in(cx, 2)->shape, 0, o, 0, inf_sub(cx, 2),

@@ -4,7 +4,7 @@
 #include <math.h>
 
 /* logits[T,E] f32 with a constant E; returns E. */
-static bool route_logits(mc_infer_ctx *cx, int i, int64_t *E) {
+bool inf_route_logits(mc_infer_ctx *cx, int i, int64_t *E) {
     if (!inf_dtype(cx, i, MC_DT_F32) || !inf_rank(cx, i, 2)) return false;
     mc_dim e = inf_in(cx, i)->shape.d[1];
     if (!mc_dim_is_const(e))
@@ -15,7 +15,7 @@ static bool route_logits(mc_infer_ctx *cx, int i, int64_t *E) {
 }
 
 /* Optional [T] bool mask at input i matching the token dim of `ref`. */
-static bool mask_ok(mc_infer_ctx *cx, int i, const mc_shape *ref) {
+bool inf_mask(mc_infer_ctx *cx, int i, const mc_shape *ref) {
     const mc_value *m = inf_in(cx, i);
     if (!m) return true;
     if (!inf_dtype(cx, i, MC_DT_BOOL) || !inf_rank(cx, i, 1)) return false;
@@ -30,7 +30,7 @@ static void set_pair(mc_infer_ctx *cx, mc_dim rows, int64_t cols) {
 }
 
 /* The TopKRoute attributes shared by TopKRoute, GWRoute and moe.MoE. */
-static bool topk_attrs(mc_infer_ctx *cx, int64_t E, int bias_input) {
+bool inf_topk_attrs(mc_infer_ctx *cx, int64_t E, int bias_input) {
     int64_t k = mc_attr_int(cx->n, "k"), cap = 0, groups = 1, tg = 0;
     if (k < 1 || k > E)
         return inf_fail(cx, "attrs/k",
@@ -62,7 +62,7 @@ static bool topk_attrs(mc_infer_ctx *cx, int64_t E, int bias_input) {
 /* TopKRoute(logits[T,E], bias[E]?) -> expert[T,k] i32, weight[T,k] f32, choice[T,k] i32? */
 bool mc_infer_MOE_TOPK_ROUTE(mc_infer_ctx *cx) {
     int64_t E = 0;
-    if (!route_logits(cx, 0, &E) || !topk_attrs(cx, E, 1)) return false;
+    if (!inf_route_logits(cx, 0, &E) || !inf_topk_attrs(cx, E, 1)) return false;
     int64_t k = mc_attr_int(cx->n, "k");
     set_pair(cx, inf_in(cx, 0)->shape.d[0], k);
     if (cx->n->nout == 3) {
@@ -75,7 +75,7 @@ bool mc_infer_MOE_TOPK_ROUTE(mc_infer_ctx *cx) {
 /* TopPRoute(logits[T,E]) -> expert[T,K], weight[T,K], K = max_k (0 means E). */
 bool mc_infer_MOE_TOPP_ROUTE(mc_infer_ctx *cx) {
     int64_t E = 0, K = 0;
-    if (!route_logits(cx, 0, &E) || !inf_positive_attr(cx, "max_k", 0, E, &K)) return false;
+    if (!inf_route_logits(cx, 0, &E) || !inf_positive_attr(cx, "max_k", 0, E, &K)) return false;
     double p = mc_attr_float(cx->n, "p");
     if (!(p >= 0 && p <= 1)) return inf_fail(cx, "attrs/p", "p is %g but must be in [0, 1]", p);
     set_pair(cx, inf_in(cx, 0)->shape.d[0], K ? K : E);
@@ -85,7 +85,7 @@ bool mc_infer_MOE_TOPP_ROUTE(mc_infer_ctx *cx) {
 /* ExpertChoiceRoute(logits[T,E], mask[T]?) -> token[E,C] i32, weight[E,C]. */
 bool mc_infer_MOE_EXPERT_CHOICE_ROUTE(mc_infer_ctx *cx) {
     int64_t E = 0, C = 0;
-    if (!route_logits(cx, 0, &E) || !mask_ok(cx, 1, &inf_in(cx, 0)->shape) ||
+    if (!inf_route_logits(cx, 0, &E) || !inf_mask(cx, 1, &inf_in(cx, 0)->shape) ||
         !inf_positive_attr(cx, "capacity", 1, MC_MAX_DIM, &C))
         return false;
     set_pair(cx, mc_dim_const(E), C);
@@ -115,8 +115,8 @@ bool mc_infer_MOE_RESONANCE_ROUTE(mc_infer_ctx *cx) {
  * [T,E] in training (broadcast rows list every expert). */
 bool mc_infer_MOE_GW_ROUTE(mc_infer_ctx *cx) {
     int64_t E = 0, M = 0;
-    if (!route_logits(cx, 0, &E) || !topk_attrs(cx, E, 1) ||
-        !mask_ok(cx, 2, &inf_in(cx, 0)->shape) ||
+    if (!inf_route_logits(cx, 0, &E) || !inf_topk_attrs(cx, E, 1) ||
+        !inf_mask(cx, 2, &inf_in(cx, 0)->shape) ||
         !inf_positive_attr(cx, "max_broadcast", 0, MC_MAX_DIM, &M))
         return false;
     double tau = mc_attr_float(cx->n, "threshold"), eps = mc_attr_float(cx->n, "eps");
@@ -165,7 +165,7 @@ bool mc_infer_MOE_DISPATCH(mc_infer_ctx *cx) {
 }
 
 /* offsets[E+1] i32 at input i; returns E. */
-static bool offsets_ok(mc_infer_ctx *cx, int i, int64_t *E) {
+bool inf_offsets(mc_infer_ctx *cx, int i, int64_t *E) {
     if (!inf_dtype(cx, i, MC_DT_I32) || !inf_rank(cx, i, 1)) return false;
     mc_dim d = inf_in(cx, i)->shape.d[0];
     if (!mc_dim_is_const(d) || d.c < 2)
@@ -174,21 +174,27 @@ static bool offsets_ok(mc_infer_ctx *cx, int i, int64_t *E) {
     return true;
 }
 
+bool inf_expert_weights(mc_infer_ctx *cx, int rows, int weights, int64_t E, mc_shape *out) {
+    const mc_shape *r = &inf_in(cx, rows)->shape, *w = &inf_in(cx, weights)->shape;
+    if (!mc_dim_eq(w->d[0], mc_dim_const(E)))
+        return inf_fail(cx, inf_sub(cx, weights),
+                        "weights have shape %s but offsets describe %lld experts", inf_shape(cx, w),
+                        (long long)E);
+    if (!inf_dim_eq(cx, w, 1, r, 1, inf_sub(cx, weights),
+                    "the expert weights' input dim must equal the rows' width"))
+        return false;
+    *out = (mc_shape){2, {r->d[0], w->d[2]}};
+    return true;
+}
+
 /* ExpertMatMul(rows[N,D], offsets[E+1], W[E,D,F]) -> out[N,F]. */
 bool mc_infer_MOE_EXPERT_MATMUL(mc_infer_ctx *cx) {
     int64_t E = 0;
-    if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !offsets_ok(cx, 1, &E) ||
+    if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_offsets(cx, 1, &E) ||
         !inf_same_dtype(cx, 0, 2) || !inf_rank(cx, 2, 3))
         return false;
-    const mc_shape *r = &inf_in(cx, 0)->shape, *w = &inf_in(cx, 2)->shape;
-    if (!mc_dim_eq(w->d[0], mc_dim_const(E)))
-        return inf_fail(cx, inf_sub(cx, 2),
-                        "weights have shape %s but offsets describe %lld experts", inf_shape(cx, w),
-                        (long long)E);
-    if (!inf_dim_eq(cx, w, 1, r, 1, inf_sub(cx, 2),
-                    "the expert weights' input dim must equal the rows' width"))
-        return false;
-    mc_shape out = {2, {r->d[0], w->d[2]}};
+    mc_shape out;
+    if (!inf_expert_weights(cx, 0, 2, E, &out)) return false;
     inf_set(cx, 0, inf_in(cx, 0)->dt, &out);
     return true;
 }
@@ -198,7 +204,7 @@ bool mc_infer_MOE_EXPERT_MATMUL(mc_infer_ctx *cx) {
 bool mc_infer_MOE_GATHER_MATMUL(mc_infer_ctx *cx) {
     int64_t E = 0;
     if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_dtype(cx, 1, MC_DT_I32) ||
-        !inf_rank(cx, 1, 1) || !offsets_ok(cx, 2, &E) || !inf_same_dtype(cx, 0, 3) ||
+        !inf_rank(cx, 1, 1) || !inf_offsets(cx, 2, &E) || !inf_same_dtype(cx, 0, 3) ||
         !inf_rank(cx, 3, 3))
         return false;
     const mc_shape *x = &inf_in(cx, 0)->shape, *w = &inf_in(cx, 3)->shape;
@@ -219,7 +225,7 @@ bool mc_infer_MOE_COMBINE(mc_infer_ctx *cx) {
     int64_t E = 0;
     if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_dtype(cx, 1, MC_DT_I32) ||
         !inf_rank(cx, 1, 1) || !inf_dtype(cx, 2, MC_DT_F32) || !inf_rank(cx, 2, 1) ||
-        !offsets_ok(cx, 3, &E))
+        !inf_offsets(cx, 3, &E))
         return false;
     const mc_shape *o = &inf_in(cx, 0)->shape, *x = &inf_in(cx, 4)->shape;
     if (!inf_dim_eq(cx, &inf_in(cx, 1)->shape, 0, o, 0, inf_sub(cx, 1),
@@ -247,8 +253,8 @@ static bool weight_is(mc_infer_ctx *cx, int i, const mc_shape *want, const char 
  * shared_up[D,S]?, shared_down[S,D]?, shared_gate[D,S]?) -> y[T,D]. */
 bool mc_infer_MOE_MOE(mc_infer_ctx *cx) {
     int64_t E = 0;
-    if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !route_logits(cx, 1, &E) ||
-        !topk_attrs(cx, E, 5) || !inf_rank(cx, 2, 3))
+    if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_route_logits(cx, 1, &E) ||
+        !inf_topk_attrs(cx, E, 5) || !inf_rank(cx, 2, 3))
         return false;
     const mc_shape *x = &inf_in(cx, 0)->shape, *up = &inf_in(cx, 2)->shape;
     if (!inf_dim_eq(cx, &inf_in(cx, 1)->shape, 0, x, 0, inf_sub(cx, 1),
@@ -279,10 +285,10 @@ bool mc_infer_MOE_MOE(mc_infer_ctx *cx) {
 /* LoadBalanceLoss(probs[T,E], choice[T,K] i32, mask[T]?) -> loss[] f32. */
 bool mc_infer_MOE_LOAD_BALANCE_LOSS(mc_infer_ctx *cx) {
     int64_t E = 0;
-    if (!route_logits(cx, 0, &E) || !inf_dtype(cx, 1, MC_DT_I32) || !inf_rank(cx, 1, 2) ||
+    if (!inf_route_logits(cx, 0, &E) || !inf_dtype(cx, 1, MC_DT_I32) || !inf_rank(cx, 1, 2) ||
         !inf_dim_eq(cx, &inf_in(cx, 1)->shape, 0, &inf_in(cx, 0)->shape, 0, inf_sub(cx, 1),
                     "choices need one row per token") ||
-        !mask_ok(cx, 2, &inf_in(cx, 0)->shape))
+        !inf_mask(cx, 2, &inf_in(cx, 0)->shape))
         return false;
     bool seq = mc_attr_str(cx->n, "scope")[0] == 's';
     const mc_attr *sl = mc_attr_get(cx->n, "seq_len");
@@ -298,7 +304,7 @@ bool mc_infer_MOE_LOAD_BALANCE_LOSS(mc_infer_ctx *cx) {
 /* ZLoss(logits[T,E], mask?) / EntropyLoss(probs[T,E], mask?) -> loss[] f32. */
 static bool simple_loss(mc_infer_ctx *cx) {
     int64_t E = 0;
-    if (!route_logits(cx, 0, &E) || !mask_ok(cx, 1, &inf_in(cx, 0)->shape)) return false;
+    if (!inf_route_logits(cx, 0, &E) || !inf_mask(cx, 1, &inf_in(cx, 0)->shape)) return false;
     mc_shape s = {0, {{0}}};
     inf_set(cx, 0, MC_DT_F32, &s);
     return true;
