@@ -103,7 +103,8 @@ static int hex4(const char *q, const char *end, uint32_t *out) {
     return 1;
 }
 
-/* \uXXXX, with a surrogate pair read as one code point; q is just past the 'u'. */
+/* A \u escape (four hex digits), a surrogate pair read as one code point; q is just
+ * past the 'u'. */
 static int unicode_escape(const char **q, const char *end, uint32_t *cp) {
     if (!hex4(*q, end, cp)) return 0;
     *q += 4;

@@ -160,11 +160,15 @@ static bool build_into(const cli_args *a, mc_graph *g, const char *dir, const ch
     return ok;
 }
 
+/* A fresh directory under $TMPDIR (else the system's P_tmpdir), made by mkdtemp. */
 static char *make_temp_dir(void) {
-    const char *base = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *dir = malloc(strlen(base) + 16);
-    if (!dir) mc_oom(strlen(base) + 16);
-    sprintf(dir, "%s/moec.XXXXXX", base);
+    const char *env = getenv("TMPDIR"), *base = env && *env ? env : P_tmpdir;
+    size_t n = strlen(base) + 16;
+    char *dir = malloc(n);
+    if (!dir) mc_oom(n);
+    int len = snprintf(dir, n, "%s/moec.", base);
+    memset(dir + len, 'X', 6); /* mkdtemp's template: it replaces the six X */
+    dir[len + 6] = 0;
     if (mkdtemp(dir)) return dir;
     free(dir);
     return NULL;

@@ -96,7 +96,10 @@ static char scratch[512];
 
 static void scratch_init(void) {
     const char *base = getenv("TMPDIR");
-    snprintf(scratch, sizeof scratch, "%s/moert_test.XXXXXX", base && *base ? base : "/tmp");
+    int len =
+        snprintf(scratch, sizeof scratch - 8, "%s/moert_test.", base && *base ? base : P_tmpdir);
+    memset(scratch + len, 'X', 6); /* mkdtemp's template: it replaces the six X */
+    scratch[len + 6] = 0;
     cr_assert_not_null(mkdtemp(scratch));
 }
 
