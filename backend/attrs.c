@@ -14,10 +14,6 @@ const char *mb_op_id_name(mc_op op) {
     return names[op];
 }
 
-static LLVMValueRef i64c(mb_ctx *c, int64_t v) {
-    return LLVMConstInt(c->i64, (unsigned long long)v, 1);
-}
-
 /* Index of s among the '|'-separated choices. */
 static int64_t choice_index(const char *choices, const char *s) {
     size_t n = strlen(s);
@@ -29,34 +25,28 @@ static int64_t choice_index(const char *choices, const char *s) {
 
 static LLVMValueRef list_global(mb_ctx *c, LLVMTypeRef ty, LLVMValueRef *vals, int n) {
     if (n == 0) return LLVMConstNull(c->ptr);
-    LLVMValueRef init = LLVMConstArray2(ty, vals, (uint64_t)n);
-    LLVMValueRef gv = LLVMAddGlobal(c->mod, LLVMTypeOf(init), ".attr.list");
-    LLVMSetInitializer(gv, init);
-    LLVMSetGlobalConstant(gv, 1);
-    LLVMSetLinkage(gv, LLVMPrivateLinkage);
-    return gv;
+    return mb_const_global(c, LLVMConstArray2(ty, vals, (uint64_t)n), ".attr.list", 8);
 }
 
 static LLVMValueRef one_attr(mb_ctx *c, const mc_attr_schema *s, const mc_attr *a) {
-    LLVMValueRef f[6] = {i64c(c, a != NULL),       i64c(c, 0),
-                         LLVMConstReal(c->f64, 0), i64c(c, 0),
-                         LLVMConstNull(c->ptr),    LLVMConstNull(c->ptr)};
+    LLVMValueRef f[6] = {mb_i64(c, a != NULL), mb_i64(c, 0),          LLVMConstReal(c->f64, 0),
+                         mb_i64(c, 0),         LLVMConstNull(c->ptr), LLVMConstNull(c->ptr)};
     if (!a) return LLVMConstNamedStruct(c->attr_ty, f, 6);
     LLVMValueRef *vals = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)(a->n + 1));
     switch (s->kind) {
-    case MC_AK_INT: f[1] = i64c(c, a->i); break;
+    case MC_AK_INT: f[1] = mb_i64(c, a->i); break;
     case MC_AK_FLOAT: f[2] = LLVMConstReal(c->f64, a->f); break;
-    case MC_AK_STRING: f[1] = i64c(c, choice_index(s->choices, a->s)); break;
+    case MC_AK_STRING: f[1] = mb_i64(c, choice_index(s->choices, a->s)); break;
     case MC_AK_INTS:
         for (int i = 0; i < a->n; i++)
-            vals[i] = i64c(c, a->ints[i]);
-        f[3] = i64c(c, a->n);
+            vals[i] = mb_i64(c, a->ints[i]);
+        f[3] = mb_i64(c, a->n);
         f[4] = list_global(c, c->i64, vals, a->n);
         break;
     case MC_AK_FLOATS:
         for (int i = 0; i < a->n; i++)
             vals[i] = LLVMConstReal(c->f64, a->floats[i]);
-        f[3] = i64c(c, a->n);
+        f[3] = mb_i64(c, a->n);
         f[5] = list_global(c, c->f64, vals, a->n);
         break;
     }
@@ -70,14 +60,9 @@ LLVMValueRef mb_node_attrs(mb_ctx *c, const mc_node *n) {
         const mc_attr_schema *s = &mc_attr_schemas[i];
         if (s->op == n->op) vals[k++] = one_attr(c, s, mc_attr_get(n, s->name));
     }
-    LLVMValueRef mode[6] = {i64c(c, 1), i64c(c, c->g->training), LLVMConstReal(c->f64, 0),
-                            i64c(c, 0), LLVMConstNull(c->ptr),   LLVMConstNull(c->ptr)};
+    LLVMValueRef mode[6] = {mb_i64(c, 1), mb_i64(c, c->g->training), LLVMConstReal(c->f64, 0),
+                            mb_i64(c, 0), LLVMConstNull(c->ptr),     LLVMConstNull(c->ptr)};
     vals[k++] = LLVMConstNamedStruct(c->attr_ty, mode, 6);
-    LLVMValueRef init = LLVMConstArray2(c->attr_ty, vals, (uint64_t)k);
-    LLVMValueRef gv =
-        LLVMAddGlobal(c->mod, LLVMTypeOf(init), mc_arena_printf(c->g->arena, "%s.attrs", n->name));
-    LLVMSetInitializer(gv, init);
-    LLVMSetGlobalConstant(gv, 1);
-    LLVMSetLinkage(gv, LLVMPrivateLinkage);
-    return gv;
+    return mb_const_global(c, LLVMConstArray2(c->attr_ty, vals, (uint64_t)k),
+                           mc_arena_printf(c->g->arena, "%s.attrs", n->name), 8);
 }

@@ -9,20 +9,13 @@
 #include <string.h>
 
 LLVMValueRef mb_cstr(mb_ctx *c, const char *s) {
-    LLVMValueRef str = LLVMConstStringInContext2(c->cx, s, strlen(s), 0);
-    LLVMValueRef gv = LLVMAddGlobal(c->mod, LLVMTypeOf(str), ".str");
-    LLVMSetInitializer(gv, str);
-    LLVMSetGlobalConstant(gv, 1);
-    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    LLVMValueRef gv =
+        mb_const_global(c, LLVMConstStringInContext2(c->cx, s, strlen(s), 0), ".str", 1);
     LLVMSetUnnamedAddress(gv, LLVMGlobalUnnamedAddr);
     return gv;
 }
 
-static LLVMValueRef i64c(mb_ctx *c, int64_t v) {
-    return LLVMConstInt(c->i64, (unsigned long long)v, 1);
-}
-
-static LLVMValueRef const_global(mb_ctx *c, LLVMValueRef init, const char *name, unsigned align) {
+LLVMValueRef mb_const_global(mb_ctx *c, LLVMValueRef init, const char *name, unsigned align) {
     LLVMValueRef gv = LLVMAddGlobal(c->mod, LLVMTypeOf(init), name);
     LLVMSetInitializer(gv, init);
     LLVMSetGlobalConstant(gv, 1);
@@ -37,10 +30,11 @@ static bool is_used(const mc_graph *g, int v) {
 
 static LLVMValueRef embed_value(mb_ctx *c, int v) {
     const mc_value *x = mc_val(c->g, v);
-    int nr = mb_param_panel_nr(c->g, v, c->t);
+    int nr = c->panel_nr[v];
     const char *name = mc_arena_printf(c->g->arena, "%s.w.%s", c->g->name, x->name);
     if (!nr)
-        return const_global(c, LLVMConstStringInContext2(c->cx, x->data, x->nbytes, 1), name, 64);
+        return mb_const_global(c, LLVMConstStringInContext2(c->cx, x->data, x->nbytes, 1), name,
+                               64);
     const mc_shape *s = &x->shape;
     int64_t K = s->d[s->rank - 2].c, N = s->d[s->rank - 1].c, lead = 1;
     for (int i = 0; i < s->rank - 2; i++)
@@ -52,7 +46,7 @@ static LLVMValueRef embed_value(mb_ctx *c, int v) {
     LLVMValueRef init =
         LLVMConstStringInContext2(c->cx, (const char *)packed, floats * sizeof(float), 1);
     free(packed);
-    return const_global(c, init, name, 64);
+    return mb_const_global(c, init, name, 64);
 }
 
 bool mb_emit_params(mb_ctx *c) {
@@ -60,6 +54,7 @@ bool mb_emit_params(mb_ctx *c) {
     c->param_global = mc_arena_alloc(g->arena, sizeof(LLVMValueRef) * (size_t)g->nvalues);
     c->param_index = mc_arena_alloc(g->arena, sizeof(int) * (size_t)g->nvalues);
     c->initial_global = mc_arena_alloc(g->arena, sizeof(LLVMValueRef) * (size_t)g->nvalues);
+    c->panel_nr = mc_arena_alloc(g->arena, sizeof(int) * (size_t)g->nvalues);
     for (int v = 0; v < g->nvalues; v++) {
         const mc_value *x = mc_val(g, v);
         c->param_index[v] = -1;
@@ -67,6 +62,7 @@ bool mb_emit_params(mb_ctx *c) {
         if (!x->data)
             return mc_error(c->d, "", "internal error: initializer '%s' has no data", x->name);
         if (x->kind == MC_VK_PARAM) c->param_index[v] = c->nparams++;
+        c->panel_nr[v] = mb_param_panel_nr(g, v, c->t);
         bool embedded = x->kind == MC_VK_CONST || !c->o->external_weights;
         /* Training reads params through the model's writable copies; the embedded
          * bytes only start them (moert_model_desc.initial). */
@@ -84,16 +80,16 @@ bool mb_emit_params(mb_ctx *c) {
 static LLVMValueRef dims_array(mb_ctx *c, const mc_shape *s) {
     LLVMValueRef dims[MC_MAX_RANK];
     for (int i = 0; i < s->rank; i++) {
-        LLVMValueRef f[2] = {i64c(c, s->d[i].c), i64c(c, s->d[i].sym)};
+        LLVMValueRef f[2] = {mb_i64(c, s->d[i].c), mb_i64(c, s->d[i].sym)};
         dims[i] = LLVMConstNamedStruct(c->dim_ty, f, 2);
     }
     if (s->rank == 0) return LLVMConstNull(c->ptr);
-    return const_global(c, LLVMConstArray2(c->dim_ty, dims, (uint64_t)s->rank), ".dims", 8);
+    return mb_const_global(c, LLVMConstArray2(c->dim_ty, dims, (uint64_t)s->rank), ".dims", 8);
 }
 
 static LLVMValueRef tensor_info(mb_ctx *c, int v) {
     const mc_value *x = mc_val(c->g, v);
-    LLVMValueRef f[4] = {mb_cstr(c, x->name), i64c(c, x->dt), i64c(c, x->shape.rank),
+    LLVMValueRef f[4] = {mb_cstr(c, x->name), mb_i64(c, x->dt), mb_i64(c, x->shape.rank),
                          dims_array(c, &x->shape)};
     return LLVMConstNamedStruct(c->tinfo_ty, f, 4);
 }
@@ -103,7 +99,7 @@ static LLVMValueRef tensor_infos(mb_ctx *c, const int *ids, int n) {
     LLVMValueRef *e = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)n);
     for (int i = 0; i < n; i++)
         e[i] = tensor_info(c, ids[i]);
-    return const_global(c, LLVMConstArray2(c->tinfo_ty, e, (uint64_t)n), ".tensors", 8);
+    return mb_const_global(c, LLVMConstArray2(c->tinfo_ty, e, (uint64_t)n), ".tensors", 8);
 }
 
 static LLVMValueRef symbol_infos(mb_ctx *c) {
@@ -111,10 +107,10 @@ static LLVMValueRef symbol_infos(mb_ctx *c) {
     if (g->nsyms == 0) return LLVMConstNull(c->ptr);
     LLVMValueRef e[MC_MAX_SYMS];
     for (int i = 0; i < g->nsyms; i++) {
-        LLVMValueRef f[2] = {mb_cstr(c, g->syms[i].name), i64c(c, g->syms[i].max)};
+        LLVMValueRef f[2] = {mb_cstr(c, g->syms[i].name), mb_i64(c, g->syms[i].max)};
         e[i] = LLVMConstNamedStruct(c->sinfo_ty, f, 2);
     }
-    return const_global(c, LLVMConstArray2(c->sinfo_ty, e, (uint64_t)g->nsyms), ".syms", 8);
+    return mb_const_global(c, LLVMConstArray2(c->sinfo_ty, e, (uint64_t)g->nsyms), ".syms", 8);
 }
 
 /* Params in info order, and the panel width each is stored with. */
@@ -129,8 +125,8 @@ static LLVMValueRef param_descs(mb_ctx *c, const int *ids) {
     if (c->nparams == 0) return LLVMConstNull(c->ptr);
     LLVMValueRef *e = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)c->nparams);
     for (int i = 0; i < c->nparams; i++)
-        e[i] = i64c(c, mb_param_panel_nr(c->g, ids[i], c->t));
-    return const_global(c, LLVMConstArray2(c->i64, e, (uint64_t)c->nparams), ".pdesc", 8);
+        e[i] = mb_i64(c, c->panel_nr[ids[i]]);
+    return mb_const_global(c, LLVMConstArray2(c->i64, e, (uint64_t)c->nparams), ".pdesc", 8);
 }
 
 /* Training with embedded weights: where each param's starting bytes are. */
@@ -139,28 +135,28 @@ static LLVMValueRef initial_table(mb_ctx *c, const int *ids) {
     LLVMValueRef *e = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)c->nparams);
     for (int i = 0; i < c->nparams; i++)
         e[i] = c->initial_global[ids[i]];
-    return const_global(c, LLVMConstArray2(c->ptr, e, (uint64_t)c->nparams), ".initial", 8);
+    return mb_const_global(c, LLVMConstArray2(c->ptr, e, (uint64_t)c->nparams), ".initial", 8);
 }
 
 void mb_emit_info(mb_ctx *c) {
     const mc_graph *g = c->g;
     int *pids = param_ids(c);
     LLVMValueRef f[12] = {mb_cstr(c, g->name),
-                          i64c(c, g->nsyms),
+                          mb_i64(c, g->nsyms),
                           symbol_infos(c),
-                          i64c(c, g->ninputs),
+                          mb_i64(c, g->ninputs),
                           tensor_infos(c, g->inputs, g->ninputs),
-                          i64c(c, g->noutputs),
+                          mb_i64(c, g->noutputs),
                           tensor_infos(c, g->outputs, g->noutputs),
-                          i64c(c, c->nparams),
+                          mb_i64(c, c->nparams),
                           tensor_infos(c, pids, c->nparams),
-                          i64c(c, c->plan.peak),
-                          i64c(c, c->o->external_weights),
-                          i64c(c, g->training)};
-    LLVMValueRef info = const_global(c, LLVMConstNamedStruct(c->info_ty, f, 12),
-                                     mc_arena_printf(g->arena, "%s.info", g->name), 8);
+                          mb_i64(c, c->plan.peak),
+                          mb_i64(c, c->o->external_weights),
+                          mb_i64(c, g->training)};
+    LLVMValueRef info = mb_const_global(c, LLVMConstNamedStruct(c->info_ty, f, 12),
+                                        mc_arena_printf(g->arena, "%s.info", g->name), 8);
     c->info = info;
     LLVMValueRef d[4] = {info, param_descs(c, pids), c->run_args, initial_table(c, pids)};
-    c->desc = const_global(c, LLVMConstNamedStruct(c->desc_ty, d, 4),
-                           mc_arena_printf(g->arena, "%s.desc", g->name), 8);
+    c->desc = mb_const_global(c, LLVMConstNamedStruct(c->desc_ty, d, 4),
+                              mc_arena_printf(g->arena, "%s.desc", g->name), 8);
 }

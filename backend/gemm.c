@@ -37,17 +37,13 @@ static LLVMValueRef splat(ukernel *u, LLVMValueRef s) {
     return LLVMBuildShuffleVector(c->b, one, LLVMGetUndef(u->vec), mask, "");
 }
 
-static LLVMValueRef i64c(mb_ctx *c, int64_t v) {
-    return LLVMConstInt(c->i64, (unsigned long long)v, 1);
-}
-
 /* Row pointers of A, rows past mr clamped to the last valid one. */
 static void a_rows(ukernel *u, LLVMValueRef *arow) {
     mb_ctx *c = u->c;
-    LLVMValueRef fn = u->fn, last = LLVMBuildSub(c->b, LLVMGetParam(fn, P_MR), i64c(c, 1), "");
+    LLVMValueRef fn = u->fn, last = LLVMBuildSub(c->b, LLVMGetParam(fn, P_MR), mb_i64(c, 1), "");
     for (int r = 0; r < c->t->mr; r++) {
-        LLVMValueRef lt = LLVMBuildICmp(c->b, LLVMIntSLT, i64c(c, r), LLVMGetParam(fn, P_MR), "");
-        LLVMValueRef row = LLVMBuildSelect(c->b, lt, i64c(c, r), last, "");
+        LLVMValueRef lt = LLVMBuildICmp(c->b, LLVMIntSLT, mb_i64(c, r), LLVMGetParam(fn, P_MR), "");
+        LLVMValueRef row = LLVMBuildSelect(c->b, lt, mb_i64(c, r), last, "");
         arow[r] =
             gep_f32(c, LLVMGetParam(fn, P_A), LLVMBuildMul(c->b, row, LLVMGetParam(fn, P_LDA), ""));
     }
@@ -57,12 +53,13 @@ static void a_rows(ukernel *u, LLVMValueRef *arow) {
 static void init_acc(ukernel *u, LLVMValueRef *init) {
     mb_ctx *c = u->c;
     int W = c->t->vec_width;
-    LLVMValueRef accum = LLVMBuildICmp(c->b, LLVMIntNE, LLVMGetParam(u->fn, P_ACC), i64c(c, 0), "");
+    LLVMValueRef accum =
+        LLVMBuildICmp(c->b, LLVMIntNE, LLVMGetParam(u->fn, P_ACC), mb_i64(c, 0), "");
     for (int r = 0; r < c->t->mr; r++)
         for (int j = 0; j < 2; j++) {
             LLVMValueRef at =
-                LLVMBuildAdd(c->b, LLVMBuildMul(c->b, i64c(c, r), LLVMGetParam(u->fn, P_LDC), ""),
-                             i64c(c, j * W), "");
+                LLVMBuildAdd(c->b, LLVMBuildMul(c->b, mb_i64(c, r), LLVMGetParam(u->fn, P_LDC), ""),
+                             mb_i64(c, j * W), "");
             init[r * 2 + j] = LLVMBuildSelect(
                 c->b, accum, load_vec(u, LLVMGetParam(u->fn, P_C), at), LLVMConstNull(u->vec), "");
         }
@@ -73,8 +70,8 @@ static void store_acc(ukernel *u, LLVMValueRef *acc) {
     for (int r = 0; r < c->t->mr; r++)
         for (int j = 0; j < 2; j++) {
             LLVMValueRef at =
-                LLVMBuildAdd(c->b, LLVMBuildMul(c->b, i64c(c, r), LLVMGetParam(u->fn, P_LDC), ""),
-                             i64c(c, j * c->t->vec_width), "");
+                LLVMBuildAdd(c->b, LLVMBuildMul(c->b, mb_i64(c, r), LLVMGetParam(u->fn, P_LDC), ""),
+                             mb_i64(c, j * c->t->vec_width), "");
             LLVMValueRef st =
                 LLVMBuildStore(c->b, acc[r * 2 + j], gep_f32(c, LLVMGetParam(u->fn, P_C), at));
             LLVMSetAlignment(st, 4);
@@ -88,7 +85,7 @@ static void k_step(ukernel *u, LLVMValueRef k, LLVMValueRef *arow, LLVMValueRef 
     LLVMValueRef brow = LLVMBuildMul(c->b, k, LLVMGetParam(u->fn, P_LDB), "");
     LLVMValueRef bv[2] = {load_vec(u, LLVMGetParam(u->fn, P_B), brow),
                           load_vec(u, LLVMGetParam(u->fn, P_B),
-                                   LLVMBuildAdd(c->b, brow, i64c(c, c->t->vec_width), ""))};
+                                   LLVMBuildAdd(c->b, brow, mb_i64(c, c->t->vec_width), ""))};
     for (int r = 0; r < c->t->mr; r++) {
         LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], k), "");
         LLVMValueRef av = splat(u, a);
@@ -110,16 +107,16 @@ static void emit_body(ukernel *u) {
     a_rows(u, arow);
     init_acc(u, init);
     LLVMValueRef K = LLVMGetParam(u->fn, P_K);
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, i64c(c, 0), ""), loop, done);
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, mb_i64(c, 0), ""), loop, done);
 
     LLVMPositionBuilderAtEnd(c->b, loop);
     LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
     for (int i = 0; i < nacc; i++)
         acc[i] = LLVMBuildPhi(c->b, u->vec, "");
     k_step(u, k, arow, acc, next);
-    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, i64c(c, 1), "");
+    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, 1), "");
     LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k1, K, ""), loop, done);
-    LLVMValueRef zero = i64c(c, 0);
+    LLVMValueRef zero = mb_i64(c, 0);
     LLVMAddIncoming(k, (LLVMValueRef[]){zero, k1}, (LLVMBasicBlockRef[]){entry, loop}, 2);
     for (int i = 0; i < nacc; i++)
         LLVMAddIncoming(acc[i], (LLVMValueRef[]){init[i], next[i]},
@@ -139,7 +136,7 @@ static void emit_const_fn(mb_ctx *c, const char *name, int64_t v) {
     /* External until the kernels are linked (they refer to it), internal after. */
     LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->i64, NULL, 0, 0));
     LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, fn, "entry"));
-    LLVMBuildRet(c->b, i64c(c, v));
+    LLVMBuildRet(c->b, mb_i64(c, v));
 }
 
 void mb_emit_ukernel(mb_ctx *c) {

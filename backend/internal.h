@@ -53,10 +53,15 @@ typedef struct mb_ctx {
     LLVMValueRef *param_global;   /* per value id: embedded constant, or NULL */
     LLVMValueRef *initial_global; /* per value id, training: a param's starting bytes */
     int *param_index;             /* per value id: index in info->params, or -1 */
+    int *panel_nr;                /* per value id: the GEMM panel width it is stored in, or 0 */
     int nparams;
     LLVMValueRef info, desc; /* the moert_model_info and _desc constants */
     LLVMValueRef run_args;   /* <name>_run_args */
 } mb_ctx;
+
+static inline LLVMValueRef mb_i64(mb_ctx *c, int64_t v) {
+    return LLVMConstInt(c->i64, (unsigned long long)v, 1);
+}
 
 /* kernlib.c */
 bool mb_link_kernels(mb_ctx *c);
@@ -66,6 +71,8 @@ void mb_emit_ukernel(mb_ctx *c);
 bool mb_emit_params(mb_ctx *c);
 void mb_emit_info(mb_ctx *c);
 LLVMValueRef mb_cstr(mb_ctx *c, const char *s);
+/* A private read-only global holding `init`. */
+LLVMValueRef mb_const_global(mb_ctx *c, LLVMValueRef init, const char *name, unsigned align);
 /* attrs.c: "MOE_TOPK_ROUTE" (the kernel is mk_MOE_TOPK_ROUTE), and a node's attributes
  * as a constant mk_attr array (kernels/mk.h). */
 const char *mb_op_id_name(mc_op op);

@@ -22,13 +22,9 @@ typedef struct {
 
 enum { T_P, T_DT, T_RANK, T_DIMS, T_LAYOUT, T_NR };
 
-static LLVMValueRef i64c(mb_ctx *c, int64_t v) {
-    return LLVMConstInt(c->i64, (unsigned long long)v, 1);
-}
-
 static LLVMValueRef load_at(lowering *L, LLVMTypeRef ty, LLVMValueRef base, int64_t idx) {
     mb_ctx *c = L->c;
-    LLVMValueRef at = LLVMBuildGEP2(c->b, ty, base, (LLVMValueRef[]){i64c(c, idx)}, 1, "");
+    LLVMValueRef at = LLVMBuildGEP2(c->b, ty, base, (LLVMValueRef[]){mb_i64(c, idx)}, 1, "");
     return LLVMBuildLoad2(c->b, ty, at, "");
 }
 
@@ -54,11 +50,11 @@ static void check_symbols(lowering *L) {
     for (int i = 0; i < g->nsyms; i++) {
         LLVMValueRef v = load_at(L, c->i64, L->syms, i);
         LLVMValueRef bad =
-            LLVMBuildOr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, v, i64c(c, 1), ""),
-                        LLVMBuildICmp(c->b, LLVMIntSGT, v, i64c(c, g->syms[i].max), ""), "");
+            LLVMBuildOr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, v, mb_i64(c, 1), ""),
+                        LLVMBuildICmp(c->b, LLVMIntSGT, v, mb_i64(c, g->syms[i].max), ""), "");
         /* Names travel as arguments, never inside the format: they may hold '%'. */
         LLVMValueRef args[4] = {mb_cstr(c, mb_entry_name(c)), mb_cstr(c, g->syms[i].name), v,
-                                i64c(c, g->syms[i].max)};
+                                mb_i64(c, g->syms[i].max)};
         fail_if(L, bad, 1, "%s: symbol %s = %lld is outside [1, %lld]", args, 4);
         L->symv[i] = v;
     }
@@ -86,18 +82,18 @@ static LLVMValueRef value_ptr(lowering *L, int v) {
     if (c->param_index[v] >= 0) return load_at(L, c->ptr, L->params, c->param_index[v]);
     int64_t off = c->plan.value_off[v];
     MC_ASSERT(off >= 0);
-    return LLVMBuildGEP2(c->b, c->i8, L->arena, (LLVMValueRef[]){i64c(c, off)}, 1, "");
+    return LLVMBuildGEP2(c->b, c->i8, L->arena, (LLVMValueRef[]){mb_i64(c, off)}, 1, "");
 }
 
 static LLVMValueRef dim_value(lowering *L, mc_dim d) {
     mb_ctx *c = L->c;
-    if (mc_dim_is_const(d)) return i64c(c, d.c);
-    return LLVMBuildMul(c->b, i64c(c, d.c), L->symv[d.sym], "");
+    if (mc_dim_is_const(d)) return mb_i64(c, d.c);
+    return LLVMBuildMul(c->b, mb_i64(c, d.c), L->symv[d.sym], "");
 }
 
 static void store_field(lowering *L, LLVMValueRef t, int field, int sub, LLVMValueRef v) {
     mb_ctx *c = L->c;
-    LLVMValueRef idx[3] = {i64c(c, 0), LLVMConstInt(c->i32, (unsigned)field, 0), i64c(c, sub)};
+    LLVMValueRef idx[3] = {mb_i64(c, 0), LLVMConstInt(c->i32, (unsigned)field, 0), mb_i64(c, sub)};
     LLVMValueRef at = LLVMBuildGEP2(c->b, c->tensor_ty, t, idx, field == T_DIMS ? 3 : 2, "");
     LLVMBuildStore(c->b, v, at);
 }
@@ -106,32 +102,32 @@ static void fill_tensor(lowering *L, LLVMValueRef t, int v) {
     mb_ctx *c = L->c;
     store_field(L, t, T_P, 0, value_ptr(L, v));
     if (v < 0) { /* omitted optional: p = NULL, rank 0 */
-        store_field(L, t, T_DT, 0, i64c(c, 0));
-        store_field(L, t, T_RANK, 0, i64c(c, 0));
-        store_field(L, t, T_LAYOUT, 0, i64c(c, 0));
-        store_field(L, t, T_NR, 0, i64c(c, 0));
+        store_field(L, t, T_DT, 0, mb_i64(c, 0));
+        store_field(L, t, T_RANK, 0, mb_i64(c, 0));
+        store_field(L, t, T_LAYOUT, 0, mb_i64(c, 0));
+        store_field(L, t, T_NR, 0, mb_i64(c, 0));
         return;
     }
     const mc_value *x = mc_val(c->g, v);
-    int nr = c->param_global[v] || c->param_index[v] >= 0 ? mb_param_panel_nr(c->g, v, c->t) : 0;
-    store_field(L, t, T_DT, 0, i64c(c, x->dt));
-    store_field(L, t, T_RANK, 0, i64c(c, x->shape.rank));
+    int nr = c->panel_nr[v];
+    store_field(L, t, T_DT, 0, mb_i64(c, x->dt));
+    store_field(L, t, T_RANK, 0, mb_i64(c, x->shape.rank));
     for (int i = 0; i < x->shape.rank; i++)
         store_field(L, t, T_DIMS, i, dim_value(L, x->shape.d[i]));
-    store_field(L, t, T_LAYOUT, 0, i64c(c, nr ? 1 : 0));
-    store_field(L, t, T_NR, 0, i64c(c, nr));
+    store_field(L, t, T_LAYOUT, 0, mb_i64(c, nr ? 1 : 0));
+    store_field(L, t, T_NR, 0, mb_i64(c, nr));
 }
 
 static void fill_scratch(lowering *L, LLVMValueRef t, int node) {
     mb_ctx *c = L->c;
     LLVMValueRef p = LLVMBuildGEP2(c->b, c->i8, L->arena,
-                                   (LLVMValueRef[]){i64c(c, c->plan.scratch_off[node])}, 1, "");
+                                   (LLVMValueRef[]){mb_i64(c, c->plan.scratch_off[node])}, 1, "");
     store_field(L, t, T_P, 0, p);
-    store_field(L, t, T_DT, 0, i64c(c, MC_DT_I64));
-    store_field(L, t, T_RANK, 0, i64c(c, 1));
-    store_field(L, t, T_DIMS, 0, i64c(c, c->plan.scratch_bytes[node]));
-    store_field(L, t, T_LAYOUT, 0, i64c(c, 0));
-    store_field(L, t, T_NR, 0, i64c(c, 0));
+    store_field(L, t, T_DT, 0, mb_i64(c, MC_DT_I64));
+    store_field(L, t, T_RANK, 0, mb_i64(c, 1));
+    store_field(L, t, T_DIMS, 0, mb_i64(c, c->plan.scratch_bytes[node]));
+    store_field(L, t, T_LAYOUT, 0, mb_i64(c, 0));
+    store_field(L, t, T_NR, 0, mb_i64(c, 0));
 }
 
 /* n tensors from ids, then omitted ones up to `pad` (kernels index optional inputs by
@@ -147,7 +143,7 @@ static LLVMValueRef tensor_array(lowering *L, int n, int pad, int node, const in
     LLVMSetAlignment(arr, 8);
     for (int i = 0; i < total; i++) {
         LLVMValueRef t =
-            LLVMBuildGEP2(c->b, c->tensor_ty, arr, (LLVMValueRef[]){i64c(c, i)}, 1, "");
+            LLVMBuildGEP2(c->b, c->tensor_ty, arr, (LLVMValueRef[]){mb_i64(c, i)}, 1, "");
         if (i < n)
             fill_tensor(L, t, i < given ? ids[i] : -1);
         else
@@ -188,7 +184,7 @@ static void copy_outputs(lowering *L) {
         LLVMValueRef src = value_ptr(L, v);
         if (src == dst) continue;
         const mc_value *x = mc_val(g, v);
-        LLVMValueRef bytes = i64c(c, (int64_t)mc_dtype_size(x->dt));
+        LLVMValueRef bytes = mb_i64(c, (int64_t)mc_dtype_size(x->dt));
         for (int d = 0; d < x->shape.rank; d++)
             bytes = LLVMBuildMul(c->b, bytes, dim_value(L, x->shape.d[d]), "");
         LLVMBuildMemCpy(c->b, dst, 1, src, 1, bytes);
@@ -206,7 +202,7 @@ static void write_updates(lowering *L) {
         const mc_value *x = mc_val(g, dst);
         int64_t bytes = mc_shape_numel(&x->shape, NULL) * (int64_t)mc_dtype_size(x->dt);
         LLVMValueRef to = load_at(L, c->ptr, L->params, c->param_index[dst]);
-        LLVMBuildMemCpy(c->b, to, 1, value_ptr(L, g->update_src[i]), 1, i64c(c, bytes));
+        LLVMBuildMemCpy(c->b, to, 1, value_ptr(L, g->update_src[i]), 1, mb_i64(c, bytes));
     }
 }
 
