@@ -86,4 +86,8 @@ void ev_softmax_row(const mc_real *z, int64_t n, mc_real *p);
  * ln E per entropy_unit) reaches the threshold. n carries GWRoute's attributes. */
 bool ev_gw_uncertain(const mc_node *n, const mc_real *z, int64_t E, mc_real *p);
 
+/* Flat index -> per-dim index (C order), and a tensor's C-order strides (eval_tensor.c). */
+void ev_unflatten(const int64_t *dims, int rank, int64_t flat, int64_t *idx);
+void ev_strides(const mc_tensor *t, int64_t *st);
+
 #endif

@@ -11,22 +11,6 @@
 
 #include <string.h>
 
-/* Flat index -> per-dim index. */
-static void unflatten(const int64_t *dims, int rank, int64_t flat, int64_t *idx) {
-    for (int i = rank - 1; i >= 0; i--) {
-        idx[i] = flat % dims[i];
-        flat /= dims[i];
-    }
-}
-
-static void strides_of(const mc_tensor *t, int64_t *st) {
-    int64_t s = 1;
-    for (int i = t->rank - 1; i >= 0; i--) {
-        st[i] = s;
-        s *= t->dims[i];
-    }
-}
-
 /* ---- moe.UnaryGrad: gx = gy * f'(x) ---- */
 
 /* The order of the `op` attribute's choices (ir/attrs.def). */
@@ -243,9 +227,9 @@ bool mc_interp_MOE_SLICE_GRAD(const mc_kernel_ctx *k) {
         start[a] = p > 0 ? clamp64(b, 0, dim) : clamp64(b, -1, dim - 1);
         step[a] = p;
     }
-    strides_of(x, st);
+    ev_strides(x, st);
     for (int64_t f = 0; f < gy->numel; f++) {
-        unflatten(gy->dims, gy->rank, f, idx);
+        ev_unflatten(gy->dims, gy->rank, f, idx);
         int64_t dst = 0;
         for (int i = 0; i < gy->rank; i++)
             dst += (start[i] + idx[i] * step[i]) * st[i];
@@ -305,7 +289,7 @@ static bool same(mc_real a, mc_real b) {
  * dims. */
 static int64_t group_of(const mc_tensor *x, const int64_t *ost, int64_t e) {
     int64_t idx[MC_MAX_RANK], o = 0;
-    unflatten(x->dims, x->rank, e, idx);
+    ev_unflatten(x->dims, x->rank, e, idx);
     for (int i = 0; i < x->rank; i++)
         o += idx[i] * ost[i];
     return o;

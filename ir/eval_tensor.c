@@ -12,14 +12,14 @@ static void copy_elem(mc_tensor *dst, int64_t di, const mc_tensor *src, int64_t 
 }
 
 /* Flat index -> per-dim index, and back with arbitrary strides. */
-static void unflatten(const int64_t *dims, int rank, int64_t flat, int64_t *idx) {
+void ev_unflatten(const int64_t *dims, int rank, int64_t flat, int64_t *idx) {
     for (int i = rank - 1; i >= 0; i--) {
         idx[i] = flat % dims[i];
         flat /= dims[i];
     }
 }
 
-static void strides_of(const mc_tensor *t, int64_t *st) {
+void ev_strides(const mc_tensor *t, int64_t *st) {
     int64_t s = 1;
     for (int i = t->rank - 1; i >= 0; i--) {
         st[i] = s;
@@ -38,9 +38,9 @@ bool mc_interp_TRANSPOSE(const mc_kernel_ctx *k) {
     mc_tensor *y = &k->out[0];
     const mc_attr *p = mc_attr_get(k->n, "perm");
     int64_t st[MC_MAX_RANK], idx[MC_MAX_RANK];
-    strides_of(x, st);
+    ev_strides(x, st);
     for (int64_t e = 0; e < y->numel; e++) {
-        unflatten(y->dims, y->rank, e, idx);
+        ev_unflatten(y->dims, y->rank, e, idx);
         int64_t src = 0;
         for (int i = 0; i < y->rank; i++)
             src += idx[i] * st[p ? p->ints[i] : y->rank - 1 - i];
@@ -103,9 +103,9 @@ bool mc_interp_SLICE(const mc_kernel_ctx *k) {
         start[a] = p > 0 ? clamp64(b, 0, dim) : clamp64(b, -1, dim - 1);
         step[a] = p;
     }
-    strides_of(x, st);
+    ev_strides(x, st);
     for (int64_t f = 0; f < y->numel; f++) {
-        unflatten(y->dims, y->rank, f, idx);
+        ev_unflatten(y->dims, y->rank, f, idx);
         int64_t src = 0;
         for (int i = 0; i < y->rank; i++)
             src += (start[i] + idx[i] * step[i]) * st[i];
@@ -158,7 +158,7 @@ static bool reduce(const mc_kernel_ctx *k, redop op) {
     if (!seen) return ev_fail(k, "out of memory");
     memset(seen, 0, (size_t)y->numel + 1);
     for (int64_t e = 0; e < x->numel; e++) {
-        unflatten(x->dims, x->rank, e, idx);
+        ev_unflatten(x->dims, x->rank, e, idx);
         int64_t o = 0;
         for (int i = 0; i < x->rank; i++)
             o += idx[i] * ost[i];

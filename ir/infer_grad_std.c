@@ -107,25 +107,8 @@ bool mc_infer_MOE_SOFTMAX_GRAD(mc_infer_ctx *cx) {
  * dims of x from axis on), gy of x's shape. gbias is there exactly when bias is. */
 static bool norm_grad(mc_infer_ctx *cx, bool layer) {
     const mc_value *x = inf_in(cx, 1);
-    int axis;
-    if (!inf_float(cx, 1) ||
-        !inf_axis(cx, "axis", mc_attr_int(cx->n, "axis"), x->shape.rank, &axis))
-        return false;
-    if (mc_attr_float(cx->n, "epsilon") < 0)
-        return inf_fail(cx, "attrs/epsilon", "epsilon must be >= 0");
-    mc_shape tail = {x->shape.rank - axis, {{0}}};
-    for (int i = axis; i < x->shape.rank; i++)
-        tail.d[i - axis] = x->shape.d[i];
-    for (int i = 2; i < cx->n->nin; i++) {
-        const mc_value *p = inf_in(cx, i);
-        if (!p) continue;
-        if (!inf_same_dtype(cx, 1, i)) return false;
-        if (!mc_shape_eq(&p->shape, &tail))
-            return inf_fail(
-                cx, inf_sub(cx, i),
-                "input %d (%s) has shape %s but must be %s (the dims of x from axis %d)", i,
-                p->name, inf_shape(cx, &p->shape), inf_shape(cx, &tail), axis);
-    }
+    mc_shape tail;
+    if (!inf_norm_inputs(cx, 1, &tail)) return false;
     if (!grad_matches(cx, 0, 1, &x->shape)) return false;
     int nout = layer && inf_in(cx, 3) ? 3 : 2;
     if (cx->n->nout != nout)

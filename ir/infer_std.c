@@ -142,28 +142,34 @@ bool mc_infer_LOG_SOFTMAX(mc_infer_ctx *cx) {
 
 /* LayerNormalization(X, Scale, B?) / RMSNormalization(X, Scale): normalise over the
  * dims from `axis` to the end; Scale (and B) have exactly those trailing dims. */
-static bool norm(mc_infer_ctx *cx) {
-    const mc_value *x = inf_in(cx, 0);
+bool inf_norm_inputs(mc_infer_ctx *cx, int xi, mc_shape *tail) {
+    const mc_value *x = inf_in(cx, xi);
     int axis;
-    if (!inf_float(cx, 0) ||
+    if (!inf_float(cx, xi) ||
         !inf_axis(cx, "axis", mc_attr_int(cx->n, "axis"), x->shape.rank, &axis))
         return false;
     if (mc_attr_float(cx->n, "epsilon") < 0)
         return inf_fail(cx, "attrs/epsilon", "epsilon must be >= 0");
-    mc_shape tail = {x->shape.rank - axis, {{0}}};
+    *tail = (mc_shape){x->shape.rank - axis, {{0}}};
     for (int i = axis; i < x->shape.rank; i++)
-        tail.d[i - axis] = x->shape.d[i];
-    for (int i = 1; i < cx->n->nin; i++) {
+        tail->d[i - axis] = x->shape.d[i];
+    for (int i = xi + 1; i < cx->n->nin; i++) {
         const mc_value *p = inf_in(cx, i);
         if (!p) continue;
-        if (!inf_same_dtype(cx, 0, i)) return false;
-        if (!mc_shape_eq(&p->shape, &tail))
+        if (!inf_same_dtype(cx, xi, i)) return false;
+        if (!mc_shape_eq(&p->shape, tail))
             return inf_fail(
                 cx, inf_sub(cx, i),
                 "input %d (%s) has shape %s but must be %s (the dims of X from axis %d)", i,
-                p->name, inf_shape(cx, &p->shape), inf_shape(cx, &tail), axis);
+                p->name, inf_shape(cx, &p->shape), inf_shape(cx, tail), axis);
     }
-    inf_set(cx, 0, x->dt, &x->shape);
+    return true;
+}
+
+static bool norm(mc_infer_ctx *cx) {
+    mc_shape tail;
+    if (!inf_norm_inputs(cx, 0, &tail)) return false;
+    inf_set(cx, 0, inf_in(cx, 0)->dt, &inf_in(cx, 0)->shape);
     return true;
 }
 bool mc_infer_LAYER_NORM(mc_infer_ctx *cx) {
