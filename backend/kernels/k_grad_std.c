@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "k_groups.h"
 #include "mk.h"
 #include "k_math.h"
 #include "../../runtime/moert.h"
@@ -40,14 +41,6 @@ static void split_at(const mk_tensor *t, int64_t axis, int64_t *outer, int64_t *
         *outer *= t->dims[i];
     for (int64_t i = axis + 1; i < t->rank; i++)
         *inner *= t->dims[i];
-}
-
-static void strides_of(const mk_tensor *t, int64_t *st) {
-    int64_t s = 1;
-    for (int64_t i = t->rank - 1; i >= 0; i--) {
-        st[i] = s;
-        s *= t->dims[i];
-    }
 }
 
 /* Copies element si of src to element di of dst, both of element size es. */
@@ -139,65 +132,17 @@ int32_t mk_MOE_UNARY_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_at
     return MOERT_OK;
 }
 
-/* ---- groups: the input dims an output element gathers (SumTo, ReduceMaxGrad) ----
- * The input's dims split into kept ones (those of the output, in order) and reduced
- * ones, size-1 dims dropped and neighbours merged; reduced element t of a group is
- * number t in ascending flat order. */
-typedef struct {
-    int64_t nk, nr;
-    int64_t kd[MK_MAX_RANK], ks[MK_MAX_RANK], rd[MK_MAX_RANK], rs[MK_MAX_RANK];
-    int64_t count; /* input elements per group */
-} grp_plan;
+/* ---- groups: the input dims an output element gathers (SumTo, ReduceMaxGrad; see
+ * k_groups.h) ---- */
 
-static void grp_build(grp_plan *p, const mk_tensor *x, const bool *red) {
-    int64_t st[MK_MAX_RANK];
-    strides_of(x, st);
-    p->nk = p->nr = 0;
-    p->count = 1;
-    for (int64_t i = 0; i < x->rank; i++) {
-        if (x->dims[i] == 1) continue;
-        int64_t *nn = red[i] ? &p->nr : &p->nk, *d = red[i] ? p->rd : p->kd;
-        int64_t *s = red[i] ? p->rs : p->ks;
-        if (*nn > 0 && s[*nn - 1] == st[i] * x->dims[i]) { /* merge with the previous dim */
-            d[*nn - 1] *= x->dims[i];
-            s[*nn - 1] = st[i];
-        } else {
-            d[*nn] = x->dims[i];
-            s[*nn] = st[i];
-            (*nn)++;
-        }
-        if (red[i]) p->count *= x->dims[i];
-    }
-}
-
-/* Offset of the first input element of group o. */
-static int64_t grp_base(const grp_plan *p, int64_t o) {
-    int64_t base = 0;
-    for (int64_t i = p->nk - 1; i >= 0; i--) {
-        base += (o % p->kd[i]) * p->ks[i];
-        o /= p->kd[i];
-    }
-    return base;
-}
-
-/* Offset of reduced element t from the group's base. */
-static int64_t grp_off(const grp_plan *p, int64_t t) {
-    int64_t off = 0;
-    for (int64_t i = p->nr - 1; i >= 0; i--) {
-        off += (t % p->rd[i]) * p->rs[i];
-        t /= p->rd[i];
-    }
-    return off;
-}
-
-static bool grp_rows(const grp_plan *p) { /* each group one contiguous run */
+static bool grp_rows(const mk_groups *p) { /* each group one contiguous run */
     return p->nr == 0 || (p->nr == 1 && p->rs[0] == 1);
 }
 
 /* ---- moe.SumTo ---- */
 
 typedef struct {
-    grp_plan p;
+    mk_groups p;
     const mk_tensor *g, *y;
     int64_t R, K2, nch; /* column path: R reduced rows over K2 contiguous columns */
 } sum_ctx;
@@ -205,7 +150,7 @@ typedef struct {
 static void sum_task(void *ctx, int64_t b, int64_t e) {
     const sum_ctx *c = ctx;
     for (int64_t o = b; o < e; o++) {
-        int64_t base = grp_base(&c->p, o);
+        int64_t base = mk_groups_base(&c->p, o);
         float acc = 0.0f;
         if (c->g->dt == MK_F32 && grp_rows(&c->p)) {
             const float *x = (const float *)c->g->p + base;
@@ -213,7 +158,7 @@ static void sum_task(void *ctx, int64_t b, int64_t e) {
                 acc += x[t];
         } else {
             for (int64_t t = 0; t < c->p.count; t++)
-                acc += mk_ldf(c->g, base + grp_off(&c->p, t));
+                acc += mk_ldf(c->g, base + mk_groups_off(&c->p, t));
         }
         mk_stf(c->y, o, acc);
     }
@@ -247,10 +192,10 @@ int32_t mk_MOE_SUM_TO(const mk_tensor *in, const mk_tensor *out, const mk_attr *
         red[i] = j < 0 || y->dims[j] == 1;
     }
     sum_ctx c = {.g = g, .y = y};
-    grp_build(&c.p, g, red);
+    mk_groups_build(&c.p, g, red);
     int64_t ny = mk_numel(y);
     if (ny == 0) return MOERT_OK;
-    const grp_plan *p = &c.p;
+    const mk_groups *p = &c.p;
     if (g->dt == MK_F32 && y->dt == MK_F32 && p->nr == 1 && p->nk >= 1 && p->nk <= 2 &&
         p->ks[p->nk - 1] == 1 && p->rs[0] == p->kd[p->nk - 1] &&
         (p->nk == 1 || p->ks[0] == p->rd[0] * p->rs[0])) {
@@ -660,7 +605,7 @@ int32_t mk_MOE_SLICE_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_at
         start[a] = p > 0 ? clamp64(b, 0, dim) : clamp64(b, -1, dim - 1);
         step[a] = p;
     }
-    strides_of(x, xs);
+    mk_strides(x, xs);
     sg_ctx c = {.gy = gy, .gd = gd, .base = 0};
     for (int64_t i = 0; i < gy->rank; i++) {
         int64_t last = start[i] + (gy->dims[i] - 1) * step[i];
@@ -749,7 +694,7 @@ int32_t mk_MOE_TOPK_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_att
  * NaN smallest), the count of its ties (equal, or both NaN), and gx = gy / count at the
  * ties, 0 elsewhere. */
 typedef struct {
-    grp_plan p;
+    mk_groups p;
     const mk_tensor *gy, *x, *gx;
 } rg_ctx;
 
@@ -758,18 +703,18 @@ static ALWAYS_INLINE bool same(float a, float b) {
 }
 
 static void rg_group(const rg_ctx *c, int64_t o) {
-    int64_t base = grp_base(&c->p, o), cnt = 0;
+    int64_t base = mk_groups_base(&c->p, o), cnt = 0;
     bool rows = grp_rows(&c->p);
     float mx = mk_ldf(c->x, base);
     for (int64_t t = 1; t < c->p.count; t++) {
-        float v = mk_ldf(c->x, base + (rows ? t : grp_off(&c->p, t)));
+        float v = mk_ldf(c->x, base + (rows ? t : mk_groups_off(&c->p, t)));
         mx = gt_nan_low(v, mx) ? v : mx;
     }
     for (int64_t t = 0; t < c->p.count; t++)
-        cnt += same(mk_ldf(c->x, base + (rows ? t : grp_off(&c->p, t))), mx);
+        cnt += same(mk_ldf(c->x, base + (rows ? t : mk_groups_off(&c->p, t))), mx);
     float g = mk_ldf(c->gy, o) / (float)cnt;
     for (int64_t t = 0; t < c->p.count; t++) {
-        int64_t at = base + (rows ? t : grp_off(&c->p, t));
+        int64_t at = base + (rows ? t : mk_groups_off(&c->p, t));
         mk_stf(c->gx, at, same(mk_ldf(c->x, at), mx) ? g : 0.0f);
     }
 }
@@ -796,7 +741,7 @@ int32_t mk_MOE_REDUCE_MAX_GRAD(const mk_tensor *in, const mk_tensor *out, const 
         red[a] = true;
     }
     rg_ctx c = {.gy = &in[0], .x = x, .gx = &out[0]};
-    grp_build(&c.p, x, red);
+    mk_groups_build(&c.p, x, red);
     int64_t ny = mk_numel(&in[0]);
     if (ny == 0 || mk_numel(x) == 0) return MOERT_OK;
     moert_parallel_for(ny, row_grain(3 * c.p.count), rg_task, &c);

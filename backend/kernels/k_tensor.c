@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "k_groups.h"
 #include "mk.h"
 #include "k_math.h"
 #include "../../runtime/moert.h"
@@ -148,19 +149,11 @@ static void strided_gather(const mk_tensor *x, const mk_tensor *y, int64_t base,
     moert_parallel_for(mk_numel(y), GRAIN, gat_task, &c);
 }
 
-static void strides_of(const mk_tensor *t, int64_t *st) {
-    int64_t s = 1;
-    for (int64_t i = t->rank - 1; i >= 0; i--) {
-        st[i] = s;
-        s *= t->dims[i];
-    }
-}
-
 /* perm absent: the dims reversed. */
 int32_t mk_TRANSPOSE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     int64_t xs[MK_MAX_RANK], st[MK_MAX_RANK];
     int64_t r = out[0].rank;
-    strides_of(&in[0], xs);
+    mk_strides(&in[0], xs);
     for (int64_t i = 0; i < r; i++) {
         int64_t src = attr[0].present ? attr[0].ints[i] : r - 1 - i;
         if (src < 0 || src >= in[0].rank)
@@ -197,7 +190,7 @@ int32_t mk_SLICE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr)
         start[a] = p > 0 ? clamp64(b, 0, dim) : clamp64(b, -1, dim - 1);
         step[a] = p;
     }
-    strides_of(x, xs);
+    mk_strides(x, xs);
     int64_t base = 0;
     for (int64_t i = 0; i < y->rank; i++) {
         int64_t last = start[i] + (y->dims[i] - 1) * step[i];
@@ -293,55 +286,39 @@ static ALWAYS_INLINE bool gt_nan_low(float a, float b) {
 typedef struct {
     const mk_tensor *x, *y;
     redop op;
-    int64_t nk, nr;
-    int64_t kd[MK_MAX_RANK], ks[MK_MAX_RANK], rd[MK_MAX_RANK], rs[MK_MAX_RANK];
-    int64_t count; /* inputs per output */
+    mk_groups g; /* the inputs each output folds */
 } red_ctx;
-
-/* Offset of reduced element number t (lexicographic, so ascending flat order). */
-static int64_t red_off(const red_ctx *c, int64_t t) {
-    int64_t off = 0;
-    for (int64_t i = c->nr - 1; i >= 0; i--) {
-        off += (t % c->rd[i]) * c->rs[i];
-        t /= c->rd[i];
-    }
-    return off;
-}
 
 /* One output: the first input sets it, the rest fold in ascending order. */
 static void red_one_float(const red_ctx *c, int64_t o, int64_t base) {
     float acc = mk_ldf(c->x, base);
-    bool rows = c->nr == 1 && c->rs[0] == 1;
+    bool rows = c->g.nr == 1 && c->g.rs[0] == 1;
     if (rows && c->x->dt == MK_F32) {
         const float *x = (const float *)c->x->p + base;
-        for (int64_t t = 1; t < c->count; t++)
+        for (int64_t t = 1; t < c->g.count; t++)
             acc = c->op == R_MAX ? (gt_nan_low(x[t], acc) ? x[t] : acc) : acc + x[t];
     } else {
-        for (int64_t t = 1; t < c->count; t++) {
-            float v = mk_ldf(c->x, base + red_off(c, t));
+        for (int64_t t = 1; t < c->g.count; t++) {
+            float v = mk_ldf(c->x, base + mk_groups_off(&c->g, t));
             acc = c->op == R_MAX ? (gt_nan_low(v, acc) ? v : acc) : acc + v;
         }
     }
-    mk_stf(c->y, o, c->op == R_MEAN ? acc / (float)c->count : acc);
+    mk_stf(c->y, o, c->op == R_MEAN ? acc / (float)c->g.count : acc);
 }
 
 static void red_one_int(const red_ctx *c, int64_t o, int64_t base) {
     int64_t acc = mk_ldi(c->x, base);
-    for (int64_t t = 1; t < c->count; t++) {
-        int64_t v = mk_ldi(c->x, base + red_off(c, t));
+    for (int64_t t = 1; t < c->g.count; t++) {
+        int64_t v = mk_ldi(c->x, base + mk_groups_off(&c->g, t));
         acc = c->op == R_MAX ? (v > acc ? v : acc) : (int64_t)((uint64_t)acc + (uint64_t)v);
     }
-    mk_sti(c->y, o, c->op == R_MEAN ? acc / c->count : acc);
+    mk_sti(c->y, o, c->op == R_MEAN ? acc / c->g.count : acc);
 }
 
 static void red_task(void *ctx, int64_t b, int64_t e) {
     const red_ctx *c = ctx;
     for (int64_t o = b; o < e; o++) {
-        int64_t base = 0, t = o;
-        for (int64_t i = c->nk - 1; i >= 0; i--) {
-            base += (t % c->kd[i]) * c->ks[i];
-            t /= c->kd[i];
-        }
+        int64_t base = mk_groups_base(&c->g, o);
         if (mk_isfloat(c->x->dt))
             red_one_float(c, o, base);
         else
@@ -379,7 +356,7 @@ static void red_cols_task(void *ctx, int64_t b, int64_t e) {
         }
         if (c->rc->op == R_MEAN)
             for (int64_t j = 0; j < len; j++)
-                y[j] = y[j] / (float)c->rc->count;
+                y[j] = y[j] / (float)c->rc->g.count;
     }
 }
 
@@ -396,24 +373,7 @@ static bool red_plan(red_ctx *c, const mk_tensor *in, const mk_attr *attr) {
         if (a < 0 || a >= x->rank) return false;
         red[a] = true;
     }
-    int64_t st[MK_MAX_RANK];
-    strides_of(x, st);
-    c->nk = c->nr = 0;
-    c->count = 1;
-    for (int64_t i = 0; i < x->rank; i++) {
-        if (x->dims[i] == 1) continue;
-        int64_t *nn = red[i] ? &c->nr : &c->nk, *d = red[i] ? c->rd : c->kd;
-        int64_t *s = red[i] ? c->rs : c->ks;
-        if (*nn > 0 && s[*nn - 1] == st[i] * x->dims[i]) { /* merge with the previous dim */
-            d[*nn - 1] *= x->dims[i];
-            s[*nn - 1] = st[i];
-        } else {
-            d[*nn] = x->dims[i];
-            s[*nn] = st[i];
-            (*nn)++;
-        }
-        if (red[i]) c->count *= x->dims[i];
-    }
+    mk_groups_build(&c->g, x, red);
     return true;
 }
 
@@ -425,16 +385,17 @@ static int32_t reduce(const mk_tensor *in, const mk_tensor *out, const mk_attr *
     int64_t ny = mk_numel(&out[0]);
     if (ny == 0 || mk_numel(&in[0]) == 0) return MOERT_OK;
     /* f32 with one reduced block followed by one contiguous kept block */
-    if (c.x->dt == MK_F32 && c.nr == 1 && c.nk >= 1 && c.ks[c.nk - 1] == 1 &&
-        c.rs[0] == c.kd[c.nk - 1] && (c.nk == 1 || c.ks[0] == c.rd[0] * c.rs[0]) && c.nk <= 2) {
-        red_cols_ctx cc = {&c, c.rd[0], c.kd[c.nk - 1], 0};
+    if (c.x->dt == MK_F32 && c.g.nr == 1 && c.g.nk >= 1 && c.g.ks[c.g.nk - 1] == 1 &&
+        c.g.rs[0] == c.g.kd[c.g.nk - 1] && (c.g.nk == 1 || c.g.ks[0] == c.g.rd[0] * c.g.rs[0]) &&
+        c.g.nk <= 2) {
+        red_cols_ctx cc = {&c, c.g.rd[0], c.g.kd[c.g.nk - 1], 0};
         cc.nch = (cc.K2 + COLS_CHUNK - 1) / COLS_CHUNK;
         int64_t tasks = (ny / cc.K2) * cc.nch;
-        moert_parallel_for(tasks, row_grain(c.count * (cc.K2 < COLS_CHUNK ? cc.K2 : COLS_CHUNK)),
+        moert_parallel_for(tasks, row_grain(c.g.count * (cc.K2 < COLS_CHUNK ? cc.K2 : COLS_CHUNK)),
                            red_cols_task, &cc);
         return MOERT_OK;
     }
-    moert_parallel_for(ny, row_grain(c.count), red_task, &c);
+    moert_parallel_for(ny, row_grain(c.g.count), red_task, &c);
     return MOERT_OK;
 }
 
