@@ -1,17 +1,22 @@
 #!/usr/bin/python3
-"""Prefill benchmark of a Mixtral MoE block: moec's compiled code against PyTorch
-(Debian's python3-torch) and ONNX Runtime (npm's onnxruntime-node) on the same weights,
-in the same run.
+"""Speed of a Mixtral MoE block: moec's compiled code against PyTorch (Debian's
+python3-torch) and ONNX Runtime (npm's onnxruntime-node) on the same weights, in the
+same run, next to what the machine can do at most (bench/probe.c).
 
-Shape (issue 3): T=256 tokens, D=768, F=2048, E=8 experts, top-2 softmax routing with
-renormalised weights, SwiGLU experts, fp32, 2 threads. FLOPs counted: 6*T*k*D*F (the
-three expert projections; the router's 2*T*D*E is left out).
+Shape (issue 3): D=768, F=2048, E=8 experts, top-2 softmax routing with renormalised
+weights, SwiGLU experts, fp32. Prefill: T=256 tokens. Decode: T=1 and T=4, each timed
+call on the next of POOL token batches (ordered so that neighbours share few experts), so
+that a call reads the weights of the experts its tokens route to instead of finding the
+last call's in cache. FLOPs counted:
+6*T*k*D*F (the three expert projections; the router's 2*T*D*E is left out).
 
 usage: bench/setup.sh && bench/mixtral_bench.py [--moec build/moec] [--runs 20] [--threads 2]
-Prints GFLOP/s for each engine and moec's speed as a ratio over each. The PyTorch side
-is the Hugging Face Mixtral sparse block (route, then per expert: gather, SwiGLU,
-weighted index_add), the code a PyTorch user runs."""
+See docs/bench.md for what each line means. The PyTorch side is the Hugging Face Mixtral
+sparse block (gate Linear, a ModuleList of experts with w1/w2/w3 Linear layers; route,
+then per expert: gather, SwiGLU, weighted index_add), the code a PyTorch user runs; the
+ONNX Runtime side is the same module exported with torch.onnx."""
 import argparse
+import glob
 import json
 import os
 import re
@@ -23,15 +28,26 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from probe import best, describe, probe  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 T, D, F, E, K = 256, 768, 2048, 8, 2
-FLOPS = 6 * T * K * D * F
+DECODE_T = (1, 4)
+POOL = 64  # decode batches rotated through
+EXPERT_BYTES = 3 * D * F * 4  # w1, w2, w3 of one expert, fp32
+NAME = "mixtral_block"
+
+
+def flops(t):
+    return 6 * t * K * D * F
 
 
 def model_json():
     def w(name, shape, seed):
         return {"name": name, "dtype": "float32", "shape": shape,
                 "init": {"dist": "normal", "std": 0.02, "seed": seed}}
-    return {"moec": 1, "name": "mixtral_prefill", "symbols": {"T": {"max": T}},
+    return {"moec": 1, "name": NAME, "symbols": {"T": {"max": T}},
             "inputs": [{"name": "x", "dtype": "float32", "shape": ["T", D]}], "outputs": ["y"],
             "initializers": [w("w_router", [D, E], 1), w("w_gate", [E, D, F], 2), w("w_up", [E, D, F], 3),
                              w("w_down", [E, F, D], 4)],
@@ -56,125 +72,271 @@ def read_safetensors(path):
     return out
 
 
-def bench_moec(moec, work, runs, threads):
-    model = os.path.join(work, "model.json")
-    exe = os.path.join(work, "model")
-    t0 = time.time()
-    subprocess.run([moec, "build", model, "-o", exe], check=True)
-    build_s = time.time() - t0
-    env = dict(os.environ, MOERT_NUM_THREADS=str(threads))
-    out = subprocess.run([exe, "--input", "x=%s/x.npy" % work, "--output", "y=%s/y.npy" % work,
-                          "--bench", str(runs)], check=True, capture_output=True, text=True, env=env).stdout
-    m = re.search(r"min ([\d.]+) ms, median ([\d.]+) ms, max ([\d.]+) ms", out)
-    if not m:
-        sys.exit("unexpected driver output: " + out)
-    return float(m.group(2)) / 1e3, build_s, np.load(os.path.join(work, "y.npy"))
-
-
-def torch_block(w):
-    """The Hugging Face Mixtral sparse MoE block, fp32, as a module (ONNX export too)."""
-    import torch
-
-    class Block(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            for n in ("w_router", "w_gate", "w_up", "w_down"):
-                self.register_buffer(n, torch.from_numpy(np.array(w[n])))
-
-        def forward(self, x):
-            probs = torch.softmax(x @ self.w_router, dim=-1)
-            top_w, top_e = torch.topk(probs, K, dim=-1)
-            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
-            y = torch.zeros_like(x)
-            for e in range(E):
-                tok, slot = torch.where(top_e == e)
-                h = x[tok]
-                h = torch.nn.functional.silu(h @ self.w_gate[e]) * (h @ self.w_up[e])
-                y = y.index_add(0, tok, (h @ self.w_down[e]) * top_w[tok, slot, None])
-            return y
-    return Block().eval()
-
-
-def bench_torch(x, w, runs, threads):
-    import torch
-    torch.set_num_threads(threads)
-    xt = torch.from_numpy(x)
-    model = torch_block(w)
-
-    def block():
-        with torch.no_grad():
-            return model(xt)
-    block()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        y = block()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), y.numpy()
-
-
-def bench_ort(x, w, runs, threads, work):
-    """The same module exported with torch.onnx (what a user deploying with ONNX Runtime
-    gets), run by npm's onnxruntime-node; None when it is not installed (bench/setup.sh)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    if not os.path.isdir(os.path.join(here, "node_modules", "onnxruntime-node")):
-        return None
-    import torch
-    onnx_path = os.path.join(work, "block.onnx")
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # index_add's duplicate-index caveat: indices are unique here
-        torch.onnx.export(torch_block(w), (torch.from_numpy(x),), onnx_path, input_names=["x"],
-                          output_names=["y"], opset_version=17)
-    x.tofile(os.path.join(work, "x.bin"))
-    out = subprocess.run(["node", os.path.join(here, "ort_run.js"), onnx_path, os.path.join(work, "x.bin"),
-                          str(T), str(D), str(runs), str(threads), os.path.join(work, "y_ort.bin")],
-                         check=True, capture_output=True, text=True, cwd=here).stdout
-    t = float(re.search(r"median_ms ([\d.]+)", out).group(1)) / 1e3
-    return t, np.fromfile(os.path.join(work, "y_ort.bin"), dtype=np.float32).reshape(T, D)
-
-
 def system_blas():
     """Which library Debian's libblas.so.3 alternative points to (torch uses it)."""
-    try:
-        return os.path.realpath("/etc/alternatives/libblas.so.3-x86_64-linux-gnu").split("/")[-2]
-    except OSError:
-        return "unknown"
+    links = glob.glob("/etc/alternatives/libblas.so.3-*")
+    return os.path.realpath(links[0]).split("/")[-2] if links else "unknown"
+
+
+# ---- moec: `moec compile` and bench/rotate.c ----
+
+def build_rotate(moec, work):
+    """Compiles the model and links bench/rotate.c against it; returns (exe, compile s)."""
+    model = os.path.join(work, "model.json")
+    obj, header = os.path.join(work, NAME + ".o"), os.path.join(work, NAME + ".h")
+    t0 = time.time()
+    subprocess.run([moec, "compile", model, "-o", obj, "--header", header], check=True)
+    compile_s = time.time() - t0
+    exe = os.path.join(work, "rotate")
+    runtime = os.path.join(HERE, "..", "runtime")
+    libmoert = os.path.join(os.path.dirname(moec), "libmoert.a")
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-DMODEL=" + NAME, '-DMODEL_HEADER="%s.h"' % NAME,
+                    "-I" + work, "-I" + runtime, os.path.join(HERE, "rotate.c"), obj, libmoert,
+                    "-lpthread", "-lm", "-o", exe], check=True)
+    return exe, compile_s
+
+
+def times_of(out, who):
+    m = re.search(r"times_ms ([\d. ]+)", out)
+    if not m:
+        sys.exit("unexpected output of %s: %s" % (who, out))
+    return np.array([float(v) for v in m.group(1).split()]) / 1e3
+
+
+def bench_moec(rotate, work, pool, calls, threads):
+    """Per-call seconds over `calls` calls rotating through pool [P, t, D], and the
+    outputs [P, t, D] of the untimed pass."""
+    np.save(os.path.join(work, "pool.npy"), pool)
+    y = os.path.join(work, "y_moec.npy")
+    env = dict(os.environ, MOERT_NUM_THREADS=str(threads))
+    out = subprocess.run([rotate, os.path.join(work, "pool.npy"), str(calls), y], check=True,
+                         capture_output=True, text=True, env=env).stdout
+    return times_of(out, "rotate"), np.load(y)
+
+
+# ---- PyTorch ----
+
+def torch_block(w):
+    """The Hugging Face Mixtral sparse MoE block (MixtralSparseMoeBlock, fp32), with the
+    bench's weights: gate [E, D]; experts[e].w1 (gate proj) and w3 (up) [F, D], w2
+    (down) [D, F], as nn.Linear stores them. Returns y only (no router logits)."""
+    import torch
+    from torch import nn
+
+    class Expert(nn.Module):  # MixtralBlockSparseTop2MLP
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Linear(D, F, bias=False)
+            self.w2 = nn.Linear(F, D, bias=False)
+            self.w3 = nn.Linear(D, F, bias=False)
+
+        def forward(self, h):
+            return self.w2(nn.functional.silu(self.w1(h)) * self.w3(h))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = nn.Linear(D, E, bias=False)
+            self.experts = nn.ModuleList(Expert() for _ in range(E))
+
+        def forward(self, x):
+            probs = torch.softmax(self.gate(x), dim=-1)
+            top_w, top_e = torch.topk(probs, K, dim=-1)
+            top_w = top_w / top_w.sum(dim=-1, keepdim=True)
+            expert_mask = nn.functional.one_hot(top_e, num_classes=E).permute(2, 1, 0)
+            y = torch.zeros_like(x)
+            for e in range(E):
+                slot, tok = torch.where(expert_mask[e])
+                h = self.experts[e](x[tok]) * top_w[tok, slot, None]
+                y = y.index_add(0, tok, h)
+            return y
+
+    def param(a):
+        return nn.Parameter(torch.from_numpy(np.ascontiguousarray(a)))
+    block = Block()
+    block.gate.weight = param(w["w_router"].T)
+    for e, ex in enumerate(block.experts):
+        ex.w1.weight = param(w["w_gate"][e].T)
+        ex.w3.weight = param(w["w_up"][e].T)
+        ex.w2.weight = param(w["w_down"][e].T)
+    return block
+
+
+def bench_torch(block, pool, calls, threads):
+    """As bench_moec, in PyTorch at `threads` threads."""
+    import torch
+    torch.set_num_threads(threads)
+    xs = [torch.from_numpy(x) for x in pool]
+    times = []
+    with torch.no_grad():
+        ys = np.stack([block(x).numpy() for x in xs])
+        for i in range(calls):
+            t0 = time.perf_counter()
+            block(xs[i % len(xs)])
+            times.append(time.perf_counter() - t0)
+    return np.array(times), ys
+
+
+# ---- ONNX Runtime ----
+
+def export_onnx(block, work):
+    """The PyTorch block through torch.onnx (what a user deploying with ONNX Runtime gets),
+    T left dynamic; None when onnxruntime-node is not installed (bench/setup.sh)."""
+    if not os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node")):
+        return None
+    import torch
+    import warnings
+    path = os.path.join(work, "block.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # index_add's duplicate-index caveat: indices are unique here
+        torch.onnx.export(block, (torch.zeros(T, D),), path, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "T"}, "y": {0: "T"}}, opset_version=17)
+    return path
+
+
+def bench_ort(onnx_path, pool, calls, threads, work):
+    """As bench_moec, in ONNX Runtime."""
+    pool.tofile(os.path.join(work, "pool.bin"))
+    y = os.path.join(work, "y_ort.bin")
+    p, t, d = pool.shape
+    out = subprocess.run(["node", os.path.join(HERE, "ort_run.js"), onnx_path, os.path.join(work, "pool.bin"),
+                          str(p), str(t), str(d), str(calls), str(threads), y],
+                         check=True, capture_output=True, text=True, cwd=HERE).stdout
+    return times_of(out, "ort_run.js"), np.fromfile(y, dtype=np.float32).reshape(pool.shape)
+
+
+# ---- the report ----
+
+def routed(pool, w_router):
+    """Per batch of pool [P, t, D]: the set of experts its tokens route to (top-k of the
+    router's logits; softmax keeps their order)."""
+    logits = pool @ w_router
+    top = np.argsort(-logits, axis=-1)[..., :K]
+    return [set(b.ravel().tolist()) for b in top]
+
+
+def decode_pool(rng, t, w_router):
+    """POOL random batches of t tokens, put in an order (greedily) where each shares as few
+    experts as it can with the one before it: a call then reads other experts' weights
+    than the last call left in cache. Ordering, not choosing, keeps the batches'
+    routing as random tokens give it. Returns the pool [POOL, t, D] and each batch's set
+    of experts."""
+    pool = rng.standard_normal((POOL, t, D)).astype(np.float32)
+    sets = routed(pool, w_router)
+    order, left = [0], list(range(1, POOL))
+    while left:
+        j = min(left, key=lambda c: len(sets[c] & sets[order[-1]]))
+        order.append(j)
+        left.remove(j)
+    return pool[order], [sets[j] for j in order]
+
+
+def line(name, threads, t, fl, note=""):
+    return "  %-8s %d thr  %8.3f ms  %7.1f GFLOP/s  %s" % (name, threads, t * 1e3, fl / t / 1e9, note)
+
+
+def run_engines(a, work, moec_exe, block, onnx, pool, calls):
+    """{engine: (per-call seconds, outputs)} for moec at a.threads (and 1 thread for the
+    prefill pool), PyTorch at 1 and a.threads, ONNX Runtime at a.threads."""
+    r = {"moec": bench_moec(moec_exe, work, pool, calls, a.threads)}
+    if pool.shape[1] == T:
+        r["moec 1"] = bench_moec(moec_exe, work, pool, calls, 1)
+    r["pytorch"] = bench_torch(block, pool, calls, a.threads)
+    r["pytorch 1"] = bench_torch(block, pool, calls, 1)
+    if onnx:
+        r["onnxrt"] = bench_ort(onnx, pool, calls, a.threads, work)
+    return r
+
+
+def ratios(r, t_moec, threads):
+    """'2.10x pytorch (its best: 2 thr), 1.52x onnxrt' and the largest output difference."""
+    torch_best = min((np.median(r["pytorch"][0]), threads), (np.median(r["pytorch 1"][0]), 1))
+    s = "%.2fx pytorch (its best: %d thr)" % (torch_best[0] / t_moec, torch_best[1])
+    if "onnxrt" in r:
+        s += ", %.2fx onnxrt" % (np.median(r["onnxrt"][0]) / t_moec)
+    y = r["moec"][1]
+    diff = max(float(np.abs(y - v[1]).max()) for k, v in r.items() if k != "moec")
+    return s, diff
+
+
+def report_prefill(a, r, m, compile_s):
+    t2, t1 = np.median(r["moec"][0]), np.median(r["moec 1"][0])
+    fl, peak2, peak1 = flops(T), m["fma_gflops_n"] * 1e9, m["fma_gflops_1"] * 1e9
+    print("prefill T=%d, median of %d runs" % (T, a.runs))
+    print(line("moec", a.threads, t2, fl, "%3.0f%% of the %d-thread peak  (moec compile: %.1f s)"
+               % (100 * fl / t2 / peak2, a.threads, compile_s)))
+    print(line("moec", 1, t1, fl, "%3.0f%% of the 1-core peak; %d-thread speedup %.2fx"
+               % (100 * fl / t1 / peak1, a.threads, t1 / t2)))
+    for name, thr in (("pytorch", a.threads), ("pytorch 1", 1), ("onnxrt", a.threads)):
+        if name in r:
+            t = np.median(r[name][0])
+            peak = peak1 if thr == 1 else peak2
+            print(line(name.split()[0], thr, t, fl, "%3.0f%% of the %s peak" % (
+                100 * fl / t / peak, "1-core" if thr == 1 else "%d-thread" % a.threads)))
+    s, diff = ratios(r, t2, a.threads)
+    print("  moec: %.0f%% of the %d-thread peak, %s   max |y_moec - y_other| = %.1e"
+          % (100 * fl / t2 / peak2, a.threads, s, diff))
+    return diff
+
+
+def report_decode(a, r, m, t, experts, calls):
+    """Against the weight-read bound: each call reads at least its batch's distinct
+    experts' weights from memory, at best at the probe's read bandwidth."""
+    bw = m["read_gbs"] * 1e9
+    batch_of = np.arange(calls) % POOL
+    bound = np.array([len(experts[p]) * EXPERT_BYTES / bw for p in batch_of])
+    shared = np.mean([len(experts[p] & experts[p - 1]) / len(experts[p]) for p in range(POOL)])
+    print("decode T=%d, median of %d calls rotating over %d batches" % (t, calls, POOL))
+    print("  bound    %.2f distinct experts a call = %.1f MB of weights at %.1f GB/s = %.3f ms "
+          "(%.0f%% of those experts also the previous call's)"
+          % (np.mean([len(s) for s in experts]), np.mean(bound) * bw / 1e6, m["read_gbs"],
+             np.mean(bound) * 1e3, 100 * shared))
+    for name, thr in (("moec", a.threads), ("pytorch", a.threads), ("pytorch 1", 1), ("onnxrt", a.threads)):
+        if name in r:
+            over = np.median(r[name][0] / bound)
+            print(line(name.split()[0], thr, np.median(r[name][0]), flops(t),
+                       "%5.2fx the weight-read bound (%3.0f%% of read bandwidth)" % (over, 100 / over)))
+    over = np.median(r["moec"][0] / bound)
+    s, diff = ratios(r, np.median(r["moec"][0]), a.threads)
+    print("  moec: %.0f%% of read bandwidth (%.2fx the bound), %s   max |y_moec - y_other| = %.1e"
+          % (100 / over, over, s, diff))
+    return diff
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--moec", default=os.path.join(os.path.dirname(__file__), "..", "build", "moec"))
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--moec", default=os.path.join(HERE, "..", "build", "moec"))
+    ap.add_argument("--runs", type=int, default=20, help="timed prefill runs (decode: at least 2 x %d)" % POOL)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    moec = os.path.abspath(a.moec)
+    import torch
     with tempfile.TemporaryDirectory() as work:
+        m = probe(work, a.threads)
         with open(os.path.join(work, "model.json"), "w") as f:
             json.dump(model_json(), f)
-        x = np.random.default_rng(0).standard_normal((T, D)).astype(np.float32)
-        np.save(os.path.join(work, "x.npy"), x)
-        subprocess.run([a.moec, "init-weights", os.path.join(work, "model.json"), "-o",
+        subprocess.run([moec, "init-weights", os.path.join(work, "model.json"), "-o",
                         os.path.join(work, "w.safetensors")], check=True)
-        weights = read_safetensors(os.path.join(work, "w.safetensors"))
-        t_moec, build_s, y_moec = bench_moec(os.path.abspath(a.moec), work, a.runs, a.threads)
-        t_torch, y_torch = bench_torch(x, weights, a.runs, a.threads)
-        ort = bench_ort(x, weights, a.runs, a.threads, work)
-    diff = float(np.abs(y_moec - y_torch).max())
-    print("Mixtral prefill block T=%d D=%d F=%d E=%d k=%d fp32, %d threads, median of %d runs"
-          % (T, D, F, E, K, a.threads, a.runs))
-    print("  moec     %8.2f ms  %6.1f GFLOP/s  (moec build: %.1f s)" % (t_moec * 1e3, FLOPS / t_moec / 1e9, build_s))
-    print("  pytorch  %8.2f ms  %6.1f GFLOP/s  (torch %s, BLAS: %s)" % (
-        t_torch * 1e3, FLOPS / t_torch / 1e9, __import__("torch").__version__, system_blas()))
-    if ort:
-        print("  onnxrt   %8.2f ms  %6.1f GFLOP/s  (onnxruntime-node, torch.onnx export)"
-              % (ort[0] * 1e3, FLOPS / ort[0] / 1e9))
-    print("  moec / pytorch speed: %.2fx   max |y_moec - y_torch| = %.2e" % (t_torch / t_moec, diff))
-    if ort:
-        diff = max(diff, float(np.abs(y_moec - ort[1]).max()))
-        print("  moec / onnxrt speed:  %.2fx   max |y_moec - y_ort| = %.2e"
-              % (ort[0] / t_moec, float(np.abs(y_moec - ort[1]).max())))
-    else:
-        print("  onnxrt: not installed (run bench/setup.sh)")
+        w = read_safetensors(os.path.join(work, "w.safetensors"))
+        rotate, compile_s = build_rotate(moec, work)
+        block = torch_block(w).eval()
+        onnx = export_onnx(block, work)
+        rng = np.random.default_rng(0)
+        pool = rng.standard_normal((1, T, D)).astype(np.float32)
+        prefill = run_engines(a, work, rotate, block, onnx, pool, a.runs)
+        calls = max(a.runs, 2 * POOL)
+        decode = []
+        for t in DECODE_T:
+            pool, experts = decode_pool(rng, t, w["w_router"])
+            decode.append((t, experts, run_engines(a, work, rotate, block, onnx, pool, calls)))
+        m = best(m, probe(work, a.threads))  # probed before and after the engines
+    print(describe(m))
+    print("Mixtral MoE block D=%d F=%d E=%d k=%d fp32; torch %s (BLAS: %s), %s"
+          % (D, F, E, K, torch.__version__, system_blas(),
+             "onnxruntime-node (torch.onnx export)" if onnx else "onnxrt: not installed (run bench/setup.sh)"))
+    diff = report_prefill(a, prefill, m, compile_s)
+    for t, experts, r in decode:
+        diff = max(diff, report_decode(a, r, m, t, experts, calls))
     if diff > 1e-3:
         sys.exit("the engines disagree: not the same model")
 

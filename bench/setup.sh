@@ -4,9 +4,14 @@
 # system libblas.so.3; the reference BLAS would understate it, and the pthread OpenBLAS
 # fights torch's OpenMP threads for the cores), python3-onnx for torch.onnx.export, and
 # ONNX Runtime's CPU build from npm (onnxruntime-node, --ignore-scripts: nothing but the
-# package itself is fetched).
+# package itself is fetched). Node.js and npm come from Debian only when `node` or `npm`
+# is not on PATH already: a Node.js that ships its own npm (as NodeSource's nodejs
+# package does) conflicts with Debian's npm package. The probe (bench/probe.c) needs a C
+# compiler with OpenMP, `cc`, which the build already requires.
 set -euo pipefail
-packages=(python3-numpy python3-torch python3-onnx libopenblas0-openmp nodejs npm)
+packages=(python3-numpy python3-torch python3-onnx libopenblas0-openmp)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
