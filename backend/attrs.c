@@ -1,9 +1,8 @@
 /* backend/attrs.c: a node's attributes as the kernels see them (mk_attr in
  * kernels/mk.h): one entry per row of the op's schema in ir/attrs.def, in that order,
- * then the compile mode. Constant data, so inlined kernels fold every read. */
+ * so that attr[MC_A_<OP>_<name>] (ir/attrs.h) is the attribute `name`. Constant data,
+ * so inlined kernels fold every read. */
 #include "internal.h"
-
-#include <string.h>
 
 const char *mb_op_id_name(mc_op op) {
     static const char *const names[MC_NUM_OPS] = {
@@ -14,13 +13,11 @@ const char *mb_op_id_name(mc_op op) {
     return names[op];
 }
 
-/* Index of s among the '|'-separated choices. */
+/* Index of s among the '|'-separated choices: MC_A_<OP>_<name>_<choice>. */
 static int64_t choice_index(const char *choices, const char *s) {
-    size_t n = strlen(s);
-    int64_t i = 0;
-    for (const char *p = choices; p; p = strchr(p, '|'), p = p ? p + 1 : p, i++)
-        if (strncmp(p, s, n) == 0 && (p[n] == '|' || p[n] == 0)) return i;
-    mc_die("attribute value '%s' is not among '%s'", s, choices);
+    int i = mc_choice_index(choices, s);
+    if (i < 0) mc_die("attribute value '%s' is not among '%s'", s, choices);
+    return i;
 }
 
 static LLVMValueRef list_global(mb_ctx *c, LLVMTypeRef ty, LLVMValueRef *vals, int n) {
@@ -56,13 +53,13 @@ static LLVMValueRef one_attr(mb_ctx *c, const mc_attr_schema *s, const mc_attr *
 LLVMValueRef mb_node_attrs(mb_ctx *c, const mc_node *n) {
     LLVMValueRef vals[64];
     int k = 0;
-    for (int i = 0; i < mc_num_attr_schemas && k < 63; i++) {
+    for (int i = 0; i < mc_num_attr_schemas; i++) {
         const mc_attr_schema *s = &mc_attr_schemas[i];
-        if (s->op == n->op) vals[k++] = one_attr(c, s, mc_attr_get(n, s->name));
+        if (s->op != n->op) continue;
+        MC_ASSERT(k < 64);
+        vals[k++] = one_attr(c, s, mc_attr_get(n, s->name));
     }
-    LLVMValueRef mode[6] = {mb_i64(c, 1), mb_i64(c, c->g->training), LLVMConstReal(c->f64, 0),
-                            mb_i64(c, 0), LLVMConstNull(c->ptr),     LLVMConstNull(c->ptr)};
-    vals[k++] = LLVMConstNamedStruct(c->attr_ty, mode, 6);
+    if (k == 0) return LLVMConstNull(c->ptr); /* an op without attributes */
     return mb_const_global(c, LLVMConstArray2(c->attr_ty, vals, (uint64_t)k),
                            mc_arena_printf(c->g->arena, "%s.attrs", n->name), 8);
 }

@@ -150,7 +150,7 @@ void mb_emit_info(mb_ctx *c) {
                           tensor_infos(c, g->outputs, g->noutputs),
                           mb_i64(c, c->nparams),
                           tensor_infos(c, pids, c->nparams),
-                          mb_i64(c, c->plan.peak),
+                          mb_i64(c, c->g->plan.peak),
                           mb_i64(c, c->o->external_weights),
                           mb_i64(c, g->training)};
     LLVMValueRef info = mb_const_global(c, LLVMConstNamedStruct(c->info_ty, f, 12),

@@ -169,7 +169,7 @@ static bool build_module(mb_ctx *c) {
     LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(c->t->tm);
     LLVMSetModuleDataLayout(c->mod, dl);
     LLVMDisposeTargetData(dl);
-    mb_plan_build(g, &c->plan);
+    MC_ASSERT(g->plan.valid); /* the pipeline's plan-memory, or cli's ready_for_backend */
     mb_emit_ukernel(c);
     if (!mb_emit_params(c)) return false;
     mb_emit_run(c);
@@ -220,7 +220,7 @@ bool mb_compile(const mc_graph *g, const mb_options *o, const mb_outputs *out, m
     staged s = {{0}, {0}};
     bool ok = build_module(&c) && write_module(&c, stage(&s, 0, out->object), out->object);
     if (ok && out->header)
-        ok = mb_write_header(g, o, c.plan.peak, stage(&s, 1, out->header), out->header, d);
+        ok = mb_write_header(g, o, g->plan.peak, stage(&s, 1, out->header), out->header, d);
     if (ok && o->external_weights) ok = mc_st_write_params(stage(&s, 2, out->weights), g, d);
     ok = finish(&s, ok, d);
     LLVMDisposeBuilder(c.b);

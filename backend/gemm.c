@@ -166,6 +166,10 @@ static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
     if (n->op == MC_OP_GEMM)
         return slot == 1 && mc_attr_int(n, "transA") == 0 && mc_attr_int(n, "transB") == 0;
     if (n->op == MC_OP_MOE_GATHER_MATMUL) return slot == 3 && f32_matrix_a; /* A: x */
+    if (n->op == MC_OP_MOE_FUSED_UP) return (slot == 1 || slot == 2) && f32_matrix_a;
+    if (n->op == MC_OP_MOE_FUSED_DOWN_COMBINE) return slot == 2 && f32_matrix_a;
+    if (mc_op_infos[n->op].flags & MC_OPF_FUSED) /* a fused router: W_router */
+        return slot == 2 && mc_val(g, n->in[1])->dt == MC_DT_F32;
     return n->op == MC_OP_MOE_EXPERT_MATMUL && slot == 2 && f32_matrix_a;
 }
 
@@ -173,14 +177,7 @@ int mb_param_panel_nr(const mc_graph *g, int v, const mb_target *t) {
     const mc_value *x = mc_val(g, v);
     /* Training rewrites params every step: they stay plain. */
     if (g->training || x->dt != MC_DT_F32 || x->is_output || x->shape.rank < 2) return 0;
-    int uses = 0;
-    for (int pos = 0; pos < g->norder; pos++) {
-        const mc_node *n = mc_nod(g, g->order[pos]);
-        for (int i = 0; i < n->nin; i++) {
-            if (n->in[i] != v) continue;
-            if (!is_panel_use(g, n, i, v)) return 0;
-            uses++;
-        }
-    }
-    return uses > 0 ? t->nr : 0;
+    for (int i = 0; i < x->nuses; i++)
+        if (!is_panel_use(g, mc_nod(g, x->uses[i].node), x->uses[i].slot, v)) return 0;
+    return x->nuses > 0 ? t->nr : 0;
 }

@@ -4,6 +4,7 @@
 #define MB_INTERNAL_H
 
 #include "backend.h"
+#include "scratch.h"
 
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
@@ -21,20 +22,6 @@ typedef struct mb_target {
 bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d);
 void mb_target_free(mb_target *t);
 
-/* Memory plan: byte offsets into the arena for every temp value and per-node scratch. */
-typedef struct mb_plan {
-    int64_t *value_off;                   /* per value id; -1 when not in the arena */
-    int64_t *scratch_off, *scratch_bytes; /* per node id */
-    int64_t peak;
-} mb_plan;
-void mb_plan_build(const mc_graph *g, mb_plan *p); /* arrays in g's arena */
-int64_t mb_scratch_bytes(const mc_graph *g, const mc_node *n);
-int64_t mb_scratch_std(const mc_graph *g, const mc_node *n);
-int64_t mb_scratch_moe(const mc_graph *g, const mc_node *n);
-int64_t mb_scratch_grad_std(const mc_graph *g, const mc_node *n);
-int64_t mb_scratch_grad_moe(const mc_graph *g, const mc_node *n);
-int64_t mb_scratch_grad_loss(const mc_graph *g, const mc_node *n);
-
 /* How each param is stored: panel width for GEMM B operands, 0 otherwise. */
 int mb_param_panel_nr(const mc_graph *g, int value, const mb_target *t);
 
@@ -42,7 +29,6 @@ typedef struct mb_ctx {
     const mc_graph *g;
     const mb_options *o;
     mb_target *t;
-    mb_plan plan;
     mc_diag *d;
     LLVMContextRef cx;
     LLVMModuleRef mod;
@@ -57,6 +43,10 @@ typedef struct mb_ctx {
     int nparams;
     LLVMValueRef info, desc; /* the moert_model_info and _desc constants */
     LLVMValueRef run_args;   /* <name>_run_args */
+    /* mb_outputs.weights_object: embedded params are only declared in mod, and defined
+     * in that object by a thread of their own (consts.c). */
+    const char *weights_object;
+    struct mb_weights *weights; /* that thread, once started */
 } mb_ctx;
 
 static inline LLVMValueRef mb_i64(mb_ctx *c, int64_t v) {
@@ -69,6 +59,9 @@ bool mb_link_kernels(mb_ctx *c);
 void mb_emit_ukernel(mb_ctx *c);
 /* consts.c: params as globals, the model info and descriptor. */
 bool mb_emit_params(mb_ctx *c);
+/* Waits for the weights object's thread, if one started; false (with a message) if it
+ * failed. Reports its work through the progress callbacks. */
+bool mb_weights_join(mb_ctx *c);
 void mb_emit_info(mb_ctx *c);
 LLVMValueRef mb_cstr(mb_ctx *c, const char *s);
 /* A private read-only global holding `init`. */

@@ -80,7 +80,7 @@ static LLVMValueRef value_ptr(lowering *L, int v) {
     if (L->vptr[v]) return L->vptr[v];
     if (c->param_global[v]) return c->param_global[v];
     if (c->param_index[v] >= 0) return load_at(L, c->ptr, L->params, c->param_index[v]);
-    int64_t off = c->plan.value_off[v];
+    int64_t off = c->g->plan.value_off[v];
     MC_ASSERT(off >= 0);
     return LLVMBuildGEP2(c->b, c->i8, L->arena, (LLVMValueRef[]){mb_i64(c, off)}, 1, "");
 }
@@ -121,11 +121,11 @@ static void fill_tensor(lowering *L, LLVMValueRef t, int v) {
 static void fill_scratch(lowering *L, LLVMValueRef t, int node) {
     mb_ctx *c = L->c;
     LLVMValueRef p = LLVMBuildGEP2(c->b, c->i8, L->arena,
-                                   (LLVMValueRef[]){mb_i64(c, c->plan.scratch_off[node])}, 1, "");
+                                   (LLVMValueRef[]){mb_i64(c, c->g->plan.scratch_off[node])}, 1, "");
     store_field(L, t, T_P, 0, p);
     store_field(L, t, T_DT, 0, mb_i64(c, MC_DT_I64));
     store_field(L, t, T_RANK, 0, mb_i64(c, 1));
-    store_field(L, t, T_DIMS, 0, mb_i64(c, c->plan.scratch_bytes[node]));
+    store_field(L, t, T_DIMS, 0, mb_i64(c, c->g->plan.scratch_bytes[node]));
     store_field(L, t, T_LAYOUT, 0, mb_i64(c, 0));
     store_field(L, t, T_NR, 0, mb_i64(c, 0));
 }
@@ -157,7 +157,7 @@ static void lower_node(lowering *L, int id) {
     const mc_node *n = mc_nod(c->g, id);
     int max_in = mc_op_infos[n->op].max_in;
     LLVMValueRef in = tensor_array(L, n->nin, max_in == MC_VARIADIC ? 0 : max_in, id, n->in, false);
-    LLVMValueRef out = tensor_array(L, n->nout, 0, id, n->out, c->plan.scratch_bytes[id] > 0);
+    LLVMValueRef out = tensor_array(L, n->nout, 0, id, n->out, c->g->plan.scratch_bytes[id] > 0);
     const char *kname = mc_arena_printf(c->g->arena, "mk_%s", mb_op_id_name(n->op));
     /* A kernel the library lacks stays a declaration; mb_compile reports it. */
     LLVMValueRef fn = LLVMGetNamedFunction(c->mod, kname);

@@ -1,9 +1,10 @@
 /* backend/scratch.c: the scratch bytes each node's kernel needs (at the max symbol
  * values), asked of the file that owns the op's kernel. */
-#include "internal.h"
+#include "scratch.h"
 
 static bool is_moe_kernel(mc_op op) {
-    return (mc_op_infos[op].flags & (MC_OPF_ROUTE | MC_OPF_LOSS)) || op == MC_OP_MOE_DISPATCH ||
+    return (mc_op_infos[op].flags & (MC_OPF_ROUTE | MC_OPF_LOSS | MC_OPF_FUSED)) ||
+           op == MC_OP_MOE_DISPATCH ||
            op == MC_OP_MOE_COMBINE;
 }
 

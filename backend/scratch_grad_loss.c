@@ -1,6 +1,6 @@
 /* backend/scratch_grad_loss.c: scratch bytes of the kernels of k_grad_loss.c. Only
  * moe.LoadBalanceLossGrad has any: one f32 counter per expert (E is constant). */
-#include "internal.h"
+#include "scratch.h"
 
 int64_t mb_scratch_grad_loss(const mc_graph *g, const mc_node *n) {
     if (n->op != MC_OP_MOE_LOAD_BALANCE_LOSS_GRAD) return 0;

@@ -3,7 +3,7 @@
  * carves them, every one rounded up to 64 bytes: keep the two in step. A router
  * gradient's own arrays come first, then the scratch of the forward router it calls
  * (backend/scratch_moe.c, asked about the node's forward inputs). */
-#include "internal.h"
+#include "scratch.h"
 
 static int64_t r64(int64_t bytes) {
     return (bytes + 63) & ~(int64_t)63;
@@ -48,7 +48,7 @@ static int64_t expert_choice_grad_bytes(const mc_graph *g, const mc_node *n) {
 static int64_t resonance_grad_bytes(const mc_graph *g, const mc_node *n) {
     int64_t T = dim_max(g, n->in[1], 0), K = dim_max(g, n->in[0], 1),
             E = mc_attr_int(n, "num_experts");
-    if (mc_attr_str(n, "weight_mode")[0] == 'u') return 0;
+    if (mc_attr_choice(n, "weight_mode") == MC_A_MOE_RESONANCE_ROUTE_weight_mode_unit) return 0;
     return 2 * r64(4 * T * K) + r64(5 * 4 * E) + forward_bytes(g, n, MC_OP_MOE_RESONANCE_ROUTE);
 }
 

@@ -5,7 +5,7 @@
  *  - GatherGrad on f16/bf16 data: f32 accumulators for all of gdata;
  *  - TopKGrad: the recomputed forward indices, K int64 a row.
  */
-#include "internal.h"
+#include "scratch.h"
 
 /* Dim i of value v with its symbol at the max. */
 static int64_t dim_max(const mc_graph *g, int v, int i) {

@@ -7,7 +7,7 @@
  * reductions either accumulate in the f32 output or fold each output in a register.
  * Ops whose kernels live elsewhere are not this function's business either: 0.
  */
-#include "ir.h"
+#include "scratch.h"
 
 int64_t mb_scratch_std(const mc_graph *g, const mc_node *n) {
     (void)g;

@@ -68,11 +68,11 @@ static bool define_node(ld_ctx *c, const cJSON *jn, int i) {
 }
 
 /* Phase 2: inputs by name; "" marks an omitted optional input. */
-static bool resolve_inputs(ld_ctx *c, const cJSON *jn, mc_node *n) {
+static bool resolve_inputs(ld_ctx *c, const cJSON *jn, int id) {
+    const mc_node *n = mc_nod(c->g, id);
     const cJSON *ins = cJSON_GetObjectItemCaseSensitive(jn, "inputs");
     int nin = cJSON_GetArraySize(ins), k = 0;
-    n->in = mc_arena_alloc(c->g->arena, sizeof(int) * (size_t)(nin ? nin : 1));
-    n->nin = nin;
+    int *in_ids = mc_arena_alloc(c->g->arena, sizeof(int) * (size_t)(nin ? nin : 1));
     for (const cJSON *in = ins->child; in; in = in->next, k++) {
         const char *sub = mc_arena_printf(c->g->arena, "inputs/%d", k);
         if (!cJSON_IsString(in))
@@ -82,7 +82,7 @@ static bool resolve_inputs(ld_ctx *c, const cJSON *jn, mc_node *n) {
             if (k < mc_op_infos[n->op].min_in)
                 return mc_node_error(c->d, c->g, n, sub,
                                      "input %d is required and cannot be omitted", k);
-            n->in[k] = -1;
+            in_ids[k] = -1;
             continue;
         }
         int v = mc_graph_find_value(c->g, in->valuestring);
@@ -90,8 +90,9 @@ static bool resolve_inputs(ld_ctx *c, const cJSON *jn, mc_node *n) {
             return mc_node_error(c->d, c->g, n, sub,
                                  "input \"%s\" is not defined by any node, input or initializer",
                                  in->valuestring);
-        n->in[k] = v;
+        in_ids[k] = v;
     }
+    mc_node_set_inputs(c->g, id, in_ids, nin);
     return true;
 }
 
@@ -198,6 +199,11 @@ static bool load_attrs(ld_ctx *c, const cJSON *jn, mc_node *n) {
             return mc_node_error(c->d, c->g, n, "attrs", "missing required attribute %s (%s)",
                                  s->name, mc_attr_kind_name(s->kind));
     }
+    /* GW-MoE's mode left out: the compile mode's, so that the model type-checks as it
+     * is compiled from the first pass on (docs/format.md). */
+    bool gw = n->op == MC_OP_MOE_GW_ROUTE || n->op == MC_OP_MOE_GW_ROUTE_GRAD;
+    if (gw && !mc_attr_get(n, "mode"))
+        mc_node_set_str(c->g, n, "mode", c->g->training ? "train" : "infer");
     mc_node_fill_defaults(c->g, n);
     return true;
 }
@@ -265,7 +271,7 @@ bool ld_nodes(ld_ctx *c, const cJSON *nodes) {
     i = 0;
     for (const cJSON *jn = nodes->child; jn; jn = jn->next, i++) {
         mc_node *n = &c->g->nodes[i];
-        if (!resolve_inputs(c, jn, n) || !load_attrs(c, jn, n)) return false;
+        if (!resolve_inputs(c, jn, i) || !load_attrs(c, jn, n)) return false;
     }
     return order_nodes(c);
 }

@@ -65,7 +65,12 @@ int ev_ints(const mc_tensor *t, int64_t *out, int max);
 void ev_split(const mc_tensor *t, int axis, int64_t *outer, int64_t *n, int64_t *inner);
 
 /* ---- routing (eval_route.c), shared with the composite moe.MoE kernel ---- */
-typedef enum { EV_SOFTMAX, EV_SOFTMAX_SELECTED, EV_SIGMOID } ev_score;
+/* The `score` choices: one list for TopKRoute, GWRoute and MoE (ir/attrs.def). */
+typedef enum {
+    EV_SOFTMAX = MC_A_MOE_TOPK_ROUTE_score_softmax,
+    EV_SOFTMAX_SELECTED = MC_A_MOE_TOPK_ROUTE_score_softmax_selected,
+    EV_SIGMOID = MC_A_MOE_TOPK_ROUTE_score_sigmoid
+} ev_score;
 typedef struct ev_topk {
     int64_t k, capacity, groups, topk_groups;
     double scale;

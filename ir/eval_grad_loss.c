@@ -10,11 +10,15 @@
 #include <math.h>
 #include <stdlib.h>
 
-enum { RED_MEAN, RED_SUM, RED_NONE }; /* "reduction", in attrs.def order */
+/* "reduction": both losses take one choice list (REDUCTION_CHOICES in ir/attrs.def). */
+enum {
+    RED_MEAN = MC_A_MSE_LOSS_reduction_mean,
+    RED_SUM = MC_A_MSE_LOSS_reduction_sum,
+    RED_NONE = MC_A_MSE_LOSS_reduction_none
+};
 
 static int reduction(const mc_kernel_ctx *k) {
-    const char *r = mc_attr_str(k->n, "reduction");
-    return r[0] == 'm' ? RED_MEAN : r[0] == 's' ? RED_SUM : RED_NONE;
+    return mc_attr_choice(k->n, "reduction");
 }
 
 static bool valid(const mc_tensor *mask, int64_t t) {
@@ -32,7 +36,9 @@ static const mc_tensor *opt_in(const mc_kernel_ctx *k, int i) {
 static void lbl_grad_part(const mc_kernel_ctx *k, int64_t t0, int64_t t1, mc_real f, mc_real *cnt) {
     const mc_tensor *ch = k->in[2], *mask = opt_in(k, 3);
     int64_t E = k->in[1]->dims[1], K = ch->dims[1];
-    int64_t ranks = mc_attr_str(k->n, "count")[0] == 'f' ? 1 : K;
+    bool first_only =
+        mc_attr_choice(k->n, "count") == MC_A_MOE_LOAD_BALANCE_LOSS_count_first_rank_only;
+    int64_t ranks = first_only ? 1 : K;
     mc_real n = 0;
     for (int64_t e = 0; e < E; e++)
         cnt[e] = 0;
@@ -55,14 +61,15 @@ static void lbl_grad_part(const mc_kernel_ctx *k, int64_t t0, int64_t t1, mc_rea
 /* gy[], probs[T,E], choice[T,K], mask[T]? -> g_probs[T,E]. */
 bool mc_interp_MOE_LOAD_BALANCE_LOSS_GRAD(const mc_kernel_ctx *k) {
     int64_t T = k->in[1]->dims[0], E = k->in[1]->dims[1], K = k->in[2]->dims[1], len = T;
-    if (mc_attr_str(k->n, "scope")[0] == 's') {
+    if (mc_attr_choice(k->n, "scope") == MC_A_MOE_LOAD_BALANCE_LOSS_scope_sequence) {
         len = mc_attr_int(k->n, "seq_len");
         if (T % len)
             return ev_fail(k, "%lld tokens do not split into sequences of seq_len %lld",
                            (long long)T, (long long)len);
     }
     if (T == 0) return true;
-    mc_real scale = mc_attr_str(k->n, "scale")[1] == '_' ? (mc_real)E / (mc_real)K : (mc_real)E;
+    bool over_k = mc_attr_choice(k->n, "scale") == MC_A_MOE_LOAD_BALANCE_LOSS_scale_E_over_K;
+    mc_real scale = over_k ? (mc_real)E / (mc_real)K : (mc_real)E;
     mc_real f = k->in[0]->f[0] * (mc_real)mc_attr_float(k->n, "coef") / (mc_real)(T / len) * scale;
     mc_real *cnt = malloc(sizeof(mc_real) * (size_t)E);
     if (!cnt) return ev_fail(k, "out of memory");

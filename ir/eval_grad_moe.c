@@ -158,22 +158,23 @@ bool mc_interp_MOE_TOPK_ROUTE_GRAD(const mc_kernel_ctx *k) {
     return true;
 }
 
-/* GW-MoE (ROUTING.md §3.10). Inference: the base route's gradient. Training: g_weight
- * is [T,E]; a broadcast token's row is its full softmax (softmax Jacobian over every
- * logit), any other token's first k entries are its base route's weights. */
+/* GW-MoE (ROUTING.md §3.10). Mode "infer": the base route's gradient. Mode "train":
+ * g_weight is [T,E]; a broadcast token's row is its full softmax (softmax Jacobian over
+ * every logit), any other token's first k entries are its base route's weights. */
 bool mc_interp_MOE_GW_ROUTE_GRAD(const mc_kernel_ctx *k) {
     const mc_tensor *g = k->in[0], *z = k->in[1], *mask = k->n->nin > 3 ? k->in[3] : NULL;
     int64_t T = z->dims[0], E = z->dims[1], M = mc_attr_int(k->n, "max_broadcast"), seen = 0;
     ev_topk c;
     ev_topk_config(k->n, "normalize", &c);
-    int64_t W = k->g->training ? E : c.k; /* g_weight's row width */
+    bool training = mc_attr_choice(k->n, "mode") == MC_A_MOE_GW_ROUTE_mode_train;
+    int64_t W = training ? E : c.k; /* g_weight's row width */
     topk_state s;
     if (!topk_state_init(&c, z->f, opt_f(k, 2), T, E, &s)) return ev_fail(k, "out of memory");
     mc_real *p = s.u; /* reused: the broadcast test runs before the token's top-k work */
     for (int64_t t = 0; t < T; t++) {
         const mc_real *zt = z->f + t * E, *gt = g->f + t * W;
         mc_real *gz = k->out[0].f + t * E;
-        if (k->g->training) {
+        if (training) {
             bool uncertain = ev_gw_uncertain(k->n, zt, E, p) && (!mask || mask->i[t]);
             seen += uncertain;
             if (uncertain && seen <= M) {
@@ -280,8 +281,8 @@ static void resonance_token_back(const mc_real *x, int64_t D, int64_t E, bool co
 bool mc_interp_MOE_RESONANCE_ROUTE_GRAD(const mc_kernel_ctx *k) {
     const mc_tensor *g = k->in[0], *x = k->in[1];
     int64_t T = x->dims[0], D = x->dims[1], E = mc_attr_int(k->n, "num_experts"), K = g->dims[1];
-    const char *mode = mc_attr_str(k->n, "weight_mode");
-    if (mode[0] == 'u') return true;
+    int mode = mc_attr_choice(k->n, "weight_mode");
+    if (mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_unit) return true;
     mc_tensor fw[2];
     if (!run_forward(k, MC_OP_MOE_RESONANCE_ROUTE, T, K, fw)) return false;
     mc_real *buf = malloc(sizeof(mc_real) * (size_t)(5 * E + 1));
@@ -291,7 +292,8 @@ bool mc_interp_MOE_RESONANCE_ROUTE_GRAD(const mc_kernel_ctx *k) {
         memset(gw, 0, sizeof(mc_real) * (size_t)E);
         for (int64_t r = 0; r < K; r++)
             if (fw[0].i[t * K + r] >= 0) gw[fw[0].i[t * K + r]] += g->f[t * K + r];
-        resonance_token_back(x->f + t * D, D, E, mode[8] == 'c', buf, gw, k->out[0].f + t * D);
+        bool cosine = mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_softmax_cosine;
+        resonance_token_back(x->f + t * D, D, E, cosine, buf, gw, k->out[0].f + t * D);
     }
     free(buf);
     mc_tensor_free(&fw[0]);
@@ -309,7 +311,7 @@ bool mc_interp_MOE_DISPATCH_GRAD(const mc_kernel_ctx *k) {
     const mc_tensor *gr = k->in[0], *gw = k->in[1], *x = k->in[2], *idx = k->in[3];
     int64_t E = mc_attr_int(k->n, "num_experts"), T = x->dims[0], R = idx->dims[0],
             K = idx->dims[1], i = 0, D = mc_attr_int(k->n, "materialize") ? x->dims[1] : 0;
-    bool by_expert = mc_attr_str(k->n, "source")[0] == 'e';
+    bool by_expert = mc_attr_choice(k->n, "source") == MC_A_MOE_DISPATCH_source_expert_choice;
     int64_t limit = by_expert ? T : E;
     for (int64_t q = 0; q < R * K; q++)
         if (idx->i[q] < -1 || idx->i[q] >= limit)

@@ -13,16 +13,11 @@
 
 /* ---- moe.UnaryGrad: gx = gy * f'(x) ---- */
 
-/* The order of the `op` attribute's choices (ir/attrs.def). */
-typedef enum { G_RELU, G_GELU, G_GELU_TANH, G_SIGMOID, G_TANH, G_SILU, G_EXP, G_LOG, G_SQRT } gop;
+/* The `op` attribute: the index of its choice (ir/attrs.h). */
+typedef enum MC_A_MOE_UNARY_GRAD_op_choices gop;
 
 static gop gop_of(const mc_node *n) {
-    static const char *const names[] = {"Relu", "Gelu", "GeluTanh", "Sigmoid", "Tanh",
-                                        "Silu", "Exp",  "Log",      "Sqrt"};
-    const char *s = mc_attr_str(n, "op");
-    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
-        if (strcmp(s, names[i]) == 0) return (gop)i;
-    mc_die("moe.UnaryGrad: op '%s' passed the frontend", s);
+    return (gop)mc_attr_choice(n, "op");
 }
 
 static mc_real sigmoid(mc_real x) {
@@ -32,32 +27,32 @@ static mc_real sigmoid(mc_real x) {
 /* f'(x) of the forward formulas in eval_std.c. */
 static mc_real dunary(gop op, mc_real x) {
     switch (op) {
-    case G_RELU: return x > 0 ? EV_C(1.0) : EV_C(0.0);
-    case G_GELU: { /* Phi(x) + x phi(x) */
+    case MC_A_MOE_UNARY_GRAD_op_Relu: return x > 0 ? EV_C(1.0) : EV_C(0.0);
+    case MC_A_MOE_UNARY_GRAD_op_Gelu: { /* Phi(x) + x phi(x) */
         mc_real cdf = EV_C(0.5) * (EV_C(1.0) + ev_erf(x * EV_C(0.70710678118654752)));
         return cdf + x * EV_C(0.39894228040143268) * ev_exp(EV_C(-0.5) * x * x);
     }
-    case G_GELU_TANH: { /* y = x/2 (1 + tanh u), u = c (x + a x^3) */
+    case MC_A_MOE_UNARY_GRAD_op_GeluTanh: { /* y = x/2 (1 + tanh u), u = c (x + a x^3) */
         mc_real c = EV_C(0.7978845608028654), a = EV_C(0.044715);
         mc_real t = ev_tanh(c * (x + a * x * x * x));
         return EV_C(0.5) * (EV_C(1.0) + t) +
                EV_C(0.5) * x * (EV_C(1.0) - t * t) * c * (EV_C(1.0) + EV_C(3.0) * a * x * x);
     }
-    case G_SIGMOID: {
+    case MC_A_MOE_UNARY_GRAD_op_Sigmoid: {
         mc_real s = sigmoid(x);
         return s * (EV_C(1.0) - s);
     }
-    case G_TANH: {
+    case MC_A_MOE_UNARY_GRAD_op_Tanh: {
         mc_real t = ev_tanh(x);
         return EV_C(1.0) - t * t;
     }
-    case G_SILU: { /* (x s)' = s (1 + x (1 - s)) */
+    case MC_A_MOE_UNARY_GRAD_op_Silu: { /* (x s)' = s (1 + x (1 - s)) */
         mc_real s = sigmoid(x);
         return s * (EV_C(1.0) + x * (EV_C(1.0) - s));
     }
-    case G_EXP: return ev_exp(x);
-    case G_LOG: return EV_C(1.0) / x;
-    case G_SQRT: return EV_C(0.5) / ev_sqrt(x);
+    case MC_A_MOE_UNARY_GRAD_op_Exp: return ev_exp(x);
+    case MC_A_MOE_UNARY_GRAD_op_Log: return EV_C(1.0) / x;
+    case MC_A_MOE_UNARY_GRAD_op_Sqrt: return EV_C(0.5) / ev_sqrt(x);
     }
     return 0;
 }
@@ -67,8 +62,8 @@ bool mc_interp_MOE_UNARY_GRAD(const mc_kernel_ctx *k) {
     mc_tensor *gx = &k->out[0];
     gop op = gop_of(k->n);
     for (int64_t e = 0; e < gx->numel; e++)
-        gx->f[e] =
-            op == G_RELU ? (x->f[e] > 0 ? gy->f[e] : EV_C(0.0)) : gy->f[e] * dunary(op, x->f[e]);
+        gx->f[e] = op == MC_A_MOE_UNARY_GRAD_op_Relu ? (x->f[e] > 0 ? gy->f[e] : EV_C(0.0))
+                                                     : gy->f[e] * dunary(op, x->f[e]);
     return true;
 }
 

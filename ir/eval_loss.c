@@ -8,11 +8,15 @@
 
 #include <math.h>
 
-enum { RED_MEAN, RED_SUM, RED_NONE }; /* the choices of "reduction", in attrs.def order */
+/* "reduction": both losses take one choice list (REDUCTION_CHOICES in ir/attrs.def). */
+enum {
+    RED_MEAN = MC_A_MSE_LOSS_reduction_mean,
+    RED_SUM = MC_A_MSE_LOSS_reduction_sum,
+    RED_NONE = MC_A_MSE_LOSS_reduction_none
+};
 
 static int reduction(const mc_kernel_ctx *k) {
-    const char *r = mc_attr_str(k->n, "reduction");
-    return r[0] == 'm' ? RED_MEAN : r[0] == 's' ? RED_SUM : RED_NONE;
+    return mc_attr_choice(k->n, "reduction");
 }
 
 /* Writes the per-element losses' reduction (mean: sum / den) or, for none, nothing:

@@ -22,7 +22,7 @@ bool mc_interp_MOE_DISPATCH(const mc_kernel_ctx *k) {
     const mc_tensor *x = k->in[0], *idx = k->in[1], *w = k->in[2];
     int64_t E = mc_attr_int(k->n, "num_experts"), T = x->dims[0], R = idx->dims[0],
             K = idx->dims[1], i = 0;
-    bool by_expert = mc_attr_str(k->n, "source")[0] == 'e';
+    bool by_expert = mc_attr_choice(k->n, "source") == MC_A_MOE_DISPATCH_source_expert_choice;
     int64_t limit = by_expert ? T : E;
     for (int64_t q = 0; q < idx->numel; q++)
         if (idx->i[q] < -1 || idx->i[q] >= limit)
@@ -114,13 +114,14 @@ bool mc_interp_MOE_COMBINE(const mc_kernel_ctx *k) {
 
 /* ---- moe.MoE, computed directly ---- */
 
-typedef enum { ACT_RELU, ACT_GELU, ACT_SILU } act_kind;
+typedef enum MC_A_MOE_MOE_activation_type_choices act_kind;
 
 static mc_real act(act_kind a, mc_real x) {
     switch (a) {
-    case ACT_RELU: return x > 0 ? x : 0;
-    case ACT_GELU: return EV_C(0.5) * x * (EV_C(1.0) + ev_erf(x * EV_C(0.70710678118654752)));
-    case ACT_SILU: return x * (EV_C(1.0) / (EV_C(1.0) + ev_exp(-x)));
+    case MC_A_MOE_MOE_activation_type_relu: return x > 0 ? x : 0;
+    case MC_A_MOE_MOE_activation_type_gelu:
+        return EV_C(0.5) * x * (EV_C(1.0) + ev_erf(x * EV_C(0.70710678118654752)));
+    case MC_A_MOE_MOE_activation_type_silu: return x * (EV_C(1.0) / (EV_C(1.0) + ev_exp(-x)));
     }
     return x;
 }
@@ -150,8 +151,7 @@ static void ffn(const mc_real *x, int64_t D, int64_t F, const mc_real *wu, const
 }
 
 static act_kind act_of(const mc_node *n) {
-    const char *s = mc_attr_str(n, "activation_type");
-    return s[0] == 'r' ? ACT_RELU : s[0] == 'g' ? ACT_GELU : ACT_SILU;
+    return (act_kind)mc_attr_choice(n, "activation_type");
 }
 
 static const mc_real *opt_f(const mc_kernel_ctx *k, int i) {
@@ -201,9 +201,10 @@ static bool valid(const mc_tensor *mask, int64_t t) {
 static mc_real lbl_part(const mc_kernel_ctx *k, int64_t t0, int64_t t1) {
     const mc_tensor *p = k->in[0], *ch = k->in[1], *mask = k->n->nin > 2 ? k->in[2] : NULL;
     int64_t E = p->dims[1], K = ch->dims[1];
-    bool first_only = mc_attr_str(k->n, "count")[0] == 'f';
-    mc_real scale = mc_attr_str(k->n, "scale")[1] == '_' ? (mc_real)E / (mc_real)K : (mc_real)E,
-            n = 0, L = 0;
+    bool first_only =
+        mc_attr_choice(k->n, "count") == MC_A_MOE_LOAD_BALANCE_LOSS_count_first_rank_only;
+    bool over_k = mc_attr_choice(k->n, "scale") == MC_A_MOE_LOAD_BALANCE_LOSS_scale_E_over_K;
+    mc_real scale = over_k ? (mc_real)E / (mc_real)K : (mc_real)E, n = 0, L = 0;
     for (int64_t t = t0; t < t1; t++)
         n += valid(mask, t);
     if (n == 0) return 0;
@@ -222,7 +223,7 @@ static mc_real lbl_part(const mc_kernel_ctx *k, int64_t t0, int64_t t1) {
 
 bool mc_interp_MOE_LOAD_BALANCE_LOSS(const mc_kernel_ctx *k) {
     int64_t T = k->in[0]->dims[0], len = T;
-    if (mc_attr_str(k->n, "scope")[0] == 's') {
+    if (mc_attr_choice(k->n, "scope") == MC_A_MOE_LOAD_BALANCE_LOSS_scope_sequence) {
         len = mc_attr_int(k->n, "seq_len");
         if (T % len)
             return ev_fail(k, "%lld tokens do not split into sequences of seq_len %lld",

@@ -31,18 +31,22 @@ static int64_t next_best(const mc_real *v, int64_t n, const bool *allowed, const
     return best;
 }
 
+/* TopKRoute, GWRoute, their gradients and MoE take one list of each (ir/attrs.def). */
+_Static_assert((int)MC_A_MOE_MOE_score_sigmoid == (int)MC_A_MOE_TOPK_ROUTE_score_sigmoid &&
+                   (int)MC_A_MOE_MOE_score_softmax_selected ==
+                       (int)MC_A_MOE_TOPK_ROUTE_score_softmax_selected &&
+                   (int)MC_A_MOE_MOE_order_priority == (int)MC_A_MOE_TOPK_ROUTE_order_priority,
+               "moe.MoE's score and order choices are TopKRoute's");
+
 void ev_topk_config(const mc_node *n, const char *normalize_attr, ev_topk *out) {
-    const char *score = mc_attr_str(n, "score");
     out->k = mc_attr_int(n, "k");
     out->capacity = mc_attr_int(n, "capacity");
     out->groups = mc_attr_int(n, "groups");
     out->topk_groups = mc_attr_int(n, "topk_groups");
     out->scale = mc_attr_float(n, "scale");
     out->normalize = mc_attr_int(n, normalize_attr) != 0;
-    out->priority = strcmp(mc_attr_str(n, "order"), "priority") == 0;
-    out->score = strcmp(score, "sigmoid") == 0            ? EV_SIGMOID
-                 : strcmp(score, "softmax_selected") == 0 ? EV_SOFTMAX_SELECTED
-                                                          : EV_SOFTMAX;
+    out->priority = mc_attr_choice(n, "order") == MC_A_MOE_TOPK_ROUTE_order_priority;
+    out->score = (ev_score)mc_attr_choice(n, "score");
 }
 
 /* Group limiting: keep the topk_groups best blocks of E/groups experts. A block scores
@@ -239,7 +243,7 @@ bool mc_interp_MOE_RESONANCE_ROUTE(const mc_kernel_ctx *k) {
     int64_t T = x->dims[0], D = x->dims[1], E = mc_attr_int(k->n, "num_experts"),
             K = mc_attr_int(k->n, "k");
     int64_t cap = mc_attr_int(k->n, "capacity");
-    const char *mode = mc_attr_str(k->n, "weight_mode");
+    int mode = mc_attr_choice(k->n, "weight_mode");
     mc_real *delta = malloc(sizeof(mc_real) * (size_t)(2 * T * E + T + E + 1));
     bool *flags = malloc((size_t)(T + E + 1));
     if (!delta || !flags) return free(delta), free(flags), ev_fail(k, "out of memory");
@@ -250,12 +254,13 @@ bool mc_interp_MOE_RESONANCE_ROUTE(const mc_kernel_ctx *k) {
         memset(flags, 0, (size_t)E);
         for (int64_t r = 0; r < K; r++)
             flags[ex[t * K + r] = next_best(delta + t * E, E, NULL, flags)] = true;
-        if (mode[0] == 'u') {
+        if (mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_unit) {
             for (int64_t r = 0; r < K; r++)
                 k->out[1].f[t * K + r] = 1;
             continue;
         }
-        ev_softmax_row((mode[8] == 'c' ? delta : grap) + t * E, E, w);
+        bool cosine = mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_softmax_cosine;
+        ev_softmax_row((cosine ? delta : grap) + t * E, E, w);
         for (int64_t r = 0; r < K; r++)
             k->out[1].f[t * K + r] = w[ex[t * K + r]];
     }
@@ -281,7 +286,8 @@ bool mc_interp_MOE_RESONANCE_ROUTE(const mc_kernel_ctx *k) {
 
 bool ev_gw_uncertain(const mc_node *n, const mc_real *z, int64_t E, mc_real *p) {
     mc_real tau = (mc_real)mc_attr_float(n, "threshold"), eps = (mc_real)mc_attr_float(n, "eps");
-    bool normalized = strcmp(mc_attr_str(n, "entropy_unit"), "normalized") == 0;
+    bool normalized =
+        mc_attr_choice(n, "entropy_unit") == MC_A_MOE_GW_ROUTE_entropy_unit_normalized;
     ev_softmax_row(z, E, p);
     mc_real H = 0;
     for (int64_t e = 0; e < E; e++)
@@ -290,7 +296,7 @@ bool ev_gw_uncertain(const mc_node *n, const mc_real *z, int64_t E, mc_real *p) 
     return H >= tau;
 }
 
-/* GW-MoE (§3.10): the base top-k result; in training, tokens whose routing entropy
+/* GW-MoE (§3.10): the base top-k result; in mode "train", tokens whose routing entropy
  * reaches the threshold (the first max_broadcast of them, valid tokens only) are
  * listed with every expert and the full softmax row instead. */
 static bool gw_broadcast(const mc_kernel_ctx *k, const int64_t *base_e, const mc_real *base_w,
@@ -318,7 +324,7 @@ bool mc_interp_MOE_GW_ROUTE(const mc_kernel_ctx *k) {
     ev_topk_config(k->n, "normalize", &c);
     const mc_tensor *z = k->in[0], *bias = k->n->nin > 1 ? k->in[1] : NULL;
     int64_t T = z->dims[0], E = z->dims[1];
-    if (!k->g->training)
+    if (mc_attr_choice(k->n, "mode") != MC_A_MOE_GW_ROUTE_mode_train)
         return ev_topk_route(&c, z->f, bias ? bias->f : NULL, T, E, k->out[0].i, k->out[1].f,
                              NULL) ||
                ev_fail(k, "out of memory");

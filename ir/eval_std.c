@@ -207,7 +207,8 @@ bool mc_interp_SILU(const mc_kernel_ctx *k) {
     return unary(k, U_SILU);
 }
 bool mc_interp_GELU(const mc_kernel_ctx *k) {
-    return unary(k, strcmp(mc_attr_str(k->n, "approximate"), "tanh") == 0 ? U_GELU_TANH : U_GELU);
+    bool tanh_form = mc_attr_choice(k->n, "approximate") == MC_A_GELU_approximate_tanh;
+    return unary(k, tanh_form ? U_GELU_TANH : U_GELU);
 }
 
 /* Softmax along an axis: max shift, exp, sum in ascending order. */

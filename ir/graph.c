@@ -67,10 +67,66 @@ const char *mc_graph_unique_name(mc_graph *g, const char *base) {
     }
 }
 
+/* ---- use lists ---- */
+
+static void use_add(mc_graph *g, int value, int node, int slot) {
+    mc_value *v = &g->values[value];
+    v->uses = grow(g->arena, v->uses, v->nuses, &v->cap_uses, sizeof(mc_use));
+    v->uses[v->nuses++] = (mc_use){node, slot};
+}
+
+static void use_drop(mc_graph *g, int value, int node, int slot) {
+    mc_value *v = &g->values[value];
+    for (int i = 0; i < v->nuses; i++)
+        if (v->uses[i].node == node && v->uses[i].slot == slot) {
+            v->uses[i] = v->uses[--v->nuses]; /* order of uses carries no meaning */
+            return;
+        }
+    mc_die("value %%%s has no use by node %d input %d", v->name, node, slot);
+}
+
+void mc_node_set_input(mc_graph *g, int node, int slot, int value) {
+    mc_node *n = &g->nodes[node];
+    MC_ASSERT(slot >= 0 && slot < n->nin && value >= -1 && value < g->nvalues);
+    if (n->in[slot] == value) return;
+    g->plan.valid = false;
+    if (n->in[slot] >= 0 && !n->dead) use_drop(g, n->in[slot], node, slot);
+    n->in[slot] = value;
+    if (value >= 0 && !n->dead) use_add(g, value, node, slot);
+}
+
+void mc_node_set_inputs(mc_graph *g, int node, const int *in, int nin) {
+    mc_node *n = &g->nodes[node];
+    for (int i = 0; i < n->nin; i++)
+        mc_node_set_input(g, node, i, -1);
+    n->in = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(nin ? nin : 1));
+    n->nin = nin;
+    for (int i = 0; i < nin; i++) {
+        n->in[i] = -1;
+        mc_node_set_input(g, node, i, in[i]);
+    }
+}
+
+int mc_value_single_user(const mc_graph *g, int value) {
+    const mc_value *v = &g->values[value];
+    int user = v->nuses ? v->uses[0].node : -1;
+    for (int i = 1; i < v->nuses; i++)
+        if (v->uses[i].node != user) return -1;
+    return user;
+}
+
+bool mc_value_escapes(const mc_graph *g, int value) {
+    if (g->values[value].is_output) return true;
+    for (int i = 0; i < g->nupdates; i++)
+        if (g->update_src[i] == value || g->update_dst[i] == value) return true;
+    return false;
+}
+
 static int new_node(mc_graph *g, mc_op op, const char *name, const int *in, int nin, const int *out,
                     int nout) {
     g->nodes = grow(g->arena, g->nodes, g->nnodes, &g->cap_nodes, sizeof(mc_node));
     int id = g->nnodes++;
+    g->plan.valid = false;
     mc_node *n = &g->nodes[id];
     memset(n, 0, sizeof *n);
     n->op = op;
@@ -79,9 +135,12 @@ static int new_node(mc_graph *g, mc_op op, const char *name, const int *in, int 
     n->nout = nout;
     n->in = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(nin ? nin : 1));
     n->out = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(nout ? nout : 1));
-    if (nin) memcpy(n->in, in, sizeof(int) * (size_t)nin);
+    for (int i = 0; i < nin; i++)
+        n->in[i] = -1;
     if (nout) memcpy(n->out, out, sizeof(int) * (size_t)nout);
     n->src_index = -1;
+    for (int i = 0; i < nin; i++)
+        mc_node_set_input(g, id, i, in[i]);
     mc_graph_set_producer(g, id);
     return id;
 }
@@ -117,12 +176,15 @@ int mc_graph_add_node_before(mc_graph *g, int anchor, mc_op op, const char *name
 }
 
 void mc_graph_remove_node(mc_graph *g, int node) {
+    g->plan.valid = false;
     int pos = order_index(g, node);
     if (pos >= 0) {
         memmove(&g->order[pos], &g->order[pos + 1], sizeof(int) * (size_t)(g->norder - pos - 1));
         g->norder--;
     }
     mc_node *n = &g->nodes[node];
+    for (int i = 0; i < n->nin; i++)
+        if (n->in[i] >= 0 && !n->dead) use_drop(g, n->in[i], node, i);
     n->dead = true;
     for (int i = 0; i < n->nout; i++)
         if (g->values[n->out[i]].producer == node) g->values[n->out[i]].producer = -1;
@@ -168,10 +230,9 @@ void mc_graph_add_grad(mc_graph *g, int param, int value) {
 }
 
 void mc_graph_replace_uses(mc_graph *g, int from, int to) {
-    for (int k = 0; k < g->norder; k++) {
-        mc_node *n = &g->nodes[g->order[k]];
-        for (int i = 0; i < n->nin; i++)
-            if (n->in[i] == from) n->in[i] = to;
+    while (g->values[from].nuses > 0) { /* each step drops one use of `from` */
+        mc_use u = g->values[from].uses[g->values[from].nuses - 1];
+        mc_node_set_input(g, u.node, u.slot, to);
     }
     for (int i = 0; i < g->noutputs; i++)
         if (g->outputs[i] == from) {
@@ -182,12 +243,7 @@ void mc_graph_replace_uses(mc_graph *g, int from, int to) {
 }
 
 int mc_graph_count_uses(const mc_graph *g, int value) {
-    int uses = 0;
-    for (int k = 0; k < g->norder; k++) {
-        const mc_node *n = &g->nodes[g->order[k]];
-        for (int i = 0; i < n->nin; i++)
-            uses += n->in[i] == value;
-    }
+    int uses = g->values[value].nuses;
     for (int i = 0; i < g->noutputs; i++)
         uses += g->outputs[i] == value;
     return uses;

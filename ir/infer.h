@@ -36,6 +36,8 @@ bool inf_route_logits(mc_infer_ctx *cx, int i, int64_t *E);       /* f32 [T,E], 
 bool inf_mask(mc_infer_ctx *cx, int i, const mc_shape *ref);      /* optional bool [T] */
 bool inf_topk_attrs(mc_infer_ctx *cx, int64_t E, int bias_input); /* TopKRoute's attrs */
 bool inf_offsets(mc_infer_ctx *cx, int i, int64_t *E);            /* i32 [E+1] */
+/* GWRoute's weight row width (and its gradient's): E when its mode is "train", else k. */
+int64_t inf_gw_width(const mc_infer_ctx *cx, int64_t E);
 /* W[E,D,F] at `weights` against rows[N,D] at `rows`: out is [N,F]. */
 bool inf_expert_weights(mc_infer_ctx *cx, int rows, int weights, int64_t E, mc_shape *out);
 

@@ -52,7 +52,7 @@ bool mc_infer_MOE_LOAD_BALANCE_LOSS_GRAD(mc_infer_ctx *cx) {
                     "choices need one row per token") ||
         !mask_ok(cx, 3, 1))
         return false;
-    bool seq = mc_attr_str(cx->n, "scope")[0] == 's';
+    bool seq = mc_attr_choice(cx->n, "scope") == MC_A_MOE_LOAD_BALANCE_LOSS_scope_sequence;
     const mc_attr *sl = mc_attr_get(cx->n, "seq_len");
     if (seq && (!sl || sl->i < 1))
         return inf_fail(cx, "attrs/seq_len", "scope \"sequence\" needs seq_len >= 1");
@@ -76,9 +76,11 @@ bool mc_infer_MOE_ENTROPY_LOSS_GRAD(mc_infer_ctx *cx) {
     return router_loss_grad(cx);
 }
 
-/* gy at input 0 for a loss of dtype dt whose unreduced shape is `elem`. */
+/* gy at input 0 for a loss of dtype dt whose unreduced shape is `elem` (both losses take
+ * REDUCTION_CHOICES). */
 static bool loss_gy(mc_infer_ctx *cx, mc_dtype dt, const mc_shape *elem) {
-    if (mc_attr_str(cx->n, "reduction")[0] != 'n') return scalar_of(cx, 0, dt);
+    if (mc_attr_choice(cx->n, "reduction") != MC_A_MSE_LOSS_reduction_none)
+        return scalar_of(cx, 0, dt);
     return same_as(cx, 0, dt, elem, "gy (reduction \"none\")");
 }
 

@@ -74,7 +74,7 @@ bool mc_infer_MOE_RESONANCE_ROUTE_GRAD(mc_infer_ctx *cx) {
 }
 
 /* GWRouteGrad(g_weight, logits[T,E], bias[E]?, mask[T]?) -> g_logits[T,E]; g_weight is
- * [T,k] in inference and [T,E] in training, like GWRoute's weight. */
+ * [T,k] in mode "infer" and [T,E] in mode "train", like GWRoute's weight. */
 bool mc_infer_MOE_GW_ROUTE_GRAD(mc_infer_ctx *cx) {
     int64_t E = 0, M = 0;
     if (!inf_route_logits(cx, 1, &E) || !inf_topk_attrs(cx, E, 2) ||
@@ -86,8 +86,7 @@ bool mc_infer_MOE_GW_ROUTE_GRAD(mc_infer_ctx *cx) {
         return inf_fail(cx, "attrs/threshold", "threshold is %g but must be >= 0", tau);
     if (!(eps >= 0 && eps < 1))
         return inf_fail(cx, "attrs/eps", "eps is %g but must be in [0, 1)", eps);
-    return route_grad_done(cx, inf_in(cx, 1)->shape.d[0],
-                           cx->g->training ? E : mc_attr_int(cx->n, "k"));
+    return route_grad_done(cx, inf_in(cx, 1)->shape.d[0], inf_gw_width(cx, E));
 }
 
 /* DispatchGrad(g_rows[N,D], g_row_weight[N], x[T,D], expert[T,K] | token[E,C], weight)
@@ -106,7 +105,7 @@ bool mc_infer_MOE_DISPATCH_GRAD(mc_infer_ctx *cx) {
     if (!mc_dim_is_const(idx->d[1]))
         return inf_fail(cx, inf_sub(cx, 3), "the second dim of %s must be constant",
                         inf_shape(cx, idx));
-    bool by_expert = mc_attr_str(cx->n, "source")[0] == 'e';
+    bool by_expert = mc_attr_choice(cx->n, "source") == MC_A_MOE_DISPATCH_source_expert_choice;
     if (by_expert && !mc_dim_eq(idx->d[0], mc_dim_const(E)))
         return inf_fail(
             cx, inf_sub(cx, 3),

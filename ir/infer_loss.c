@@ -4,10 +4,11 @@
  * dtype of the scores (pred), a scalar for reduction "mean" and "sum". */
 #include "infer.h"
 
-/* The loss for `none` has shape `elem`; otherwise it is a scalar. */
+/* The loss for `none` has shape `elem`; otherwise it is a scalar. Both losses take one
+ * list of reduction choices (REDUCTION_CHOICES in ir/attrs.def). */
 static void set_loss(mc_infer_ctx *cx, mc_dtype dt, const mc_shape *elem) {
     mc_shape scalar = {0, {{0}}};
-    bool none = mc_attr_str(cx->n, "reduction")[0] == 'n';
+    bool none = mc_attr_choice(cx->n, "reduction") == MC_A_MSE_LOSS_reduction_none;
     inf_set(cx, 0, dt, none ? elem : &scalar);
 }
 

@@ -111,8 +111,13 @@ bool mc_infer_MOE_RESONANCE_ROUTE(mc_infer_ctx *cx) {
     return true;
 }
 
-/* GWRoute(logits[T,E], bias[E]?, mask[T]?) -> expert, weight: [T,k] in inference,
- * [T,E] in training (broadcast rows list every expert). */
+int64_t inf_gw_width(const mc_infer_ctx *cx, int64_t E) {
+    bool train = mc_attr_choice(cx->n, "mode") == MC_A_MOE_GW_ROUTE_mode_train;
+    return train ? E : mc_attr_int(cx->n, "k");
+}
+
+/* GWRoute(logits[T,E], bias[E]?, mask[T]?) -> expert, weight: [T,k] in mode "infer",
+ * [T,E] in mode "train" (broadcast rows list every expert). */
 bool mc_infer_MOE_GW_ROUTE(mc_infer_ctx *cx) {
     int64_t E = 0, M = 0;
     if (!inf_route_logits(cx, 0, &E) || !inf_topk_attrs(cx, E, 1) ||
@@ -124,7 +129,7 @@ bool mc_infer_MOE_GW_ROUTE(mc_infer_ctx *cx) {
         return inf_fail(cx, "attrs/threshold", "threshold is %g but must be >= 0", tau);
     if (!(eps >= 0 && eps < 1))
         return inf_fail(cx, "attrs/eps", "eps is %g but must be in [0, 1)", eps);
-    set_pair(cx, inf_in(cx, 0)->shape.d[0], cx->g->training ? E : mc_attr_int(cx->n, "k"));
+    set_pair(cx, inf_in(cx, 0)->shape.d[0], inf_gw_width(cx, E));
     return true;
 }
 
@@ -141,7 +146,7 @@ bool mc_infer_MOE_DISPATCH(mc_infer_ctx *cx) {
     if (!mc_shape_eq(idx, &inf_in(cx, 2)->shape))
         return inf_fail(cx, inf_sub(cx, 2), "weight has shape %s but the index input has %s",
                         inf_shape(cx, &inf_in(cx, 2)->shape), inf_shape(cx, idx));
-    bool by_expert = mc_attr_str(cx->n, "source")[0] == 'e';
+    bool by_expert = mc_attr_choice(cx->n, "source") == MC_A_MOE_DISPATCH_source_expert_choice;
     mc_dim N = idx->d[0];
     if (!mc_dim_is_const(idx->d[1]))
         return inf_fail(cx, inf_sub(cx, 1), "the second dim of %s must be constant",
@@ -290,7 +295,7 @@ bool mc_infer_MOE_LOAD_BALANCE_LOSS(mc_infer_ctx *cx) {
                     "choices need one row per token") ||
         !inf_mask(cx, 2, &inf_in(cx, 0)->shape))
         return false;
-    bool seq = mc_attr_str(cx->n, "scope")[0] == 's';
+    bool seq = mc_attr_choice(cx->n, "scope") == MC_A_MOE_LOAD_BALANCE_LOSS_scope_sequence;
     const mc_attr *sl = mc_attr_get(cx->n, "seq_len");
     if (seq && (!sl || sl->i < 1))
         return inf_fail(cx, "attrs/seq_len", "scope \"sequence\" needs seq_len >= 1");

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "attrs.h" /* MC_A_*: names of attribute rows and choices (ir/attrs.def) */
+
 #define MC_MAX_RANK 8
 #define MC_MAX_SYMS 8
 #define MC_VARIADIC 1024
@@ -98,7 +100,8 @@ enum {
     MC_OPF_COMPOSITE = 4,
     MC_OPF_LOSS = 8,
     MC_OPF_GRAD = 16, /* a gradient op the autodiff pass emits (docs/autodiff.md) */
-    MC_OPF_OPTIM = 32 /* an optimizer step */
+    MC_OPF_OPTIM = 32, /* an optimizer step */
+    MC_OPF_FUSED = 64  /* made by a fusion pass: no gradient rule, runs after autodiff */
 };
 typedef enum {
 #define OP(id, name, min_in, max_in, min_out, max_out, flags) MC_OP_##id,
@@ -128,6 +131,7 @@ typedef struct {
 extern const mc_attr_schema mc_attr_schemas[];
 extern const int mc_num_attr_schemas;
 const mc_attr_schema *mc_attr_schema_find(mc_op op, const char *name);
+int mc_choice_index(const char *choices, const char *s); /* in "a|b|c"; -1 if absent */
 const char *mc_attr_kind_name(mc_attr_kind k); /* "int", "float", "string", ... */
 
 /* ---- values and nodes ---- */
@@ -140,6 +144,11 @@ typedef struct {
     double mean, std, low, high;
     uint64_t seed;
 } mc_init_recipe;
+
+/* One read of a value: input `slot` of node `node`. */
+typedef struct mc_use {
+    int node, slot;
+} mc_use;
 
 typedef struct mc_value {
     const char *name;
@@ -159,6 +168,10 @@ typedef struct mc_value {
     mc_init_recipe init; /* when src == MC_SRC_INIT */
     const char *file_key; /* when src == MC_SRC_FILE */
     void *rw;             /* a writable copy of data, once a training step updated it */
+    /* Every live node input that reads this value, kept by the graph calls below (add,
+     * remove, set inputs, replace uses): passes find users here, never by a scan. */
+    mc_use *uses;
+    int nuses, cap_uses;
 } mc_value;
 
 typedef struct mc_node {
@@ -172,6 +185,18 @@ typedef struct mc_node {
     int src_index;       /* /nodes/N of the JSON node it came from; -1 if none */
     bool dead;
 } mc_node;
+
+/* The static memory plan (passes/plan_memory.c): every temp that is not a graph output,
+ * and every node's kernel scratch, gets a byte range in one arena sized with each symbol
+ * at its max. Valid only until the graph changes: every graph edit clears `valid`. */
+typedef struct mc_plan {
+    bool valid;
+    int64_t peak;           /* arena bytes */
+    int64_t *value_off;     /* per value id; -1 when the value is not in the arena */
+    int64_t *value_bytes;   /* per value id: the bytes reserved */
+    int64_t *scratch_off;   /* per node id; -1 when the kernel needs no scratch */
+    int64_t *scratch_bytes; /* per node id */
+} mc_plan;
 
 typedef struct mc_graph {
     mc_arena *arena;
@@ -199,6 +224,7 @@ typedef struct mc_graph {
     int ngrads;
     const char *weights_path; /* resolved "weights" file, or NULL */
     const char *weights_override; /* --weights FILE of the command line, or NULL */
+    mc_plan plan;
 } mc_graph;
 
 mc_graph *mc_graph_new(const char *name);
@@ -215,7 +241,12 @@ int mc_graph_add_node(mc_graph *g, mc_op op, const char *name, const int *in, in
 /* Same, placed in g->order just before node `anchor`. */
 int mc_graph_add_node_before(mc_graph *g, int anchor, mc_op op, const char *name,
                              const int *in, int nin, const int *out, int nout);
-void mc_graph_remove_node(mc_graph *g, int node); /* dead, unlinked from order */
+void mc_graph_remove_node(mc_graph *g, int node); /* dead, unlinked from order and uses */
+/* Input `slot` of `node` now reads `value` (-1: omitted); the use lists follow. */
+void mc_node_set_input(mc_graph *g, int node, int slot, int value);
+/* Replaces the node's whole input list (the frontend fills inputs after creating every
+ * node, since a node may read a value a later node defines). */
+void mc_node_set_inputs(mc_graph *g, int node, const int *in, int nin);
 void mc_graph_add_output(mc_graph *g, int value);
 void mc_graph_remove_output(mc_graph *g, int index);
 void mc_graph_add_update(mc_graph *g, int src, int dst); /* see update_src */
@@ -223,6 +254,12 @@ void mc_graph_add_grad(mc_graph *g, int param, int value);  /* see grad_param */
 /* Every use of value `from` (node inputs and graph outputs) becomes `to`. */
 void mc_graph_replace_uses(mc_graph *g, int from, int to);
 int mc_graph_count_uses(const mc_graph *g, int value); /* node inputs + outputs list */
+/* The one node that reads `value` (through any number of its slots), or -1 when no
+ * node or several nodes read it. Graph outputs and updates do not count here. */
+int mc_value_single_user(const mc_graph *g, int value);
+/* Whether anything but node inputs reads the value: a graph output or a training
+ * step's state write. Fusion must keep such values materialised. */
+bool mc_value_escapes(const mc_graph *g, int value);
 void mc_graph_set_producer(mc_graph *g, int node);     /* out values' producer = node */
 /* Reorders g->order topologically, stable (keeps the current relative order where
  * allowed); false if there is a cycle (then order is unchanged). */
@@ -237,6 +274,9 @@ const mc_attr *mc_attr_get(const mc_node *n, const char *name); /* NULL if absen
 int64_t mc_attr_int(const mc_node *n, const char *name);
 double mc_attr_float(const mc_node *n, const char *name);
 const char *mc_attr_str(const mc_node *n, const char *name);
+/* A STRING attribute as the index of its value among the row's choices, to compare with
+ * the MC_A_<OP>_<name>_<choice> names of ir/attrs.h. */
+int mc_attr_choice(const mc_node *n, const char *name);
 void mc_node_set_int(mc_graph *g, mc_node *n, const char *name, int64_t v);
 void mc_node_set_float(mc_graph *g, mc_node *n, const char *name, double v);
 void mc_node_set_str(mc_graph *g, mc_node *n, const char *name, const char *v);

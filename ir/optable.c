@@ -19,10 +19,36 @@ bool mc_op_from_name(const char *name, mc_op *out) {
     return false;
 }
 
+/* A row's defaults: only a DEF row's is read, as a literal of its kind. */
+#define SCHEMA_DEFAULT_REQ(kind, d) 0, 0, NULL
+#define SCHEMA_DEFAULT_OPT(kind, d) 0, 0, NULL
+#define SCHEMA_DEFAULT_DEF(kind, d) SCHEMA_DEFAULT_##kind(d)
+#define SCHEMA_DEFAULT_INT(d)       (d), 0, NULL
+#define SCHEMA_DEFAULT_FLOAT(d)     0, (d), NULL
+#define SCHEMA_DEFAULT_STRING(d)    0, 0, (d)
+#define SCHEMA_DEFAULT_INTS(d)      0, 0, NULL
+#define SCHEMA_DEFAULT_FLOATS(d)    0, 0, NULL
+/* CHOICES(a, b, c) -> "a" "|" "b" "|" "c"; NULL for the kinds without choices. */
+#define SCHEMA_CHOICES_STRING(c)         c
+#define SCHEMA_CHOICES_INT(c)            NULL
+#define SCHEMA_CHOICES_FLOAT(c)          NULL
+#define SCHEMA_CHOICES_INTS(c)           NULL
+#define SCHEMA_CHOICES_FLOATS(c)         NULL
+#define SCHEMA_OR_CHOICE(unused, choice) "|" #choice
+
 const mc_attr_schema mc_attr_schemas[] = {
-#define ATTR(op, name, kind, presence, idef, fdef, sdef, choices)                                  \
-    {MC_OP_##op, name, MC_AK_##kind, MC_AP_##presence, idef, fdef, sdef, choices},
+#define ATTRS(op)
+#define CHOICES(first, ...) #first MC_PP_MAP(SCHEMA_OR_CHOICE, ~, __VA_ARGS__)
+#define ATTR(op, name, kind, presence, dflt, choices)                                              \
+    {MC_OP_##op,                                                                                   \
+     #name,                                                                                        \
+     MC_AK_##kind,                                                                                 \
+     MC_AP_##presence,                                                                             \
+     SCHEMA_DEFAULT_##presence(kind, dflt),                                                        \
+     SCHEMA_CHOICES_##kind(choices)},
 #include "attrs.def"
+#undef ATTRS
+#undef CHOICES
 #undef ATTR
 };
 const int mc_num_attr_schemas = (int)(sizeof mc_attr_schemas / sizeof mc_attr_schemas[0]);
@@ -32,6 +58,25 @@ const mc_attr_schema *mc_attr_schema_find(mc_op op, const char *name) {
         if (mc_attr_schemas[i].op == op && strcmp(mc_attr_schemas[i].name, name) == 0)
             return &mc_attr_schemas[i];
     return NULL;
+}
+
+int mc_choice_index(const char *choices, const char *s) {
+    size_t n = strlen(s);
+    int i = 0;
+    for (const char *p = choices; p; p = strchr(p, '|'), p = p ? p + 1 : p, i++)
+        if (strncmp(p, s, n) == 0 && (p[n] == '|' || p[n] == 0)) return i;
+    return -1;
+}
+
+int mc_attr_choice(const mc_node *n, const char *name) {
+    const mc_attr_schema *s = mc_attr_schema_find(n->op, name);
+    const char *v = mc_attr_str(n, name);
+    if (!s || !s->choices)
+        mc_die("%s has no attribute %s with choices", mc_op_infos[n->op].name, name);
+    int i = mc_choice_index(s->choices, v);
+    if (i < 0)
+        mc_die("node '%s' attribute %s is '%s', not one of '%s'", n->name, name, v, s->choices);
+    return i;
 }
 
 const char *mc_attr_kind_name(mc_attr_kind k) {

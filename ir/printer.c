@@ -169,6 +169,29 @@ static void print_initializers(FILE *f, const mc_graph *g) {
     }
 }
 
+/* The memory plan, when one matches the graph: the peak, then every arena buffer in
+ * node order (each node's outputs, then its kernel's scratch). */
+static void print_plan(FILE *f, const mc_graph *g) {
+    const mc_plan *p = &g->plan;
+    if (!p->valid) return;
+    fprintf(f, "  plan peak=%lld\n", (long long)p->peak);
+    for (int k = 0; k < g->norder; k++) {
+        const mc_node *n = &g->nodes[g->order[k]];
+        for (int j = 0; j < n->nout; j++) {
+            int v = n->out[j];
+            if (p->value_off[v] < 0) continue;
+            fputs("  plan ", f);
+            print_ref(f, g, v);
+            fprintf(f, " offset=%lld bytes=%lld\n", (long long)p->value_off[v],
+                    (long long)p->value_bytes[v]);
+        }
+        if (p->scratch_off[g->order[k]] >= 0)
+            fprintf(f, "  plan scratch of %s offset=%lld bytes=%lld\n", n->name,
+                    (long long)p->scratch_off[g->order[k]],
+                    (long long)p->scratch_bytes[g->order[k]]);
+    }
+}
+
 void mc_print_graph(FILE *f, const mc_graph *g) {
     fprintf(f, "graph %s mode=%s\n", g->name, g->training ? "train" : "infer");
     for (int s = 0; s < g->nsyms; s++)
@@ -193,4 +216,5 @@ void mc_print_graph(FILE *f, const mc_graph *g) {
         print_ref(f, g, g->update_src[i]);
         fputc('\n', f);
     }
+    print_plan(f, g);
 }

@@ -84,6 +84,32 @@ static bool outputs_ok(const mc_graph *g, int id, mc_diag *d) {
     return true;
 }
 
+/* Every value's use list names exactly the live node inputs that read it: each entry
+ * points at a live node slot holding the value, and the entries add up to all inputs. */
+static bool uses_ok(const mc_graph *g, mc_diag *d) {
+    int64_t listed = 0, read = 0;
+    for (int v = 0; v < g->nvalues; v++) {
+        const mc_value *x = &g->values[v];
+        for (int i = 0; i < x->nuses; i++) {
+            mc_use u = x->uses[i];
+            if (u.node < 0 || u.node >= g->nnodes || g->nodes[u.node].dead ||
+                u.slot >= g->nodes[u.node].nin || g->nodes[u.node].in[u.slot] != v)
+                return mc_error(d, NULL, "verify: the use list of %%%s names a node input "
+                                "that does not read it", x->name);
+        }
+        listed += x->nuses;
+    }
+    for (int k = 0; k < g->norder; k++) {
+        const mc_node *n = &g->nodes[g->order[k]];
+        for (int i = 0; i < n->nin; i++)
+            read += n->in[i] >= 0;
+    }
+    if (listed != read)
+        return mc_error(d, NULL, "verify: use lists hold %lld reads but nodes make %lld",
+                        (long long)listed, (long long)read);
+    return true;
+}
+
 bool mc_verify(mc_graph *g, mc_diag *d) {
     bool *done = mc_alloc((size_t)g->nnodes + 1);
     if (!done) mc_oom((size_t)g->nnodes);
@@ -100,6 +126,7 @@ bool mc_verify(mc_graph *g, mc_diag *d) {
              shapes_ok(g, id, d);
         done[id] = true;
     }
+    ok = ok && uses_ok(g, d);
     for (int i = 0; ok && i < g->noutputs; i++) {
         const mc_value *v = &g->values[g->outputs[i]];
         if (v->dead || (v->kind == MC_VK_TEMP && (v->producer < 0 || !done[v->producer])))

@@ -3,8 +3,6 @@
  * per op, no default: a new op must say here how it differentiates. */
 #include "autodiff.h"
 
-#include <string.h>
-
 /* ---- elementwise ---- */
 
 static int gy(ad *a) {
@@ -68,7 +66,8 @@ static void unary(ad *a, const char *which) {
 }
 
 static void gelu(ad *a) {
-    unary(a, strcmp(mc_attr_str(a->fwd, "approximate"), "tanh") == 0 ? "GeluTanh" : "Gelu");
+    bool tanh_form = mc_attr_choice(a->fwd, "approximate") == MC_A_GELU_approximate_tanh;
+    unary(a, tanh_form ? "GeluTanh" : "Gelu");
 }
 
 /* ---- normalisation and softmax ---- */
@@ -412,7 +411,7 @@ void ad_backprop(ad *a) {
     case MC_OP_MOE_TOPP_ROUTE: route(a, "moe.TopPRouteGrad"); break;
     case MC_OP_MOE_EXPERT_CHOICE_ROUTE: route(a, "moe.ExpertChoiceRouteGrad"); break;
     case MC_OP_MOE_RESONANCE_ROUTE: route(a, "moe.ResonanceRouteGrad"); break;
-    case MC_OP_MOE_GW_ROUTE: route(a, "moe.GWRouteGrad"); break;
+    case MC_OP_MOE_GW_ROUTE: route(a, "moe.GWRouteGrad"); break; /* its mode copied too */
     case MC_OP_MOE_DISPATCH: dispatch(a); break;
     case MC_OP_MOE_EXPERT_MATMUL: expert_matmul(a); break;
     case MC_OP_MOE_GATHER_MATMUL: gather_matmul(a); break;
@@ -454,6 +453,13 @@ void ad_backprop(ad *a) {
     case MC_OP_MOE_SGD:
     case MC_OP_MOE_ADAMW:
         ad_fail(a, "gradient and optimizer ops are not differentiated again");
+        break;
+    case MC_OP_MOE_FUSED_UP:
+    case MC_OP_MOE_FUSED_DOWN_COMBINE:
+    case MC_OP_MOE_FUSED_TOPK_DISPATCH:
+    case MC_OP_MOE_FUSED_TOPP_DISPATCH:
+    case MC_OP_MOE_FUSED_EXPERT_CHOICE_DISPATCH: /* the manager refuses autodiff after fusion */
+        ad_fail(a, "fused ops have no gradient rule: fusion runs after autodiff");
         break;
     case MC_NUM_OPS: break;
     }

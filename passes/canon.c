@@ -76,7 +76,7 @@ static bool merge_transposes(mc_graph *g, int id) {
     int64_t perm[MC_MAX_RANK];
     for (int i = 0; i < rank; i++)
         perm[i] = perm_at(inner, rank, (int)perm_at(outer, rank, i));
-    outer->in[0] = inner->in[0];
+    mc_node_set_input(g, id, 0, inner->in[0]);
     mc_node_set_ints(g, outer, "perm", perm, rank);
     if (mc_graph_count_uses(g, mid) == 0) {
         mc_val(g, mid)->dead = true;

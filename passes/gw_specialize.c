@@ -1,18 +1,22 @@
 /* gw-specialize: GW-MoE's broadcast exists only in the training step (ROUTING.md
  * §3.10).
  *
- * In inference mode every moe.GWRoute becomes the plain moe.TopKRoute of its base
- * router, same name, same outputs, the eight base attributes and the bias; the entropy,
- * the threshold and the mask (which only limits the broadcast) disappear, so the graph,
- * its dump and its compiled code are those of a top-k model.
+ * In inference mode every moe.GWRoute, whatever its mode, becomes the plain
+ * moe.TopKRoute of its base router, same name, same outputs, the eight base attributes
+ * and the bias; the entropy, the threshold, the mode and the mask (which only limits the
+ * broadcast) disappear, so the graph, its dump and its compiled code are those of a
+ * top-k model.
  *
  *   expert, weight = moe.GWRoute(logits, bias?, mask?) {k, score, ..., threshold, ...}
  *     -> expert, weight = moe.TopKRoute(logits, bias?) {k, score, ..., topk_groups}
  *
- * In training mode the GWRoute stays (the interpreter and the native kernel run the
- * broadcast route), and its broadcast tokens are stored once and read by every expert
- * instead of being copied E times: for each moe.Dispatch routed by a GWRoute whose rows
- * are read only as the rows of moe.ExpertMatMuls over the Dispatch's own offsets,
+ * In training mode the GWRoute stays and gets mode="train" (the frontend already gives
+ * it that mode when the model leaves it out; autodiff copies it onto the GWRouteGrad):
+ * the interpreter, shape inference and the native kernel read the broadcast from that
+ * attribute, never from the compile mode. Its broadcast tokens are stored once and read
+ * by every expert instead of being copied E times: for each moe.Dispatch routed by a
+ * GWRoute whose rows are read only as the rows of moe.ExpertMatMuls over the Dispatch's
+ * own offsets,
  *
  *   rows, off, tok, w = moe.Dispatch(x, expert, weight) {...}
  *   h = moe.ExpertMatMul(rows, off, W)
@@ -24,10 +28,6 @@
  * needs: shapes    keeps: shapes, verify, output values    breaks: nothing */
 #include "passes.h"
 
-/* The base router's attributes: the first eight rows of GWRoute's schema. */
-static const char *const base_attrs[] = {"k",     "score", "normalize", "capacity",
-                                         "order", "scale", "groups",    "topk_groups"};
-
 static void specialize(mc_graph *g, int id) {
     const mc_node *gw = mc_nod(g, id);
     int in[2] = {gw->in[0], gw->nin > 1 ? gw->in[1] : -1};
@@ -35,8 +35,10 @@ static void specialize(mc_graph *g, int id) {
     int out[2] = {gw->out[0], gw->out[1]};
     const char *name = gw->name;
     int tk = mc_graph_add_node_before(g, id, MC_OP_MOE_TOPK_ROUTE, name, in, nin, out, 2);
-    for (size_t i = 0; i < sizeof base_attrs / sizeof *base_attrs; i++)
-        mc_node_copy_attr(g, mc_nod(g, tk), mc_nod(g, id), base_attrs[i]);
+    gw = mc_nod(g, id);                 /* adding a node may move the node array */
+    for (int i = 0; i < gw->nattr; i++) /* the base router's: TopKRoute's rows */
+        if (mc_attr_schema_find(MC_OP_MOE_TOPK_ROUTE, gw->attrs[i].name))
+            mc_node_copy_attr(g, mc_nod(g, tk), gw, gw->attrs[i].name);
     mc_graph_remove_node(g, id);
     mc_graph_set_producer(g, tk);
 }
@@ -78,14 +80,23 @@ static void gather(mc_graph *g, int did) {
     mc_node_set_int(g, mc_nod(g, did), "materialize", 0);
 }
 
+/* mode="train" on a GWRoute; true if it was not set already. */
+static bool set_train(mc_graph *g, mc_node *n) {
+    if (mc_attr_choice(n, "mode") == MC_A_MOE_GW_ROUTE_mode_train) return false;
+    mc_node_set_str(g, n, "mode", "train");
+    return true;
+}
+
 bool mc_pass_gw_specialize(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     *changed = false;
     for (int pos = 0; pos < g->norder; pos++) {
         int id = g->order[pos];
-        const mc_node *n = mc_nod(g, id);
+        mc_node *n = mc_nod(g, id);
         if (!cx->training && n->op == MC_OP_MOE_GW_ROUTE) {
             specialize(g, id);
             *changed = true;
+        } else if (cx->training && n->op == MC_OP_MOE_GW_ROUTE) {
+            *changed |= set_train(g, n);
         } else if (cx->training && n->op == MC_OP_MOE_DISPATCH && gatherable(g, n)) {
             gather(g, id);
             *changed = true;

@@ -1,168 +1,163 @@
-/* passes/manager.c: the pass list and the pass manager, plus the two passes that only
- * wrap an ir/ entry point (infer-shapes, verify).
- *
- * The table below is the default pipeline, in order, with one line per pass saying
- * what it needs, what it keeps and what it breaks (docs/ir.md repeats it). Adding a
- * pass is one row here plus its file. The manager parses `--passes`, runs each pass,
- * optionally verifies after each one (naming the pass that broke the graph) and dumps
- * after the requested ones, to a stream or to numbered files in a directory. */
+/* passes/manager.c: the pass manager. It parses a pipeline (`--passes`, or the default
+ * one of pipeline.c), checks before anything runs that every pass's needs hold where it
+ * sits (tracking the properties each pass gives and breaks), runs the passes (a `{...}`
+ * group again and again until none of its passes reports a change), optionally
+ * verifies after each one (naming the pass that broke the graph) and dumps after the
+ * requested ones, to a stream or to numbered files in a directory. */
 #include "passes.h"
 
 #include <errno.h>
 #include <string.h>
 
-/* ---- infer-shapes ----
- * infer-shapes: gives every value its dtype and shape by running each node's shape
- * inference in order (mc_infer_shapes in ir/). This is the pass that reports shape errors: a
- * model that loads but does not type-check fails here with the node and the field.
- * It reports a change only when some value's dtype or shape is new or different, so a
- * second run (or a run on an already inferred graph) changes nothing.
- * needs: a loaded graph    keeps: everything    breaks: nothing */
-typedef struct {
-    bool has_shape;
-    mc_dtype dt;
-    mc_shape shape;
-} typing;
-
-static bool same_typing(const typing *t, const mc_value *v) {
-    return t->has_shape == v->has_shape &&
-           (!v->has_shape || (t->dt == v->dt && mc_shape_eq(&t->shape, &v->shape)));
-}
-
-bool mc_pass_infer_shapes(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
-    *changed = false;
-    typing *before = mc_alloc(sizeof(typing) * (size_t)(g->nvalues + 1));
-    if (!before) mc_oom(sizeof(typing) * (size_t)(g->nvalues + 1));
-    for (int i = 0; i < g->nvalues; i++)
-        before[i] = (typing){g->values[i].has_shape, g->values[i].dt, g->values[i].shape};
-    bool ok = mc_infer_shapes(g, cx->d);
-    for (int i = 0; ok && i < g->nvalues && !*changed; i++)
-        *changed = !same_typing(&before[i], &g->values[i]);
-    mc_free(before);
-    return ok;
-}
-
-/* ---- verify ----
- * verify: checks what every pass must keep true (mc_verify in ir/: ids and producers
- * consistent, order topological, arity and attributes as the op table says, recorded
- * shapes equal to re-inferred ones). As a pipeline step it lets `--after=verify` show
- * the graph a model really starts from; `--verify-each` runs the same check after every
- * pass instead.
- * needs: shapes    keeps: everything    breaks: nothing */
-bool mc_pass_verify(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
-    *changed = false;
-    return mc_verify(g, cx->d);
-}
-
-/* ---- the pipeline ---- */
-
-static const mc_pass_info pipeline[] = {
-    {"infer-shapes", mc_pass_infer_shapes,
-     "needs: a loaded graph; gives every value a dtype and shape, reports shape errors"},
-    {"verify", mc_pass_verify,
-     "needs: shapes; checks ids, order, arity, attributes and shapes; changes nothing"},
-    {"expand-moe", mc_pass_expand_moe,
-     "needs: shapes; moe.MoE -> route, dispatch, expert GEMMs, combine; keeps: shapes"},
-    {"gw-specialize", mc_pass_gw_specialize,
-     "needs: shapes; in inference moe.GWRoute -> its base moe.TopKRoute; in training the "
-     "GW Dispatch's rows are not materialised (its ExpertMatMuls over them -> "
-     "moe.GatherMatMul of x); keeps: shapes"},
-    {"canonicalize", mc_pass_canonicalize,
-     "needs: shapes; drops no-op Identity/Reshape/Transpose/Cast, merges Transposes; "
-     "keeps: shapes, output names"},
-    {"fold-constants", mc_pass_fold_constants,
-     "needs: shapes; runs nodes of constants (and params, in inference) once; keeps: shapes"},
-    {"autodiff", mc_pass_autodiff,
-     "needs: shapes, training; appends the loss's gradient w.r.t. every trained param "
-     "(grad.<param> outputs); inference: nothing"},
-    {"optimizer", mc_pass_optimizer,
-     "needs: autodiff; one SGD/AdamW step per trained param, state as params, updates; "
-     "inference: nothing"},
-    {"dce", mc_pass_dce,
-     "needs: nothing; removes nodes and initializers no output depends on; keeps: inputs"},
-};
-enum { NUM_PASSES = sizeof pipeline / sizeof pipeline[0] };
 enum { MAX_PASS_NAME = 64 };
 
-const mc_pass_info *mc_pass_find(const char *name) {
-    for (int i = 0; i < NUM_PASSES; i++)
-        if (strcmp(pipeline[i].name, name) == 0) return &pipeline[i];
-    return NULL;
-}
+typedef struct {
+    const mc_pass_info *pass;
+    int group; /* 0: runs once; n > 0: the steps with this number form one group */
+} step;
 
-const mc_pass_info *mc_pass_list(int *out_n) {
-    *out_n = NUM_PASSES;
-    return pipeline;
-}
+typedef struct {
+    step *steps;
+    int n;
+} pipeline;
 
 /* "infer-shapes, verify, ..." for messages. */
 static const char *pass_names(mc_graph *g) {
+    int n;
+    const mc_pass_info *table = mc_pass_table(&n);
     const char *s = "";
-    for (int i = 0; i < NUM_PASSES; i++)
-        s = mc_arena_printf(g->arena, "%s%s%s", s, i ? ", " : "", pipeline[i].name);
+    for (int i = 0; i < n; i++)
+        s = mc_arena_printf(g->arena, "%s%s%s", s, i ? ", " : "", table[i].name);
     return s;
 }
 
-/* "a,b,c" -> passes in the graph arena; false with a diagnostic on a bad name. */
-static bool parse_passes(mc_graph *g, const char *spec, const mc_pass_info ***out, int *n,
-                         mc_diag *d) {
-    int cap = NUM_PASSES;
-    for (const char *p = spec; p && *p; p++)
-        cap += *p == ',';
-    const mc_pass_info **list = mc_arena_alloc(g->arena, sizeof *list * (size_t)cap);
-    *out = list;
-    *n = 0;
-    if (!spec) { /* the default pipeline: the whole table */
-        for (int i = 0; i < NUM_PASSES; i++)
-            list[(*n)++] = &pipeline[i];
-        return true;
+static bool bad_list(mc_graph *g, mc_diag *d) {
+    return mc_error(d, NULL,
+                    "--passes takes a comma-separated list of pass names, with {a,b} for a "
+                    "group run to a fixed point (%s)",
+                    pass_names(g));
+}
+
+/* One list entry: an optional '{' opening a group, a name, an optional '}' closing it. */
+static bool parse_step(mc_graph *g, const char *tok, size_t len, int *group, int *ngroups,
+                       step *out, mc_diag *d) {
+    bool opens = len > 0 && tok[0] == '{', closes = len > 0 && tok[len - 1] == '}';
+    tok += opens;
+    len -= (size_t)opens + (size_t)(closes && len > (size_t)opens);
+    if ((opens && *group) || (closes && !*group && !opens)) return bad_list(g, d);
+    if (opens) *group = ++*ngroups;
+    char name[MAX_PASS_NAME];
+    if (len == 0 || len >= sizeof name) return bad_list(g, d);
+    memcpy(name, tok, len);
+    name[len] = 0;
+    *out = (step){mc_pass_find(name), *group};
+    if (!out->pass)
+        return mc_error(d, NULL, "unknown pass '%s'; the passes are: %s", name, pass_names(g));
+    if (closes) *group = 0;
+    return true;
+}
+
+static bool parse_pipeline(mc_graph *g, const char *spec, pipeline *p, mc_diag *d) {
+    int cap = 1, group = 0, ngroups = 0;
+    for (const char *c = spec; *c; c++)
+        cap += *c == ',';
+    p->steps = mc_arena_alloc(g->arena, sizeof(step) * (size_t)cap);
+    p->n = 0;
+    for (const char *c = spec;; c++) {
+        size_t len = strcspn(c, ",");
+        if (!parse_step(g, c, len, &group, &ngroups, &p->steps[p->n++], d)) return false;
+        c += len;
+        if (!*c) break;
     }
-    for (const char *p = spec;; p++) {
-        size_t len = strcspn(p, ",");
-        char name[MAX_PASS_NAME];
-        if (len == 0 || len >= sizeof name)
-            return mc_error(d, NULL, "--passes takes a comma-separated list of pass names (%s)",
-                            pass_names(g));
-        memcpy(name, p, len);
-        name[len] = 0;
-        if (!(list[(*n)++] = mc_pass_find(name)))
-            return mc_error(d, NULL, "unknown pass '%s'; the passes are: %s", name, pass_names(g));
-        p += len;
-        if (!*p) break;
+    return group == 0 || bad_list(g, d);
+}
+
+/* ---- properties ---- */
+
+static unsigned props_of(const mc_graph *g) {
+    unsigned p = MC_PROP_EXPANDED | MC_PROP_UNFUSED | MC_PROP_SHAPES;
+    for (int k = 0; k < g->norder; k++) {
+        unsigned f = mc_op_infos[g->nodes[g->order[k]].op].flags;
+        if (f & MC_OPF_COMPOSITE) p &= ~(unsigned)MC_PROP_EXPANDED;
+        if (f & MC_OPF_FUSED) p &= ~(unsigned)MC_PROP_UNFUSED;
+    }
+    for (int i = 0; i < g->nvalues; i++)
+        if (!g->values[i].dead && !g->values[i].has_shape) p &= ~(unsigned)MC_PROP_SHAPES;
+    if (g->ngrads > 0) p |= MC_PROP_GRADS;
+    if (g->plan.valid) p |= MC_PROP_PLAN;
+    return p;
+}
+
+/* Walks the steps from properties `have`; a group is walked twice, as its second round
+ * starts from what its first left. breaker[b]: the pass that last broke property b. */
+static bool check_needs(mc_graph *g, const pipeline *p, unsigned have, bool training, mc_diag *d) {
+    const char *breaker[MC_NUM_PROPS] = {0};
+    for (int i = 0; i < p->n; i++) {
+        int end = i;
+        while (p->steps[i].group && end + 1 < p->n && p->steps[end + 1].group == p->steps[i].group)
+            end++;
+        for (int round = 0; round < (p->steps[i].group ? 2 : 1); round++)
+            for (int k = i; k <= end; k++) {
+                const mc_pass_info *s = p->steps[k].pass;
+                if (s->training_only && !training) continue; /* it will change nothing */
+                for (int b = 0; b < MC_NUM_PROPS; b++) {
+                    unsigned bit = 1u << b;
+                    if ((s->needs & bit) && !(have & bit))
+                        return mc_error(d, NULL, "pass %s needs %s, which %s%s", s->name,
+                                        mc_prop_name(bit), breaker[b] ? "pass " : "",
+                                        breaker[b]
+                                            ? mc_arena_printf(g->arena, "%s broke", breaker[b])
+                                            : "no earlier pass gives");
+                    if (s->breaks & bit) breaker[b] = s->name;
+                }
+                have = (have & ~s->breaks) | s->gives;
+            }
+        i = end;
     }
     return true;
 }
 
-static bool check_after(mc_graph *g, const char *after, const mc_pass_info **list, int n,
-                        mc_diag *d) {
+static bool check_after(mc_graph *g, const char *after, const pipeline *p, mc_diag *d) {
     if (!after || strcmp(after, "all") == 0) return true;
-    for (int i = 0; i < n; i++)
-        if (strcmp(list[i]->name, after) == 0) return true;
     const char *names = "";
-    for (int i = 0; i < n; i++)
-        names = mc_arena_printf(g->arena, "%s%s, ", names, list[i]->name);
+    for (int i = 0; i < p->n; i++) {
+        if (strcmp(p->steps[i].pass->name, after) == 0) return true;
+        names = mc_arena_printf(g->arena, "%s%s, ", names, p->steps[i].pass->name);
+    }
     return mc_error(d, NULL, "--after=%s is not a pass of this pipeline; expected one of: %sall",
                     after, names);
 }
 
-static void dump(FILE *f, const mc_graph *g, const char *pass, mc_dump_format fmt) {
-    if (fmt == MC_DUMP_DOT) {
-        fprintf(f, "// after %s\n", pass);
-        mc_print_dot(f, g);
-    } else {
-        fprintf(f, "# after %s\n", pass);
-        mc_print_graph(f, g);
-    }
+/* ---- running ---- */
+
+typedef struct {
+    mc_graph *g;
+    const mc_pipeline_opts *o;
+    mc_pass_ctx cx;
+    int dumps; /* files written to dump_dir so far */
+} runner;
+
+/* "dce", or "dce (round 2)" for a group's later rounds. */
+static const char *label(mc_graph *g, const char *pass, int round) {
+    return round > 1 ? mc_arena_printf(g->arena, "%s (round %d)", pass, round) : pass;
 }
 
-/* DIR/NN-pass.txt (or .dot), NN counting passes from 01. */
-static bool dump_to_dir(const mc_pipeline_opts *o, mc_graph *g, int index, const char *pass,
-                        mc_diag *d) {
-    const char *path = mc_arena_printf(g->arena, "%s/%02d-%s.%s", o->dump_dir, index, pass,
+static void dump(FILE *f, const mc_graph *g, const char *what, mc_dump_format fmt) {
+    fprintf(f, fmt == MC_DUMP_DOT ? "// after %s\n" : "# after %s\n", what);
+    if (fmt == MC_DUMP_DOT)
+        mc_print_dot(f, g);
+    else
+        mc_print_graph(f, g);
+}
+
+/* DIR/NN-pass.txt (or .dot), NN counting dumps from 01. */
+static bool dump_to_dir(runner *r, const char *pass, const char *what, mc_diag *d) {
+    const mc_pipeline_opts *o = r->o;
+    const char *path = mc_arena_printf(r->g->arena, "%s/%02d-%s.%s", o->dump_dir, ++r->dumps, pass,
                                        o->format == MC_DUMP_DOT ? "dot" : "txt");
     FILE *f = fopen(path, "w");
     if (!f) return mc_error(d, NULL, "cannot write %s: %s", path, strerror(errno));
-    dump(f, g, pass, o->format);
+    dump(f, r->g, what, o->format);
     bool bad = ferror(f) != 0;
     if (fclose(f) != 0 || bad)
         return mc_error(d, NULL, "cannot write %s: %s", path, strerror(errno));
@@ -179,28 +174,55 @@ static bool verify_after(mc_graph *g, const char *pass, mc_diag *d) {
                     msg ? msg + strlen("error: ") : vd.msg);
 }
 
-static bool after_step(mc_graph *g, const mc_pipeline_opts *o, int index, const char *pass,
-                       mc_diag *d) {
-    if (o->verify_each && !verify_after(g, pass, d)) return false;
-    if (o->after && (strcmp(o->after, "all") == 0 || strcmp(o->after, pass) == 0))
-        dump(o->dump_out ? o->dump_out : stdout, g, pass, o->format);
-    return !o->dump_dir || dump_to_dir(o, g, index, pass, d);
+/* Runs one pass; a group's later rounds dump only the passes that changed something. */
+static bool run_step(runner *r, const mc_pass_info *s, int round, bool *changed) {
+    mc_graph *g = r->g;
+    mc_diag *d = r->cx.d;
+    *changed = false;
+    if (!s->fn(g, &r->cx, changed)) return false;
+    if (*changed && (s->breaks & MC_PROP_PLAN)) g->plan.valid = false;
+    if (r->o->verify_each && !verify_after(g, s->name, d)) return false;
+    if (round > 1 && !*changed) return true;
+    const char *after = r->o->after, *what = label(g, s->name, round);
+    if (after && (strcmp(after, "all") == 0 || strcmp(after, s->name) == 0))
+        dump(r->o->dump_out ? r->o->dump_out : stdout, g, what, r->o->format);
+    return !r->o->dump_dir || dump_to_dir(r, s->name, what, d);
+}
+
+/* Steps first..last: once, or for a group again and again until a round changes
+ * nothing. */
+static bool run_steps(runner *r, const step *steps, int first, int last) {
+    int rounds = steps[first].group ? MC_MAX_ROUNDS : 1;
+    for (int round = 1; round <= rounds; round++) {
+        bool any = false;
+        for (int k = first; k <= last; k++) {
+            bool changed;
+            if (!run_step(r, steps[k].pass, round, &changed)) return false;
+            any |= changed;
+        }
+        if (!any || rounds == 1) return true;
+    }
+    mc_die("passes %s..%s still change the graph after %d rounds", steps[first].pass->name,
+           steps[last].pass->name, MC_MAX_ROUNDS);
 }
 
 bool mc_run_pipeline(mc_graph *g, const mc_pipeline_opts *o, mc_diag *d) {
-    const mc_pass_info **list;
-    int n;
-    if (!parse_passes(g, o->passes, &list, &n, d) || !check_after(g, o->after, list, n, d))
+    pipeline p;
+    if (!parse_pipeline(g, o->passes ? o->passes : mc_default_pipeline, &p, d) ||
+        !check_after(g, o->after, &p, d))
         return false;
-    mc_pass_ctx cx = {d, o->training || g->training, &o->train};
-    /* Every pass but infer-shapes needs shapes: infer them first (not dumped) unless
-     * the list starts there. Inference is idempotent, so this never changes a graph
-     * that already has them. */
-    if (list[0]->fn != mc_pass_infer_shapes && !mc_infer_shapes(g, d)) return false;
-    for (int i = 0; i < n; i++) {
-        bool changed = false;
-        if (!list[i]->fn(g, &cx, &changed)) return false;
-        if (!after_step(g, o, i + 1, list[i]->name, d)) return false;
+    /* Shapes come first (inferred, not dumped) unless the list starts with infer-shapes.
+     * Inference is idempotent, so this never changes a graph that already has them. */
+    if (p.steps[0].pass->fn != mc_pass_infer_shapes && !mc_infer_shapes(g, d)) return false;
+    bool training = o->training || g->training;
+    if (!check_needs(g, &p, props_of(g), training, d)) return false;
+    runner r = {g, o, {d, training, &o->train}, 0};
+    for (int i = 0; i < p.n;) {
+        int end = i;
+        while (p.steps[i].group && end + 1 < p.n && p.steps[end + 1].group == p.steps[i].group)
+            end++;
+        if (!run_steps(&r, p.steps, i, end)) return false;
+        i = end + 1;
     }
     return true;
 }

@@ -55,11 +55,12 @@ static int op1(expander *x, mc_op op, const char *role, const int *in, int nin, 
 }
 
 static mc_op activation(const mc_node *moe) {
-    const char *a = mc_attr_str(moe, "activation_type");
-    if (strcmp(a, "relu") == 0) return MC_OP_RELU;
-    if (strcmp(a, "gelu") == 0) return MC_OP_GELU;
-    MC_ASSERT(strcmp(a, "silu") == 0); /* the schema allows nothing else */
-    return MC_OP_SILU;
+    switch ((enum MC_A_MOE_MOE_activation_type_choices)mc_attr_choice(moe, "activation_type")) {
+    case MC_A_MOE_MOE_activation_type_relu: return MC_OP_RELU;
+    case MC_A_MOE_MOE_activation_type_gelu: return MC_OP_GELU;
+    case MC_A_MOE_MOE_activation_type_silu: return MC_OP_SILU;
+    }
+    mc_die("moe.MoE node '%s': bad activation_type", moe->name);
 }
 
 /* act(gate) * up when gated, else act(up). */

@@ -31,18 +31,41 @@ bool mc_pass_autodiff(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_optimizer(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_fold_constants(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_dce(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_fuse_gate_dispatch(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_fuse_expert_ffn(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_fuse_elementwise(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_plan_memory(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+
+/* Properties of a graph that passes need, give and break. The manager tracks them when
+ * it builds a pipeline: a pass whose needs some earlier pass broke (or none gave) is an
+ * error before anything runs. A pass keeps every property it does not break. */
+enum {
+    MC_PROP_SHAPES = 1,   /* every value has its dtype and shape */
+    MC_PROP_EXPANDED = 2, /* no composite op (moe.MoE) is left */
+    MC_PROP_UNFUSED = 4,  /* no fused op yet: autodiff has a rule for every op */
+    MC_PROP_GRADS = 8,    /* autodiff ran: the loss's gradients are in the graph */
+    MC_PROP_PLAN = 16     /* g->plan matches the graph */
+};
+#define MC_NUM_PROPS 5
+const char *mc_prop_name(unsigned prop); /* one bit: "shapes", ... */
 
 typedef struct mc_pass_info {
     const char *name; /* what --passes= and --after= accept */
     mc_pass_fn fn;
-    const char *why;  /* one line: what it needs, keeps, breaks */
+    unsigned needs, gives, breaks; /* MC_PROP_* */
+    bool training_only;            /* does nothing in inference: needs checked in training */
+    const char *why;               /* one line: what it does and why it sits where it is */
 } mc_pass_info;
 const mc_pass_info *mc_pass_find(const char *name);
-const mc_pass_info *mc_pass_list(int *out_n); /* the default pipeline, in order */
+const mc_pass_info *mc_pass_table(int *out_n); /* every pass, in default-pipeline order */
+/* The default pipeline as --passes would spell it; `{a,b}` is a group that runs again
+ * and again until none of its passes changes the graph (at most MC_MAX_ROUNDS). */
+extern const char mc_default_pipeline[];
+#define MC_MAX_ROUNDS 8
 
 typedef enum { MC_DUMP_TEXT, MC_DUMP_DOT } mc_dump_format;
 typedef struct mc_pipeline_opts {
-    const char *passes;   /* comma-separated names; NULL: the default pipeline */
+    const char *passes;   /* comma-separated names, {groups}; NULL: the default pipeline */
     const char *after;    /* dump after this pass, "all", or NULL */
     bool verify_each;
     const char *dump_dir; /* write NN-pass.txt (or .dot) per pass, or NULL */

@@ -1,9 +1,13 @@
-/* backend/plan.c: the static memory plan. Every temp value (and every node's scratch)
- * gets a byte offset in one arena, sized with all symbols at their max. Buffers whose
- * lifetimes (first definition to last use, in node order) overlap never share bytes;
- * placement is first-fit in order of decreasing size, which keeps the peak close to the
- * largest set of simultaneously live buffers on MoE graphs. */
-#include "internal.h"
+/* plan-memory: the static memory plan. Every temp value that is not a graph output
+ * (and every node's kernel scratch) gets a byte offset in one arena, sized with all
+ * symbols at their max; the result lives in g->plan, shows in dumps, and is what the
+ * backend lays buffers out by. Buffers whose lifetimes (first definition to last use,
+ * in node order) overlap never share bytes; placement is first-fit in order of
+ * decreasing size, which keeps the peak close to the largest set of simultaneously
+ * live buffers on MoE graphs. Any later graph edit invalidates the plan.
+ * needs: shapes    keeps: everything    breaks: nothing    gives: the plan */
+#include "passes.h"
+#include "scratch.h"
 
 #include <stdlib.h>
 
@@ -48,9 +52,9 @@ static int64_t first_fit(const buffer *placed, int n, const buffer *b) {
     return off;
 }
 
-static int collect(const mc_graph *g, mb_plan *p, buffer *bufs) {
-    int n = 0;
-    int64_t *last = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)g->nvalues);
+/* Position in g->order of each value's last reader (the node that defines it if none). */
+static int64_t *last_reads(const mc_graph *g) {
+    int64_t *last = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)(g->nvalues + 1));
     for (int pos = 0; pos < g->norder; pos++) {
         const mc_node *nd = mc_nod(g, g->order[pos]);
         for (int i = 0; i < nd->nin; i++)
@@ -58,6 +62,13 @@ static int collect(const mc_graph *g, mb_plan *p, buffer *bufs) {
     }
     for (int i = 0; i < g->nupdates; i++) /* copied into their params after the last node */
         last[g->update_src[i]] = g->norder;
+    return last;
+}
+
+static int collect(mc_graph *g, buffer *bufs) {
+    mc_plan *p = &g->plan;
+    const int64_t *last = last_reads(g);
+    int n = 0;
     for (int pos = 0; pos < g->norder; pos++) {
         int id = g->order[pos];
         const mc_node *nd = mc_nod(g, id);
@@ -67,7 +78,8 @@ static int collect(const mc_graph *g, mb_plan *p, buffer *bufs) {
             int64_t bytes = mc_shape_numel_max(g, &mc_val(g, v)->shape) *
                             (int64_t)mc_dtype_size(mc_val(g, v)->dt);
             int64_t end = last[v] > pos ? last[v] : pos;
-            bufs[n++] = (buffer){round_up(bytes > 0 ? bytes : 1), pos, end, &p->value_off[v]};
+            p->value_bytes[v] = round_up(bytes > 0 ? bytes : 1);
+            bufs[n++] = (buffer){p->value_bytes[v], pos, end, &p->value_off[v]};
         }
         p->scratch_bytes[id] = mb_scratch_bytes(g, nd);
         if (p->scratch_bytes[id] > 0)
@@ -76,22 +88,29 @@ static int collect(const mc_graph *g, mb_plan *p, buffer *bufs) {
     return n;
 }
 
-void mb_plan_build(const mc_graph *g, mb_plan *p) {
-    p->value_off = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)g->nvalues);
-    p->scratch_off = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)g->nnodes);
-    p->scratch_bytes = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)g->nnodes);
-    for (int v = 0; v < g->nvalues; v++)
-        p->value_off[v] = -1;
-    for (int i = 0; i < g->nnodes; i++)
-        p->scratch_off[i] = -1;
-    size_t cap = (size_t)g->nvalues + (size_t)g->nnodes + 1;
-    buffer *bufs = mc_arena_alloc(g->arena, sizeof(buffer) * cap);
-    int n = collect(g, p, bufs);
+static int64_t *filled(mc_graph *g, int n, int64_t v) {
+    int64_t *a = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++)
+        a[i] = v;
+    return a;
+}
+
+bool mc_pass_plan_memory(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
+    (void)cx;
+    mc_plan *p = &g->plan;
+    *p = (mc_plan){.value_off = filled(g, g->nvalues, -1),
+                   .value_bytes = filled(g, g->nvalues, 0),
+                   .scratch_off = filled(g, g->nnodes, -1),
+                   .scratch_bytes = filled(g, g->nnodes, 0)};
+    buffer *bufs = mc_arena_alloc(g->arena, sizeof(buffer) * (size_t)(g->nvalues + g->nnodes + 1));
+    int n = collect(g, bufs);
     qsort(bufs, (size_t)n, sizeof *bufs, by_size_desc);
-    p->peak = 0;
     for (int i = 0; i < n; i++) {
         *bufs[i].off = first_fit(bufs, i, &bufs[i]);
         int64_t end = *bufs[i].off + bufs[i].bytes;
         p->peak = end > p->peak ? end : p->peak;
     }
+    p->valid = true;
+    *changed = false; /* the graph itself is as it was */
+    return true;
 }

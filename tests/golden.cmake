@@ -17,6 +17,16 @@ foreach(case ${GOLDEN_CASES})
   endforeach()
 endforeach()
 
+# Fusion passes: the graph before (dce) and after each fusion pass (CASE.passes).
+set(GOLDEN_FUSION ffn.dce ffn.fuse-gate-dispatch ffn.fuse-expert-ffn ffn.fuse-elementwise)
+foreach(check ${GOLDEN_FUSION})
+  string(REPLACE "." ";" parts ${check})
+  list(GET parts 0 case)
+  list(GET parts 1 pass)
+  add_test(NAME golden.${check}
+           COMMAND bash ${GOLDEN_DIR}/run.sh $<TARGET_FILE:moec> ${case} ${pass})
+endforeach()
+
 foreach(dot ${GOLDEN_DOTS})
   string(REPLACE "." ";" parts ${dot})
   list(GET parts 0 case)

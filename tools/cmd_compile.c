@@ -17,19 +17,23 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* The composite ops the backend never sees: lowered here whatever --passes said. */
-static bool lower_composites(mc_graph *g, const cli_args *a, mc_diag *d) {
+/* What the backend needs whatever --passes said: no composite ops (expand-moe) and a
+ * memory plan of the final graph (plan-memory), each run here when the pipeline left
+ * it undone. */
+static bool ready_for_backend(mc_graph *g, const cli_args *a, mc_diag *d) {
     for (int pos = 0; pos < g->norder; pos++)
         if (mc_op_infos[g->nodes[g->order[pos]].op].flags & MC_OPF_COMPOSITE) {
             mc_pipeline_opts po = {.passes = "expand-moe", .training = a->training};
-            return mc_run_pipeline(g, &po, d);
+            if (!mc_run_pipeline(g, &po, d)) return false;
+            break;
         }
-    return true;
+    mc_pipeline_opts plan = {.passes = "plan-memory", .training = a->training};
+    return g->plan.valid || mc_run_pipeline(g, &plan, d);
 }
 
 static mc_graph *load_for_backend(const cli_args *a, mc_diag *d) {
     mc_graph *g = cli_load_and_lower(a, NULL, d);
-    if (g && !lower_composites(g, a, d)) {
+    if (g && !ready_for_backend(g, a, d)) {
         mc_graph_free(g);
         return NULL;
     }
@@ -140,7 +144,7 @@ static bool link_executable(const char *obj, const char *exe, mc_diag *d) {
 /* Object with main() in `dir`, linked to `exe`. */
 static bool build_into(const cli_args *a, mc_graph *g, const char *dir, const char *exe,
                        mc_diag *d) {
-    if (!lower_composites(g, a, d)) return false;
+    if (!ready_for_backend(g, a, d)) return false;
     mb_options o = backend_options(a);
     o.with_main = true;
     o.emit = MB_EMIT_OBJ;

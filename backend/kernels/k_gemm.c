@@ -17,25 +17,12 @@
  * take the fast path (backend/gemm.c, is_panel_use). */
 #include "../../runtime/moert.h"
 #include "k_math.h"
-#include "mk.h"
+#include "k_gemm.h"
 
-enum { ROWS_PER_TASK = 96, MAX_TILE = 16 * 64, KC = 256, MAX_MR = 16 };
+enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_TILE = 16 * 64, KC = 256, MAX_MR = 16 };
 
-typedef struct mat {
-    const float *A, *B;
-    float *C;
-    int64_t M, K, N, lda, ldb, ldc;
-    bool packed;        /* B in panels: panel p at B + p*K*nr */
-    const int32_t *tok; /* gathered A: row r at A + tok[r]*lda; NULL: A + r*lda */
-} mat;
-
-typedef struct gemm_job gemm_job;
-struct gemm_job {
-    int64_t count;                                       /* products */
-    void (*get)(const gemm_job *j, int64_t i, mat *out); /* the i-th product */
-    const mk_tensor *in, *out;
-    int64_t nr;
-};
+typedef mk_mat mat;
+typedef mk_gemm_job gemm_job;
 
 static int64_t cdiv(int64_t a, int64_t b) {
     return (a + b - 1) / b;
@@ -47,19 +34,6 @@ static int64_t tasks_of(const mat *m, int64_t nr) {
 
 static const float *a_row(const mat *m, int64_t r) {
     return m->A + (m->tok ? (int64_t)m->tok[r] : r) * m->lda;
-}
-
-/* Columns [n0, n0+nn) of an unpacked B that do not fill a panel: a plain loop. */
-static void edge_columns(const mat *m, int64_t n0, int64_t nn, int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        const float *A = a_row(m, r);
-        for (int64_t n = n0; n < n0 + nn; n++) {
-            float s = 0;
-            for (int64_t k = 0; k < m->K; k++)
-                s += A[k] * m->B[k * m->ldb + n];
-            m->C[r * m->ldc + n] = s;
-        }
-    }
 }
 
 /* C[r, 0..NR) (+)= gathered rows [r, r+mr) times B, through buf: KC columns of the rows
@@ -80,25 +54,53 @@ static void gathered_block(const mat *m, int64_t r, int64_t mr, const float *B, 
     } while (k0 < m->K);
 }
 
-static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
-    int64_t MR = mk_gemm_mr(), n0 = p * nr, nn = m->N - n0 < nr ? m->N - n0 : nr;
-    const float *B = m->packed ? m->B + p * m->K * nr : m->B + n0;
-    int64_t ldb = m->packed ? nr : m->ldb;
-    if (!m->packed && nn < nr) {
-        edge_columns(m, n0, nn, r0, r1);
-        return;
+int64_t mk_gemm_panel_cols(const mat *m, int64_t p, int64_t nr) {
+    int64_t n0 = p * nr;
+    return m->N - n0 < nr ? m->N - n0 : nr;
+}
+
+/* An unpacked B's panel that is not full: a plain loop, into tile (ld nr). */
+static void edge_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *tile) {
+    int64_t n0 = p * nr, nn = mk_gemm_panel_cols(m, p, nr);
+    for (int64_t i = 0; i < mr; i++) {
+        const float *A = a_row(m, r + i);
+        for (int64_t n = 0; n < nn; n++) {
+            float s = 0;
+            for (int64_t k = 0; k < m->K; k++)
+                s += A[k] * m->B[k * m->ldb + n0 + n];
+            tile[i * nr + n] = s;
+        }
     }
+}
+
+/* Rows [r, r+mr) of panel p into C (ldc): the micro-kernel, or the plain edge loop. */
+static void block_into(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *C,
+                       int64_t ldc) {
+    const float *B = m->packed ? m->B + p * m->K * nr : m->B + p * nr;
+    int64_t ldb = m->packed ? nr : m->ldb;
+    if (!m->packed && mk_gemm_panel_cols(m, p, nr) < nr)
+        edge_block(m, p, r, mr, nr, C);
+    else if (m->tok)
+        gathered_block(m, r, mr, B, ldb, C, ldc);
+    else
+        mk_ukernel(m->K, m->A + r * m->lda, m->lda, mr, B, ldb, C, ldc, 0);
+}
+
+void mk_gemm_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *tile) {
+    block_into(m, p, r, mr, nr, tile, nr);
+}
+
+static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
+    int64_t MR = mk_gemm_mr(), n0 = p * nr, nn = mk_gemm_panel_cols(m, p, nr);
     float tile[MAX_TILE];
     for (int64_t r = r0; r < r1; r += MR) {
         int64_t mr = r1 - r < MR ? r1 - r : MR;
         bool full = mr == MR && nn == nr;
-        float *C = full ? m->C + r * m->ldc + n0 : tile;
-        int64_t ldc = full ? m->ldc : nr;
-        if (m->tok)
-            gathered_block(m, r, mr, B, ldb, C, ldc);
-        else
-            mk_ukernel(m->K, m->A + r * m->lda, m->lda, mr, B, ldb, C, ldc, 0);
-        if (full) continue;
+        if (full) {
+            block_into(m, p, r, mr, nr, m->C + r * m->ldc + n0, m->ldc);
+            continue;
+        }
+        mk_gemm_block(m, p, r, mr, nr, tile);
         for (int64_t i = 0; i < mr; i++)
             for (int64_t j = 0; j < nn; j++)
                 m->C[(r + i) * m->ldc + n0 + j] = tile[i * nr + j];
@@ -116,7 +118,11 @@ static void run_task(const gemm_job *j, int64_t t) {
         }
         int64_t row_blocks = cdiv(m.M, ROWS_PER_TASK), p = t / row_blocks;
         int64_t r0 = (t % row_blocks) * ROWS_PER_TASK;
-        panel_rows(&m, p, r0, r0 + ROWS_PER_TASK < m.M ? r0 + ROWS_PER_TASK : m.M, j->nr);
+        int64_t r1 = r0 + ROWS_PER_TASK < m.M ? r0 + ROWS_PER_TASK : m.M;
+        if (j->rows)
+            j->rows(j, i, &m, p, r0, r1);
+        else
+            panel_rows(&m, p, r0, r1, j->nr);
         return;
     }
 }
@@ -126,7 +132,7 @@ static void gemm_tasks(void *ctx, int64_t begin, int64_t end) {
         run_task(ctx, t);
 }
 
-static void run_job(gemm_job *j) {
+void mk_gemm_run(gemm_job *j) {
     int64_t total = 0;
     mat m;
     for (int64_t i = 0; i < j->count; i++) {
@@ -219,13 +225,11 @@ int32_t mk_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr
                   .in = in,
                   .out = out,
                   .nr = b->layout == MK_PANELS ? b->nr : mk_gemm_nr()};
-    if (j.count > 0) run_job(&j);
+    if (j.count > 0) mk_gemm_run(&j);
     return 0;
 }
 
 /* ---- Gemm: alpha * A' B' + beta * C ---- */
-
-enum { G_ALPHA, G_BETA, G_TRANS_A, G_TRANS_B };
 
 static void gemm_get(const gemm_job *j, int64_t i, mat *m) {
     (void)i;
@@ -254,8 +258,9 @@ static float bias_at(const mk_tensor *c, int64_t M, int64_t N, int64_t m, int64_
 
 int32_t mk_GEMM(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *a = &in[0], *b = &in[1], *c = &in[2], *y = &out[0];
-    float alpha = (float)attr[G_ALPHA].f, beta = (float)attr[G_BETA].f;
-    int64_t ta = attr[G_TRANS_A].i, tb = attr[G_TRANS_B].i, M = y->dims[0], N = y->dims[1];
+    float alpha = (float)attr[MC_A_GEMM_alpha].f, beta = (float)attr[MC_A_GEMM_beta].f;
+    int64_t ta = attr[MC_A_GEMM_transA].i, tb = attr[MC_A_GEMM_transB].i, M = y->dims[0],
+            N = y->dims[1];
     int64_t K = ta ? a->dims[0] : a->dims[1];
     bool fast = a->dt == MK_F32 && !ta && (!tb || b->layout == MK_PANELS);
     if (fast && M > 0) {
@@ -264,7 +269,7 @@ int32_t mk_GEMM(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) 
                       .in = in,
                       .out = out,
                       .nr = b->layout == MK_PANELS ? b->nr : mk_gemm_nr()};
-        run_job(&j);
+        mk_gemm_run(&j);
     }
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
@@ -304,7 +309,7 @@ static void expert_get(const gemm_job *j, int64_t e, mat *m) {
     m->C = (float *)j->out[0].p + r0 * F;
 }
 
-static int32_t check_offsets(const mk_tensor *off, int64_t N) {
+int32_t mk_check_offsets(const mk_tensor *off, int64_t N) {
     int64_t E = off->dims[0] - 1;
     for (int64_t e = 0; e <= E; e++) {
         int64_t o = offset_at(off, e);
@@ -333,7 +338,7 @@ int32_t mk_MOE_EXPERT_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk
     (void)attr;
     const mk_tensor *rows = &in[0], *off = &in[1], *y = &out[0];
     int64_t N = rows->dims[0], F = y->dims[1], E = off->dims[0] - 1;
-    int32_t st = check_offsets(off, N);
+    int32_t st = mk_check_offsets(off, N);
     if (st) return st;
     if (rows->dt != MK_F32) {
         expert_plain(in, y, E);
@@ -343,7 +348,7 @@ int32_t mk_MOE_EXPERT_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk
                       .in = in,
                       .out = out,
                       .nr = in[2].layout == MK_PANELS ? in[2].nr : mk_gemm_nr()};
-        run_job(&j);
+        mk_gemm_run(&j);
     }
     /* Rows outside [offsets[0], offsets[E]) belong to no expert (past the last one: the
      * padding of the static bound): zero, as in the interpreter. */
@@ -392,7 +397,7 @@ int32_t mk_MOE_GATHER_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk
     (void)attr;
     const mk_tensor *x = &in[0], *tok = &in[1], *off = &in[2], *y = &out[0];
     int64_t T = x->dims[0], N = tok->dims[0], F = y->dims[1], E = off->dims[0] - 1;
-    int32_t st = check_offsets(off, N);
+    int32_t st = mk_check_offsets(off, N);
     if (st) return st;
     for (int64_t i = offset_at(off, 0); i < offset_at(off, E); i++) {
         int64_t t = mk_ldi(tok, i);
@@ -412,7 +417,7 @@ int32_t mk_MOE_GATHER_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk
                       .in = in,
                       .out = out,
                       .nr = in[3].layout == MK_PANELS ? in[3].nr : mk_gemm_nr()};
-        run_job(&j);
+        mk_gemm_run(&j);
     }
     /* rows of no expert: zero, as in the interpreter */
     for (int64_t i = 0; i < offset_at(off, 0) * F; i++)

@@ -19,8 +19,6 @@
 
 #pragma STDC FP_CONTRACT OFF
 
-enum { RED_MEAN, RED_SUM, RED_NONE }; /* attr "reduction": index in "mean|sum|none" */
-
 /* Loops over at least this many elements go to the pool, in chunks of about GRAIN. */
 enum { PARALLEL_MIN = 1 << 15, GRAIN = 1 << 13 };
 
@@ -80,8 +78,8 @@ static void lbl_grad_part(const mk_tensor *in, float *g, float *cnt, int64_t ran
 int32_t mk_MOE_LOAD_BALANCE_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out,
                                       const mk_attr *attr) {
     int64_t T = in[1].dims[0], E = in[1].dims[1], K = in[2].dims[1], len = T;
-    if (attr[2].i == 1) {
-        len = attr[3].i;
+    if (attr[MC_A_MOE_LOAD_BALANCE_LOSS_scope].i == MC_A_MOE_LOAD_BALANCE_LOSS_scope_sequence) {
+        len = attr[MC_A_MOE_LOAD_BALANCE_LOSS_seq_len].i;
         if (T % len)
             return moert_fail(MOERT_ERR_ARGUMENT,
                               "%lld tokens do not split into sequences of seq_len %lld",
@@ -90,10 +88,15 @@ int32_t mk_MOE_LOAD_BALANCE_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out,
     if (T == 0) return MOERT_OK;
     if (out[1].dims[0] < 4 * E)
         return moert_fail(MOERT_ERR_INTERNAL, "loss gradient kernel: the scratch is too small");
-    float scale = attr[0].i == 1 ? (float)E / (float)K : (float)E;
-    float f = *(const float *)in[0].p * (float)attr[4].f / (float)(T / len) * scale;
+    bool over_k =
+        attr[MC_A_MOE_LOAD_BALANCE_LOSS_scale].i == MC_A_MOE_LOAD_BALANCE_LOSS_scale_E_over_K;
+    bool first_only = attr[MC_A_MOE_LOAD_BALANCE_LOSS_count].i ==
+                      MC_A_MOE_LOAD_BALANCE_LOSS_count_first_rank_only;
+    float scale = over_k ? (float)E / (float)K : (float)E;
+    float f = *(const float *)in[0].p * (float)attr[MC_A_MOE_LOAD_BALANCE_LOSS_coef].f /
+              (float)(T / len) * scale;
     for (int64_t t0 = 0; t0 < T; t0 += len)
-        lbl_grad_part(in, out[0].p, out[1].p, attr[1].i == 1 ? 1 : K, f, t0, t0 + len);
+        lbl_grad_part(in, out[0].p, out[1].p, first_only ? 1 : K, f, t0, t0 + len);
     return MOERT_OK;
 }
 
@@ -137,23 +140,23 @@ static void entropy_rows(void *ctx, int64_t b, int64_t end) {
 }
 
 /* Rows of the [T,E] input 1 to the pool; f = gy * coef * mul / valid tokens (when any). */
-static int32_t router_grad(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr,
-                           float mul, moert_task_fn rows) {
+static int32_t router_grad(const mk_tensor *in, const mk_tensor *out, double coef, float mul,
+                           moert_task_fn rows) {
     int64_t T = in[1].dims[0], E = in[1].dims[1];
     float n = valid_count(&in[2], T);
-    router_ctx c = {in, out[0].p, n > 0 ? *(const float *)in[0].p * (float)attr[0].f * mul / n : 0};
+    router_ctx c = {in, out[0].p, n > 0 ? *(const float *)in[0].p * (float)coef * mul / n : 0};
     run_rows(T, E, rows, &c);
     return MOERT_OK;
 }
 
 /* in: gy[], logits[T,E], mask[T]?  out: g = gy coef 2/n lse_t softmax_t. attrs: coef. */
 int32_t mk_MOE_Z_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    return router_grad(in, out, attr, 2.0f, z_rows);
+    return router_grad(in, out, attr[MC_A_MOE_Z_LOSS_coef].f, 2.0f, z_rows);
 }
 
 /* in: gy[], p[T,E], mask[T]?  out: g = -gy coef/n (ln p + 1), 0 where p <= 0. attrs: coef. */
 int32_t mk_MOE_ENTROPY_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    return router_grad(in, out, attr, 1.0f, entropy_rows);
+    return router_grad(in, out, attr[MC_A_MOE_ENTROPY_LOSS_coef].f, 1.0f, entropy_rows);
 }
 
 /* ---- training losses ---- */
@@ -179,16 +182,17 @@ typedef struct {
 static void ce_rows(void *ctx, int64_t b, int64_t end) {
     const ce_ctx *c = ctx;
     const mk_tensor *x = &c->in[1], *w = &c->in[3];
-    int64_t C = c->C, in_ = c->inner, red = c->attr[1].i;
+    const mk_attr *ignore = &c->attr[MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_ignore_index];
+    int64_t C = c->C, in_ = c->inner, red = c->attr[MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_reduction].i;
     for (int64_t i = b; i < end; i++) {
         int64_t l = mk_ldi(&c->in[2], i), base = (i / in_) * C * in_ + i % in_;
-        if (c->attr[0].present && l == c->attr[0].i) {
+        if (ignore->present && l == ignore->i) {
             for (int64_t k = 0; k < C; k++)
                 mk_stf(c->g, base + k * in_, 0.0f);
             continue;
         }
-        float gy = mk_ldf(&c->in[0], red == RED_NONE ? i : 0);
-        float s = red == RED_MEAN ? gy / c->den : gy;
+        float gy = mk_ldf(&c->in[0], red == MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_reduction_none ? i : 0);
+        float s = red == MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_reduction_mean ? gy / c->den : gy;
         float f = s * (w->p ? mk_ldf(w, l) : 1.0f), mx = -__builtin_inff(), sum = 0;
         for (int64_t k = 0; k < C; k++) {
             float v = mk_ldf(x, base + k * in_);
@@ -209,11 +213,12 @@ static void ce_rows(void *ctx, int64_t b, int64_t end) {
 int32_t mk_MOE_SOFTMAX_CROSS_ENTROPY_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out,
                                                const mk_attr *attr) {
     int64_t C = in[1].dims[1], P = mk_numel(&in[2]);
+    const mk_attr *ignore = &attr[MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_ignore_index];
     ce_ctx c = {in, &out[0], attr, C, in[1].dims[0] ? P / in[1].dims[0] : 1, 0};
     for (int64_t i = 0; i < P; i++) {
         int64_t l = mk_ldi(&in[2], i);
-        if (attr[0].present && l == attr[0].i) continue;
-        if (l < 0 || l >= C) return bad_label(l, i, C, &attr[0]);
+        if (ignore->present && l == ignore->i) continue;
+        if (l < 0 || l >= C) return bad_label(l, i, C, ignore);
         c.den += in[3].p ? mk_ldf(&in[3], l) : 1.0f;
     }
     run_rows(P, C, ce_rows, &c);
@@ -229,8 +234,8 @@ typedef struct {
 static void mse_range(void *ctx, int64_t b, int64_t end) {
     const mse_ctx *c = ctx;
     for (int64_t i = b; i < end; i++) {
-        float gy = mk_ldf(&c->in[0], c->red == RED_NONE ? i : 0);
-        float s = c->red == RED_MEAN ? gy / c->n : gy;
+        float gy = mk_ldf(&c->in[0], c->red == MC_A_MSE_LOSS_reduction_none ? i : 0);
+        float s = c->red == MC_A_MSE_LOSS_reduction_mean ? gy / c->n : gy;
         mk_stf(c->g, i, 2.0f * (mk_ldf(&c->in[1], i) - mk_ldf(&c->in[2], i)) * s);
     }
 }
@@ -239,7 +244,7 @@ static void mse_range(void *ctx, int64_t b, int64_t end) {
  * gy[i] (none). attrs: reduction. */
 int32_t mk_MOE_MSE_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     int64_t n = mk_numel(&in[1]);
-    mse_ctx c = {in, &out[0], attr[0].i, (float)n};
+    mse_ctx c = {in, &out[0], attr[MC_A_MSE_LOSS_reduction].i, (float)n};
     run_rows(n, 1, mse_range, &c);
     return MOERT_OK;
 }
@@ -276,7 +281,11 @@ static void sgd_range(void *ctx, int64_t b, int64_t end) {
 
 /* in: param, grad, velocity  out: param', velocity'. attrs: lr, momentum, weight_decay. */
 int32_t mk_MOE_SGD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    opt_ctx c = {in, out, (float)attr[0].f, (float)attr[1].f, 0, 0, (float)attr[2].f, 0, 0};
+    opt_ctx c = {.in = in,
+                 .out = out,
+                 .lr = (float)attr[MC_A_MOE_SGD_lr].f,
+                 .a = (float)attr[MC_A_MOE_SGD_momentum].f,
+                 .wd = (float)attr[MC_A_MOE_SGD_weight_decay].f};
     run_rows(mk_numel(&in[0]), 1, sgd_range, &c);
     return MOERT_OK;
 }
@@ -318,16 +327,16 @@ int32_t mk_MOE_ADAMW(const mk_tensor *in, const mk_tensor *out, const mk_attr *a
         return moert_fail(MOERT_ERR_ARGUMENT,
                           "step is %lld but must be >= 1 (the count after this update)",
                           (long long)t);
-    float b1 = (float)attr[1].f, b2 = (float)attr[2].f;
-    opt_ctx c = {in,
-                 out,
-                 (float)attr[0].f,
-                 b1,
-                 b2,
-                 (float)attr[3].f,
-                 (float)attr[4].f,
-                 1.0f - mk_powf(b1, (float)t),
-                 1.0f - mk_powf(b2, (float)t)};
+    float b1 = (float)attr[MC_A_MOE_ADAMW_beta1].f, b2 = (float)attr[MC_A_MOE_ADAMW_beta2].f;
+    opt_ctx c = {.in = in,
+                 .out = out,
+                 .lr = (float)attr[MC_A_MOE_ADAMW_lr].f,
+                 .a = b1,
+                 .b = b2,
+                 .eps = (float)attr[MC_A_MOE_ADAMW_epsilon].f,
+                 .wd = (float)attr[MC_A_MOE_ADAMW_weight_decay].f,
+                 .c1 = 1.0f - mk_powf(b1, (float)t),
+                 .c2 = 1.0f - mk_powf(b2, (float)t)};
     run_rows(mk_numel(&in[0]), 1, adamw_range, &c);
     return MOERT_OK;
 }

@@ -10,8 +10,9 @@
  * Calling convention beyond mk.h: in[] holds the op's maximum number of inputs, p ==
  * NULL where an optional one is omitted; scratch (sized by mb_scratch_grad_moe) is
  * out[nout]. A router gradient's scratch holds its own arrays first, then the forward
- * kernel's scratch (the rest). attr[] are the forward op's rows, then MK_MODE. Float
- * contraction is off, as in the forward kernels. */
+ * kernel's scratch (the rest). A gradient's attr[] are its forward op's rows (ir/attrs.def
+ * writes them once for both), so it reads them by the forward op's names and hands attr
+ * to the forward kernel as it is. Float contraction is off, as in the forward kernels. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -85,8 +86,6 @@ static void softmax_back(const float *p, const float *gp, int64_t E, float *gz) 
 
 /* ---- token-choice top-k (TopKRoute, GWRoute's base route) ---- */
 
-enum { SC_SOFTMAX, SC_SOFTMAX_SELECTED, SC_SIGMOID };
-
 typedef struct {
     int64_t k, score;
     float scale;
@@ -96,13 +95,13 @@ typedef struct {
     bool *in_set;       /* [E] */
 } topk_grad;
 
-/* Carves the arrays and runs the forward TopKRoute (attr rows 0..7) on in[0..1]. */
+/* Carves the arrays and runs the forward TopKRoute (its rows start attr[]) on in[0..1]. */
 static int32_t topk_grad_init(const mk_tensor *in, const mk_attr *attr, mk_arena *a, topk_grad *w) {
-    int64_t T = in[0].dims[0], E = in[0].dims[1], k = attr[0].i;
+    int64_t T = in[0].dims[0], E = in[0].dims[1], k = attr[MC_A_MOE_TOPK_ROUTE_k].i;
     w->k = k;
-    w->score = attr[1].i;
-    w->normalize = attr[2].i != 0;
-    w->scale = (float)attr[5].f;
+    w->score = attr[MC_A_MOE_TOPK_ROUTE_score].i;
+    w->normalize = attr[MC_A_MOE_TOPK_ROUTE_normalize].i != 0;
+    w->scale = (float)attr[MC_A_MOE_TOPK_ROUTE_scale].f;
     w->ex = mk_take(a, 4 * T * k);
     w->sel = mk_take(a, 4 * T * k);
     w->wt = mk_take(a, 4 * T * k);
@@ -117,9 +116,9 @@ static int32_t topk_grad_init(const mk_tensor *in, const mk_attr *attr, mk_arena
 
 /* Scores of one token: softmax, sigmoid, or the softmax over the selected set. */
 static void topk_scores(const topk_grad *w, const float *z, int64_t E) {
-    if (w->score == SC_SOFTMAX) {
+    if (w->score == MC_A_MOE_TOPK_ROUTE_score_softmax) {
         softmax_row(z, E, w->u);
-    } else if (w->score == SC_SIGMOID) {
+    } else if (w->score == MC_A_MOE_TOPK_ROUTE_score_sigmoid) {
         for (int64_t e = 0; e < E; e++)
             w->u[e] = 1.0f / (1.0f + __builtin_expf(-z[e]));
     } else {
@@ -157,7 +156,7 @@ static void topk_token_back(const topk_grad *w, const float *z, int64_t E, int64
     }
     for (int64_t e = 0; w->normalize && e < E; e++)
         if (w->in_set[e]) w->gu[e] -= w->scale * acc / (D * D);
-    if (w->score == SC_SIGMOID) {
+    if (w->score == MC_A_MOE_TOPK_ROUTE_score_sigmoid) {
         for (int64_t e = 0; e < E; e++)
             gz[e] += w->gu[e] * w->u[e] * (1.0f - w->u[e]);
     } else { /* softmax_selected: u is 0 outside the set, so only its logits move */
@@ -182,22 +181,25 @@ int32_t mk_MOE_TOPK_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const 
 
 /* GW-MoE's uncertainty test of one token, as k_route.c's gw_broadcast computes it. */
 static bool gw_uncertain(const float *z, int64_t E, const mk_attr *attr, float *p) {
-    float tau = (float)attr[8].f, eps = (float)attr[11].f;
+    float tau = (float)attr[MC_A_MOE_GW_ROUTE_threshold].f,
+          eps = (float)attr[MC_A_MOE_GW_ROUTE_eps].f;
     softmax_row(z, E, p);
     float H = 0;
     for (int64_t e = 0; e < E; e++)
         H -= p[e] * __builtin_logf(p[e] + eps);
-    if (attr[9].i == 1) H /= __builtin_logf((float)E);
+    if (attr[MC_A_MOE_GW_ROUTE_entropy_unit].i == MC_A_MOE_GW_ROUTE_entropy_unit_normalized)
+        H /= __builtin_logf((float)E);
     return H >= tau;
 }
 
-/* in: g_weight ([T,k] inference, [T,E] training), logits[T,E], bias[E]?, mask[T]?
- * out: g_logits[T,E], scratch. Training (attr[12], the mode): a broadcast token takes
- * the softmax Jacobian of its full row, the others their base route's. */
+/* in: g_weight ([T,k] for mode "infer", [T,E] for "train"), logits[T,E], bias[E]?,
+ * mask[T]?  out: g_logits[T,E], scratch. Mode "train": a broadcast token takes the
+ * softmax Jacobian of its full row, the others their base route's. */
 int32_t mk_MOE_GW_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const float *g = in[0].p, *z = in[1].p;
-    int64_t T = in[1].dims[0], E = in[1].dims[1], W = in[0].dims[1], M = attr[10].i, seen = 0;
-    bool training = attr[12].i != 0;
+    int64_t T = in[1].dims[0], E = in[1].dims[1], W = in[0].dims[1],
+            M = attr[MC_A_MOE_GW_ROUTE_max_broadcast].i, seen = 0;
+    bool training = attr[MC_A_MOE_GW_ROUTE_mode].i == MC_A_MOE_GW_ROUTE_mode_train;
     float *gz = out[0].p;
     mk_arena a = mk_arena_of(&out[1]);
     topk_grad w;
@@ -305,11 +307,11 @@ static void resonance_token_back(const float *x, int64_t D, int64_t E, bool cosi
 int32_t mk_MOE_RESONANCE_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out,
                                     const mk_attr *attr) {
     const float *g = in[0].p, *x = in[1].p;
-    int64_t T = in[1].dims[0], D = in[1].dims[1], E = attr[0].i, K = in[0].dims[1],
-            mode = attr[3].i;
+    int64_t T = in[1].dims[0], D = in[1].dims[1], E = attr[MC_A_MOE_RESONANCE_ROUTE_num_experts].i,
+            K = in[0].dims[1], mode = attr[MC_A_MOE_RESONANCE_ROUTE_weight_mode].i;
     float *gx = out[0].p;
     zero_f(gx, T * D);
-    if (mode == 1) return MOERT_OK; /* unit weights: no gradient */
+    if (mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_unit) return MOERT_OK; /* no gradient */
     mk_arena a = mk_arena_of(&out[1]);
     int32_t *ex = mk_take(&a, 4 * T * K);
     float *wt = mk_take(&a, 4 * T * K), *buf = mk_take(&a, 5 * 4 * E);
@@ -322,7 +324,9 @@ int32_t mk_MOE_RESONANCE_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out,
         zero_f(gw, E);
         for (int64_t r = 0; r < K; r++)
             if (ex[t * K + r] >= 0) gw[ex[t * K + r]] += g[t * K + r];
-        resonance_token_back(x + t * D, D, E, mode == 0, buf, gw, gx + t * D);
+        resonance_token_back(x + t * D, D, E,
+                             mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_softmax_cosine, buf, gw,
+                             gx + t * D);
     }
     return MOERT_OK;
 }
@@ -394,9 +398,9 @@ static void rows_expert_choice(const mk_tensor *idx, int64_t E, int64_t *list, i
  * g_rows over t's rows in ascending row order (f32 accumulators for a 16-bit x); with
  * materialize 0 g_rows is [0,D] and gx is 0. */
 int32_t mk_MOE_DISPATCH_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t E = attr[0].i, T = in[2].dims[0], D = in[2].dims[1], Q = in[3].dims[0] * in[3].dims[1],
-            C = in[3].dims[1];
-    bool by_expert = attr[1].i == 1;
+    int64_t E = attr[MC_A_MOE_DISPATCH_num_experts].i, T = in[2].dims[0], D = in[2].dims[1],
+            Q = in[3].dims[0] * in[3].dims[1], C = in[3].dims[1];
+    bool by_expert = attr[MC_A_MOE_DISPATCH_source].i == MC_A_MOE_DISPATCH_source_expert_choice;
     int32_t st = check_indices(&in[3], by_expert, by_expert ? T : E);
     if (st != MOERT_OK) return st;
     mk_arena a = mk_arena_of(&out[2]);
@@ -417,7 +421,7 @@ int32_t mk_MOE_DISPATCH_GRAD(const mk_tensor *in, const mk_tensor *out, const mk
         if (row_of[q] >= 0) row_tok[row_of[q]] = by_expert ? get_idx(&in[3], q) : q / C;
     }
     zero_f(acc, T * D);
-    for (int64_t i = 0; attr[2].i && i < Q; i++) {
+    for (int64_t i = 0; attr[MC_A_MOE_DISPATCH_materialize].i && i < Q; i++) {
         if (row_tok[i] < 0) continue;
         float *y = acc + row_tok[i] * D;
         if (in[0].dt == MK_F32) {

@@ -51,8 +51,8 @@ static ALWAYS_INLINE void copy_elem(void *dst, int64_t di, const void *src, int6
 
 /* ---- moe.UnaryGrad ---- */
 
-/* The order of the `op` attribute's choices (ir/attrs.def). */
-typedef enum { G_RELU, G_GELU, G_GELU_TANH, G_SIGMOID, G_TANH, G_SILU, G_EXP, G_LOG, G_SQRT } gop;
+/* The `op` attribute: the index of its choice (ir/attrs.h). */
+typedef enum MC_A_MOE_UNARY_GRAD_op_choices gop;
 
 typedef struct {
     const mk_tensor *gy, *x, *gx;
@@ -61,37 +61,37 @@ typedef struct {
 /* f'(x), the interpreter's formulas with k_math.h in place of libm. */
 static ALWAYS_INLINE float dun(gop op, float x) {
     switch (op) {
-    case G_RELU: return x > 0 ? 1.0f : 0.0f;
-    case G_GELU:
+    case MC_A_MOE_UNARY_GRAD_op_Relu: return x > 0 ? 1.0f : 0.0f;
+    case MC_A_MOE_UNARY_GRAD_op_Gelu:
         return 0.5f * (1.0f + mk_erff(x * 0.70710678118654752f)) +
                x * 0.39894228040143268f * mk_expf(-0.5f * x * x);
-    case G_GELU_TANH: {
+    case MC_A_MOE_UNARY_GRAD_op_GeluTanh: {
         float c = 0.7978845608028654f, a = 0.044715f;
         float t = mk_tanhf(c * (x + a * x * x * x));
         return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * c * (1.0f + 3.0f * a * x * x);
     }
-    case G_SIGMOID: {
+    case MC_A_MOE_UNARY_GRAD_op_Sigmoid: {
         float s = mk_sigmoidf(x);
         return s * (1.0f - s);
     }
-    case G_TANH: {
+    case MC_A_MOE_UNARY_GRAD_op_Tanh: {
         float t = mk_tanhf(x);
         return 1.0f - t * t;
     }
-    case G_SILU: {
+    case MC_A_MOE_UNARY_GRAD_op_Silu: {
         float s = mk_sigmoidf(x);
         return s * (1.0f + x * (1.0f - s));
     }
-    case G_EXP: return mk_expf(x);
-    case G_LOG: return 1.0f / x;
-    case G_SQRT: return 0.5f / mk_sqrtf(x);
+    case MC_A_MOE_UNARY_GRAD_op_Exp: return mk_expf(x);
+    case MC_A_MOE_UNARY_GRAD_op_Log: return 1.0f / x;
+    case MC_A_MOE_UNARY_GRAD_op_Sqrt: return 0.5f / mk_sqrtf(x);
     }
     return 0.0f;
 }
 
 /* Relu selects gy rather than multiplying, as the interpreter does. */
 static ALWAYS_INLINE float ug_one(gop op, float g, float x) {
-    return op == G_RELU ? (x > 0 ? g : 0.0f) : g * dun(op, x);
+    return op == MC_A_MOE_UNARY_GRAD_op_Relu ? (x > 0 ? g : 0.0f) : g * dun(op, x);
 }
 
 static ALWAYS_INLINE void ug_range(const ug_ctx *c, gop op, int64_t b, int64_t e) {
@@ -110,21 +110,27 @@ static ALWAYS_INLINE void ug_range(const ug_ctx *c, gop op, int64_t b, int64_t e
     static void name(void *ctx, int64_t b, int64_t e) {                                            \
         ug_range(ctx, op, b, e);                                                                   \
     }
-UG_TASK(ug_relu, G_RELU)
-UG_TASK(ug_gelu, G_GELU)
-UG_TASK(ug_gelu_tanh, G_GELU_TANH)
-UG_TASK(ug_sigmoid, G_SIGMOID)
-UG_TASK(ug_tanh, G_TANH)
-UG_TASK(ug_silu, G_SILU)
-UG_TASK(ug_exp, G_EXP)
-UG_TASK(ug_log, G_LOG)
-UG_TASK(ug_sqrt, G_SQRT)
+UG_TASK(ug_relu, MC_A_MOE_UNARY_GRAD_op_Relu)
+UG_TASK(ug_gelu, MC_A_MOE_UNARY_GRAD_op_Gelu)
+UG_TASK(ug_gelu_tanh, MC_A_MOE_UNARY_GRAD_op_GeluTanh)
+UG_TASK(ug_sigmoid, MC_A_MOE_UNARY_GRAD_op_Sigmoid)
+UG_TASK(ug_tanh, MC_A_MOE_UNARY_GRAD_op_Tanh)
+UG_TASK(ug_silu, MC_A_MOE_UNARY_GRAD_op_Silu)
+UG_TASK(ug_exp, MC_A_MOE_UNARY_GRAD_op_Exp)
+UG_TASK(ug_log, MC_A_MOE_UNARY_GRAD_op_Log)
+UG_TASK(ug_sqrt, MC_A_MOE_UNARY_GRAD_op_Sqrt)
 
-/* attr[0]: op, the index of its choice. */
 int32_t mk_MOE_UNARY_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    static const moert_task_fn tasks[] = {ug_relu, ug_gelu, ug_gelu_tanh, ug_sigmoid, ug_tanh,
-                                          ug_silu, ug_exp,  ug_log,       ug_sqrt};
-    int64_t op = attr[0].i;
+    static const moert_task_fn tasks[] = {[MC_A_MOE_UNARY_GRAD_op_Relu] = ug_relu,
+                                          [MC_A_MOE_UNARY_GRAD_op_Gelu] = ug_gelu,
+                                          [MC_A_MOE_UNARY_GRAD_op_GeluTanh] = ug_gelu_tanh,
+                                          [MC_A_MOE_UNARY_GRAD_op_Sigmoid] = ug_sigmoid,
+                                          [MC_A_MOE_UNARY_GRAD_op_Tanh] = ug_tanh,
+                                          [MC_A_MOE_UNARY_GRAD_op_Silu] = ug_silu,
+                                          [MC_A_MOE_UNARY_GRAD_op_Exp] = ug_exp,
+                                          [MC_A_MOE_UNARY_GRAD_op_Log] = ug_log,
+                                          [MC_A_MOE_UNARY_GRAD_op_Sqrt] = ug_sqrt};
+    int64_t op = attr[MC_A_MOE_UNARY_GRAD_op].i;
     if (op < 0 || op >= (int64_t)(sizeof tasks / sizeof tasks[0]))
         return moert_fail(MOERT_ERR_ARGUMENT, "moe.UnaryGrad: unknown op %lld", (long long)op);
     ug_ctx c = {&in[0], &in[1], &out[0]};
@@ -243,18 +249,19 @@ static void bcast_task(void *ctx, int64_t b, int64_t end) {
     }
 }
 
-/* attr[0]: axes (optional), the axes of y that g lacks: g is viewed with dims of 1
- * there, then broadcast as numpy does. */
+/* axes (optional): the axes of y that g lacks: g is viewed with dims of 1 there, then
+ * broadcast as numpy does. */
 int32_t mk_MOE_BROADCAST_TO(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *y = &out[0];
+    const mk_attr *axes = &attr[MC_A_MOE_BROADCAST_TO_axes];
     mk_tensor view = in[0];
-    if (attr[0].present && attr[0].n > 0) {
+    if (axes->present && axes->n > 0) {
         bool at[MK_MAX_RANK] = {0};
-        for (int64_t i = 0; i < attr[0].n; i++) {
-            int64_t a = norm_axis(attr[0].ints[i], y->rank);
+        for (int64_t i = 0; i < axes->n; i++) {
+            int64_t a = norm_axis(axes->ints[i], y->rank);
             if (a < 0 || a >= y->rank)
                 return moert_fail(MOERT_ERR_ARGUMENT, "broadcast axis %lld is out of range",
-                                  (long long)attr[0].ints[i]);
+                                  (long long)axes->ints[i]);
             at[a] = true;
         }
         view.rank = y->rank;
@@ -317,11 +324,11 @@ static void smg_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-/* attr[0]: axis, attr[1]: log. */
 int32_t mk_MOE_SOFTMAX_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t axis = norm_axis(attr[0].i, in[1].rank), outer, inner;
+    int64_t axis = norm_axis(attr[MC_A_MOE_SOFTMAX_GRAD_axis].i, in[1].rank), outer, inner;
     split_at(&in[1], axis, &outer, &inner);
-    smg_ctx c = {&in[0], &in[1], &out[0], in[1].dims[axis], inner, attr[1].i != 0};
+    smg_ctx c = {&in[0],           &in[1], &out[0],
+                 in[1].dims[axis], inner,  attr[MC_A_MOE_SOFTMAX_GRAD_log].i != 0};
     if (c.n > 0) moert_parallel_for(outer * inner, row_grain(c.n), smg_task, &c);
     return MOERT_OK;
 }
@@ -453,10 +460,11 @@ static void ng_cols_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-/* in: gy, x, scale[, bias]; out: gx, gscale[, gbias], then the scratch. */
+/* in: gy, x, scale[, bias]; out: gx, gscale[, gbias], then the scratch. attr: the
+ * forward norm's rows (NORM_ROWS of attrs.def, the same in both norms). */
 static int32_t norm_grad(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr, int nout,
                          bool rms) {
-    int64_t axis = norm_axis(attr[0].i, in[1].rank), n = 1;
+    int64_t axis = norm_axis(attr[MC_A_LAYER_NORM_axis].i, in[1].rank), n = 1;
     for (int64_t i = axis; i < in[1].rank; i++)
         n *= in[1].dims[i];
     if (n <= 0) return MOERT_OK;
@@ -469,7 +477,7 @@ static int32_t norm_grad(const mk_tensor *in, const mk_tensor *out, const mk_att
                 (float *)out[nout].p,
                 n,
                 mk_numel(&in[1]) / n,
-                (float)attr[1].f,
+                (float)attr[MC_A_LAYER_NORM_epsilon].f,
                 rms};
     moert_parallel_for(c.rows, row_grain(n), ng_rows_task, &c);
     int64_t nch = (n + COLS_CHUNK - 1) / COLS_CHUNK;
@@ -523,10 +531,10 @@ static void gg_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-/* in: gy, data, indices; attr[0]: axis. Indices are checked as Gather checks them. */
+/* in: gy, data, indices; attr: Gather's axis. Indices are checked as Gather checks them. */
 int32_t mk_MOE_GATHER_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *x = &in[1], *ind = &in[2], *gd = &out[0];
-    int64_t axis = norm_axis(attr[0].i, x->rank), outer, inner, n = x->dims[axis];
+    int64_t axis = norm_axis(attr[MC_A_GATHER_axis].i, x->rank), outer, inner, n = x->dims[axis];
     int64_t nind = mk_numel(ind);
     split_at(x, axis, &outer, &inner);
     for (int64_t q = 0; q < nind; q++) {
@@ -675,12 +683,12 @@ static void tg_task(void *ctx, int64_t b, int64_t e) {
         tg_row(c, r / c->inner, r % c->inner);
 }
 
-/* in: gvalues, x, K; attr: axis, largest, sorted. K is gvalues' axis dim. */
+/* in: gvalues, x, K; attr: TopK's axis, largest, sorted. K is gvalues' axis dim. */
 int32_t mk_MOE_TOPK_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t axis = norm_axis(attr[0].i, in[1].rank), outer, inner;
+    int64_t axis = norm_axis(attr[MC_A_TOPK_axis].i, in[1].rank), outer, inner;
     split_at(&in[1], axis, &outer, &inner);
     tg_ctx c = {&in[0],           &in[1], &out[0],          (int64_t *)out[1].p,
-                in[1].dims[axis], inner,  in[0].dims[axis], attr[1].i != 0};
+                in[1].dims[axis], inner,  in[0].dims[axis], attr[MC_A_TOPK_largest].i != 0};
     if (c.K > c.n)
         return moert_fail(MOERT_ERR_ARGUMENT, "K is %lld but the axis has %lld elements",
                           (long long)c.K, (long long)c.n);
@@ -725,12 +733,12 @@ static void rg_task(void *ctx, int64_t b, int64_t e) {
         rg_group(c, o);
 }
 
-/* in: gy, x, axes?; attr[0]: keepdims (shape only), attr[1]: noop_with_empty_axes. */
+/* in: gy, x, axes?; attr: ReduceMax's keepdims (shape only), noop_with_empty_axes. */
 int32_t mk_MOE_REDUCE_MAX_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *x = &in[1];
     bool red[MK_MAX_RANK] = {0};
     int64_t n = in[2].p ? mk_numel(&in[2]) : 0;
-    if (n == 0 && !attr[1].i)
+    if (n == 0 && !attr[MC_A_REDUCE_MAX_noop_with_empty_axes].i)
         for (int64_t i = 0; i < x->rank; i++)
             red[i] = true;
     for (int64_t i = 0; i < n; i++) {

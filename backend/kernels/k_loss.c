@@ -17,8 +17,6 @@
 
 #pragma STDC FP_CONTRACT OFF
 
-enum { RED_MEAN, RED_SUM, RED_NONE }; /* attr "reduction": index in "mean|sum|none" */
-
 /* NaN is smaller than every number, as the interpreter's ev_gt. */
 static inline bool gt(float a, float b) {
     if (a != a) return false;
@@ -26,9 +24,10 @@ static inline bool gt(float a, float b) {
     return a > b;
 }
 
+/* red: the `reduction` choice, one list for both losses (REDUCTION_CHOICES in attrs.def). */
 static void reduce_out(const mk_tensor *y, int64_t red, float sum, float den) {
-    if (red == RED_MEAN) mk_stf(y, 0, sum / den);
-    if (red == RED_SUM) mk_stf(y, 0, sum);
+    if (red == MC_A_MSE_LOSS_reduction_mean) mk_stf(y, 0, sum / den);
+    if (red == MC_A_MSE_LOSS_reduction_sum) mk_stf(y, 0, sum);
 }
 
 /* -log softmax(row)[label] of the row starting at element `base` of x with `stride`. */
@@ -61,18 +60,20 @@ static int32_t bad_label(int64_t l, int64_t i, int64_t C, const mk_attr *ig) {
 int32_t mk_SOFTMAX_CROSS_ENTROPY_LOSS(const mk_tensor *in, const mk_tensor *out,
                                       const mk_attr *attr) {
     const mk_tensor *x = &in[0], *lab = &in[1], *w = &in[2];
-    int64_t red = attr[1].i, C = x->dims[1], P = mk_numel(lab), inner = P / x->dims[0];
+    const mk_attr *ignore = &attr[MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_ignore_index];
+    int64_t red = attr[MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_reduction].i, C = x->dims[1],
+            P = mk_numel(lab), inner = P / x->dims[0];
     float sum = 0, den = 0;
     for (int64_t i = 0; i < P; i++) {
         int64_t l = mk_ldi(lab, i);
         float li = 0;
-        if (!attr[0].present || l != attr[0].i) {
-            if (l < 0 || l >= C) return bad_label(l, i, C, &attr[0]);
+        if (!ignore->present || l != ignore->i) {
+            if (l < 0 || l >= C) return bad_label(l, i, C, ignore);
             float wl = w->p ? mk_ldf(w, l) : 1.0f;
             li = wl * neg_log_softmax(x, (i / inner) * C * inner + i % inner, C, inner, l);
             den += wl;
         }
-        if (red == RED_NONE) mk_stf(&out[0], i, li);
+        if (red == MC_A_SOFTMAX_CROSS_ENTROPY_LOSS_reduction_none) mk_stf(&out[0], i, li);
         sum += li;
     }
     reduce_out(&out[0], red, sum, den);
@@ -82,11 +83,11 @@ int32_t mk_SOFTMAX_CROSS_ENTROPY_LOSS(const mk_tensor *in, const mk_tensor *out,
 /* in: pred, target (one shape)  out: loss[] or loss of pred's shape. attrs: reduction.
  * loss_i = (pred_i - target_i)^2; mean divides by the element count. */
 int32_t mk_MSE_LOSS(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t red = attr[0].i, n = mk_numel(&in[0]);
+    int64_t red = attr[MC_A_MSE_LOSS_reduction].i, n = mk_numel(&in[0]);
     float sum = 0;
     for (int64_t i = 0; i < n; i++) {
         float d = mk_ldf(&in[0], i) - mk_ldf(&in[1], i), li = d * d;
-        if (red == RED_NONE) mk_stf(&out[0], i, li);
+        if (red == MC_A_MSE_LOSS_reduction_none) mk_stf(&out[0], i, li);
         sum += li;
     }
     reduce_out(&out[0], red, sum, (float)n);

@@ -445,4 +445,38 @@ static inline void mk_advance(const mk_plan *p, mk_cursor *c, int64_t n) {
     }
 }
 
+/* ---- the unary ops of k_std.c, shared with the fused kernels ---- */
+typedef enum {
+    U_NEG,
+    U_SQRT,
+    U_EXP,
+    U_LOG,
+    U_RELU,
+    U_GELU,
+    U_GELU_TANH,
+    U_SIGMOID,
+    U_TANH,
+    U_SILU
+} mk_unop;
+
+/* The interpreter's formulas, with the helpers above in place of libm; contraction off so
+ * that a target with FMA rounds like the interpreter's separate multiply and add. */
+static inline __attribute__((always_inline)) float mk_unary(mk_unop op, float x) {
+#pragma STDC FP_CONTRACT OFF
+    switch (op) {
+    case U_NEG: return -x;
+    case U_SQRT: return mk_sqrtf(x);
+    case U_EXP: return mk_expf(x);
+    case U_LOG: return mk_logf(x);
+    case U_RELU: return x > 0 ? x : 0;
+    case U_GELU: return 0.5f * x * (1.0f + mk_erff(x * 0.70710678118654752f));
+    case U_GELU_TANH:
+        return 0.5f * x * (1.0f + mk_tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    case U_SIGMOID: return mk_sigmoidf(x);
+    case U_TANH: return mk_tanhf(x);
+    case U_SILU: return x * mk_sigmoidf(x);
+    }
+    return x;
+}
+
 #endif

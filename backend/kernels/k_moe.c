@@ -221,8 +221,8 @@ static void copy_rows(void *ctx, int64_t begin, int64_t end) {
  * when materialize is 0), offsets[E+1], row_token[N], row_weight[N], scratch.
  * attrs: num_experts, source, materialize. */
 int32_t mk_MOE_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t E = attr[0].i, T = in[0].dims[0], N = out[2].dims[0];
-    bool by_expert = attr[1].i == 1;
+    int64_t E = attr[MC_A_MOE_DISPATCH_num_experts].i, T = in[0].dims[0], N = out[2].dims[0];
+    bool by_expert = attr[MC_A_MOE_DISPATCH_source].i == MC_A_MOE_DISPATCH_source_expert_choice;
     int32_t st = check_indices(&in[1], by_expert, by_expert ? T : E);
     if (st != MOERT_OK) return st;
     mk_arena a = mk_arena_of(&out[4]);
@@ -236,7 +236,7 @@ int32_t mk_MOE_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr
         place_expert_choice(&in[1], in[2].p, E, list, tmp, &out[1], &out[2], row_w);
     else
         place_token_choice(&in[1], in[2].p, E, pos, &out[1], &out[2], row_w);
-    if (!attr[2].i) return MOERT_OK;
+    if (!attr[MC_A_MOE_DISPATCH_materialize].i) return MOERT_OK;
     copy_ctx c = {in[0].p, out[0].p, &out[2], in[0].dims[1] * elt_size(in[0].dt)};
     run_rows(N, c.row_bytes, copy_rows, &c);
     return MOERT_OK;
@@ -372,8 +372,8 @@ static float lbl_part(const lbl_ctx *c, int64_t t0, int64_t t1) {
  * coef. */
 int32_t mk_MOE_LOAD_BALANCE_LOSS(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     int64_t T = in[0].dims[0], E = in[0].dims[1], K = in[1].dims[1], len = T;
-    if (attr[2].i == 1) {
-        len = attr[3].i;
+    if (attr[MC_A_MOE_LOAD_BALANCE_LOSS_scope].i == MC_A_MOE_LOAD_BALANCE_LOSS_scope_sequence) {
+        len = attr[MC_A_MOE_LOAD_BALANCE_LOSS_seq_len].i;
         if (T % len)
             return moert_fail(MOERT_ERR_ARGUMENT,
                               "%lld tokens do not split into sequences of seq_len %lld",
@@ -382,19 +382,16 @@ int32_t mk_MOE_LOAD_BALANCE_LOSS(const mk_tensor *in, const mk_tensor *out, cons
     mk_arena a = mk_arena_of(&out[1]);
     float *P = mk_take(&a, 4 * E), *cnt = mk_take(&a, 4 * E);
     if (!cnt) return no_scratch();
-    lbl_ctx c = {in[0].p,
-                 &in[1],
-                 &in[2],
-                 E,
-                 K,
-                 attr[1].i == 1 ? 1 : K,
-                 attr[0].i == 1 ? (float)E / (float)K : (float)E,
-                 P,
-                 cnt};
+    bool first_only = attr[MC_A_MOE_LOAD_BALANCE_LOSS_count].i ==
+                      MC_A_MOE_LOAD_BALANCE_LOSS_count_first_rank_only;
+    bool over_k =
+        attr[MC_A_MOE_LOAD_BALANCE_LOSS_scale].i == MC_A_MOE_LOAD_BALANCE_LOSS_scale_E_over_K;
+    float scale = over_k ? (float)E / (float)K : (float)E;
+    lbl_ctx c = {in[0].p, &in[1], &in[2], E, K, first_only ? 1 : K, scale, P, cnt};
     float sum = 0;
     for (int64_t t0 = 0; t0 < T; t0 += len)
         sum += lbl_part(&c, t0, t0 + len);
-    *(float *)out[0].p = (float)attr[4].f * (sum / (float)(T / len));
+    *(float *)out[0].p = (float)attr[MC_A_MOE_LOAD_BALANCE_LOSS_coef].f * (sum / (float)(T / len));
     return MOERT_OK;
 }
 
@@ -415,7 +412,7 @@ int32_t mk_MOE_Z_LOSS(const mk_tensor *in, const mk_tensor *out, const mk_attr *
         sum += lse * lse;
         n += 1;
     }
-    *(float *)out[0].p = n > 0 ? (float)attr[0].f * (sum / n) : 0;
+    *(float *)out[0].p = n > 0 ? (float)attr[MC_A_MOE_Z_LOSS_coef].f * (sum / n) : 0;
     return MOERT_OK;
 }
 
@@ -435,6 +432,6 @@ int32_t mk_MOE_ENTROPY_LOSS(const mk_tensor *in, const mk_tensor *out, const mk_
         sum += H;
         n += 1;
     }
-    *(float *)out[0].p = n > 0 ? (float)attr[0].f * (sum / n) : 0;
+    *(float *)out[0].p = n > 0 ? (float)attr[MC_A_MOE_ENTROPY_LOSS_coef].f * (sum / n) : 0;
     return MOERT_OK;
 }

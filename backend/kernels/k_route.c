@@ -10,10 +10,9 @@
  *  - scratch (sized by mb_scratch_moe) follows the outputs. TopKRoute's optional third
  *    output is recognised by its rank: a rank-1 tensor at out[2] is the scratch, anything
  *    else is the choice slot (p may be NULL) and the scratch is out[3];
- *  - GWRoute's mode: the outputs are [T,E] in training and [T,k] in inference, which
- *    decides whenever k < E. When k == E the shapes agree, and the kernel reads a 13th
- *    attribute, attr[12] = {present 1, i = graph->training}, which the backend appends
- *    after GWRoute's twelve attrs.def rows.
+ *  - attributes by their ir/attrs.h names; GWRoute's base route reads TopKRoute's
+ *    names, which attrs.def gives the same positions in both ops. GWRoute's `mode`
+ *    attribute says whether it broadcasts: its outputs are then [T,E], else [T,k].
  *
  * The interpreter's quadratic selections over tokens (priority order, expert choice,
  * resonance's expert side) become stable merge sorts: StableOrderDesc is a stable sort
@@ -97,17 +96,22 @@ static void sort_desc(const float *key, int64_t stride, int64_t *idx, int64_t *t
 
 /* ---- token-choice top-k (TopKRoute, GWRoute's base route) ---- */
 
-enum { SC_SOFTMAX, SC_SOFTMAX_SELECTED, SC_SIGMOID };
-
 typedef struct {
     int64_t k, capacity, groups, topk_groups, score;
     double scale;
     bool normalize, priority;
 } topk_cfg;
 
-/* attrs.def rows 0..7, shared by TopKRoute and GWRoute. */
+/* TopKRoute's rows, which GWRoute and both gradients start with (ir/attrs.def). */
 static topk_cfg topk_config(const mk_attr *a) {
-    topk_cfg c = {a[0].i, a[3].i, a[6].i, a[7].i, a[1].i, a[5].f, a[2].i != 0, a[4].i == 1};
+    topk_cfg c = {.k = a[MC_A_MOE_TOPK_ROUTE_k].i,
+                  .capacity = a[MC_A_MOE_TOPK_ROUTE_capacity].i,
+                  .groups = a[MC_A_MOE_TOPK_ROUTE_groups].i,
+                  .topk_groups = a[MC_A_MOE_TOPK_ROUTE_topk_groups].i,
+                  .score = a[MC_A_MOE_TOPK_ROUTE_score].i,
+                  .scale = a[MC_A_MOE_TOPK_ROUTE_scale].f,
+                  .normalize = a[MC_A_MOE_TOPK_ROUTE_normalize].i != 0,
+                  .priority = a[MC_A_MOE_TOPK_ROUTE_order].i == MC_A_MOE_TOPK_ROUTE_order_priority};
     return c;
 }
 
@@ -157,14 +161,15 @@ static void limit_groups(const topk_cfg *c, const float *q, bool has_bias, int64
 /* Selection scores q and the selected experts sel[0..k) of one token; leaves s. */
 static void select_token(const topk_cfg *c, const float *z, const float *bias, int64_t E,
                          topk_work *w) {
-    if (c->score == SC_SIGMOID) {
+    if (c->score == MC_A_MOE_TOPK_ROUTE_score_sigmoid) {
         for (int64_t e = 0; e < E; e++)
             w->s[e] = 1.0f / (1.0f + __builtin_expf(-z[e]));
     } else {
         softmax_row(z, E, w->s);
     }
     for (int64_t e = 0; e < E; e++)
-        w->q[e] = (c->score == SC_SOFTMAX_SELECTED ? z[e] : w->s[e]) + (bias ? bias[e] : 0.0f);
+        w->q[e] = (c->score == MC_A_MOE_TOPK_ROUTE_score_softmax_selected ? z[e] : w->s[e]) +
+                  (bias ? bias[e] : 0.0f);
     limit_groups(c, w->q, bias != NULL, E, w->allowed, w->q + E, w->taken);
     for (int64_t e = 0; e < E; e++)
         w->taken[e] = false;
@@ -177,7 +182,7 @@ static void select_token(const topk_cfg *c, const float *z, const float *bias, i
 /* Pre-capacity weights of one token into wt[0..k). */
 static void weigh_token(const topk_cfg *c, const float *z, int64_t E, const topk_work *w,
                         float *wt) {
-    if (c->score == SC_SOFTMAX_SELECTED) { /* softmax over the selected logits */
+    if (c->score == MC_A_MOE_TOPK_ROUTE_score_softmax_selected) { /* over the selected logits */
         float mx = -__builtin_inff(), sum = 0;
         for (int64_t e = 0; e < E; e++)
             if (w->taken[e] && gt(z[e], mx)) mx = z[e];
@@ -252,11 +257,8 @@ int32_t mk_MOE_TOPK_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_at
 
 /* ---- GW-MoE ---- */
 
-static bool gw_training(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t width = out[0].dims[1], k = attr[0].i, E = in[0].dims[1];
-    if (width != k) return true; /* [T,E] with E != k */
-    if (k < E) return false;
-    return attr[12].present && attr[12].i != 0;
+static bool gw_training(const mk_attr *attr) {
+    return attr[MC_A_MOE_GW_ROUTE_mode].i == MC_A_MOE_GW_ROUTE_mode_train;
 }
 
 /* Tokens whose routing entropy reaches the threshold (the first max_broadcast valid
@@ -265,9 +267,12 @@ static bool gw_training(const mk_tensor *in, const mk_tensor *out, const mk_attr
 static void gw_broadcast(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr, float *p) {
     const float *z = in[0].p;
     const mk_tensor *mask = &in[2];
-    int64_t T = in[0].dims[0], E = in[0].dims[1], K = attr[0].i, M = attr[10].i, seen = 0;
-    float tau = (float)attr[8].f, eps = (float)attr[11].f, *wt = out[1].p;
-    bool normalized = attr[9].i == 1;
+    int64_t T = in[0].dims[0], E = in[0].dims[1], K = attr[MC_A_MOE_GW_ROUTE_k].i,
+            M = attr[MC_A_MOE_GW_ROUTE_max_broadcast].i, seen = 0;
+    float tau = (float)attr[MC_A_MOE_GW_ROUTE_threshold].f,
+          eps = (float)attr[MC_A_MOE_GW_ROUTE_eps].f, *wt = out[1].p;
+    bool normalized =
+        attr[MC_A_MOE_GW_ROUTE_entropy_unit].i == MC_A_MOE_GW_ROUTE_entropy_unit_normalized;
     for (int64_t t = 0; t < T; t++) {
         softmax_row(z + t * E, E, p);
         float H = 0;
@@ -284,15 +289,15 @@ static void gw_broadcast(const mk_tensor *in, const mk_tensor *out, const mk_att
     }
 }
 
-/* in: logits[T,E], bias[E]?, mask[T]?  out: expert, weight ([T,k] inference, [T,E]
- * training), scratch */
+/* in: logits[T,E], bias[E]?, mask[T]?  out: expert, weight ([T,k] for mode "infer",
+ * [T,E] for "train"), scratch */
 int32_t mk_MOE_GW_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     topk_cfg c = topk_config(attr);
     int64_t T = in[0].dims[0], E = in[0].dims[1];
     mk_arena a = mk_arena_of(&out[2]);
     topk_work w;
     if (!topk_work_init(&a, T, E, c.k, &w)) return no_scratch();
-    bool training = gw_training(in, out, attr);
+    bool training = gw_training(attr);
     topk_route(&c, in[0].p, in[1].p, T, E, training ? E : c.k, &w, &out[0], out[1].p, NULL);
     if (training) gw_broadcast(in, out, attr, w.s);
     return MOERT_OK;
@@ -304,8 +309,8 @@ int32_t mk_MOE_GW_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr
 int32_t mk_MOE_TOPP_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const float *z = in[0].p;
     int64_t T = in[0].dims[0], E = in[0].dims[1], K = out[0].dims[1];
-    float p_thr = (float)attr[0].f, *wt = out[1].p;
-    bool inclusive = attr[2].i != 0;
+    float p_thr = (float)attr[MC_A_MOE_TOPP_ROUTE_p].f, *wt = out[1].p;
+    bool inclusive = attr[MC_A_MOE_TOPP_ROUTE_inclusive].i != 0;
     mk_arena a = mk_arena_of(&out[2]);
     float *p = mk_take(&a, 4 * E);
     bool *taken = mk_take(&a, E);
@@ -401,8 +406,9 @@ static void resonance_capacity(const float *delta, int64_t T, int64_t E, int64_t
  * weight_mode (softmax_cosine | unit | softmax_grap_logits). */
 int32_t mk_MOE_RESONANCE_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const float *x = in[0].p;
-    int64_t T = in[0].dims[0], D = in[0].dims[1], E = attr[0].i, K = attr[1].i, cap = attr[2].i,
-            mode = attr[3].i;
+    int64_t T = in[0].dims[0], D = in[0].dims[1], E = attr[MC_A_MOE_RESONANCE_ROUTE_num_experts].i,
+            K = attr[MC_A_MOE_RESONANCE_ROUTE_k].i, cap = attr[MC_A_MOE_RESONANCE_ROUTE_capacity].i,
+            mode = attr[MC_A_MOE_RESONANCE_ROUTE_weight_mode].i;
     float *wt = out[1].p;
     mk_arena a = mk_arena_of(&out[2]);
     float *delta = mk_take(&a, 4 * T * E), *grap = mk_take(&a, 4 * E), *w = mk_take(&a, 4 * E);
@@ -419,9 +425,12 @@ int32_t mk_MOE_RESONANCE_ROUTE(const mk_tensor *in, const mk_tensor *out, const 
             taken[e] = true;
             put_idx(&out[0], t * K + r, e);
         }
-        if (mode != 1) softmax_row(mode == 0 ? dt : grap, E, w);
+        bool unit = mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_unit;
+        if (!unit)
+            softmax_row(mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_softmax_cosine ? dt : grap, E,
+                        w);
         for (int64_t r = 0; r < K; r++)
-            wt[t * K + r] = mode == 1 ? 1 : w[get_idx(&out[0], t * K + r)];
+            wt[t * K + r] = unit ? 1 : w[get_idx(&out[0], t * K + r)];
     }
     if (cap > 0) resonance_capacity(delta, T, E, K, cap, cand, tmp, &out[0], wt);
     return MOERT_OK;

@@ -188,50 +188,19 @@ int32_t mk_POW(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
 
 /* ---- unary ops ---- */
 
-typedef enum {
-    U_NEG,
-    U_SQRT,
-    U_EXP,
-    U_LOG,
-    U_RELU,
-    U_GELU,
-    U_GELU_TANH,
-    U_SIGMOID,
-    U_TANH,
-    U_SILU
-} unop;
-
 typedef struct {
     const mk_tensor *x, *y;
 } un_ctx;
 
-/* The interpreter's formulas, with k_math.h in place of libm. */
-static ALWAYS_INLINE float uop(unop op, float x) {
-    switch (op) {
-    case U_NEG: return -x;
-    case U_SQRT: return mk_sqrtf(x);
-    case U_EXP: return mk_expf(x);
-    case U_LOG: return mk_logf(x);
-    case U_RELU: return x > 0 ? x : 0;
-    case U_GELU: return 0.5f * x * (1.0f + mk_erff(x * 0.70710678118654752f));
-    case U_GELU_TANH:
-        return 0.5f * x * (1.0f + mk_tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    case U_SIGMOID: return mk_sigmoidf(x);
-    case U_TANH: return mk_tanhf(x);
-    case U_SILU: return x * mk_sigmoidf(x);
-    }
-    return x;
-}
-
-static ALWAYS_INLINE void un_range(const un_ctx *c, unop op, int64_t b, int64_t e) {
+static ALWAYS_INLINE void un_range(const un_ctx *c, mk_unop op, int64_t b, int64_t e) {
     if (c->x->dt == MK_F32) {
         const float *x = (const float *)c->x->p;
         float *y = (float *)c->y->p;
         for (int64_t i = b; i < e; i++)
-            y[i] = uop(op, x[i]);
+            y[i] = mk_unary(op, x[i]);
     } else if (mk_isfloat(c->x->dt)) {
         for (int64_t i = b; i < e; i++)
-            mk_stf(c->y, i, uop(op, mk_ldf(c->x, i)));
+            mk_stf(c->y, i, mk_unary(op, mk_ldf(c->x, i)));
     } else { /* Neg of i32/i64: wraps */
         for (int64_t i = b; i < e; i++)
             mk_sti(c->y, i, (int64_t)(0 - (uint64_t)mk_ldi(c->x, i)));
@@ -281,7 +250,8 @@ int32_t mk_RELU(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) 
 }
 /* approximate: 0 "none" (erf), 1 "tanh". */
 int32_t mk_GELU(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    return unary(in, out, attr[0].i == 1 ? task_gelu_tanh : task_gelu);
+    bool tanh_form = attr[MC_A_GELU_approximate].i == MC_A_GELU_approximate_tanh;
+    return unary(in, out, tanh_form ? task_gelu_tanh : task_gelu);
 }
 int32_t mk_SIGMOID(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     (void)attr;
@@ -359,9 +329,9 @@ static void softmax_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-static int32_t softmax(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr,
+static int32_t softmax(const mk_tensor *in, const mk_tensor *out, int64_t axis_attr,
                        bool log_form) {
-    int64_t axis = norm_axis(attr[0].i, in[0].rank), outer = 1, inner = 1;
+    int64_t axis = norm_axis(axis_attr, in[0].rank), outer = 1, inner = 1;
     for (int64_t i = 0; i < axis; i++)
         outer *= in[0].dims[i];
     for (int64_t i = axis + 1; i < in[0].rank; i++)
@@ -372,10 +342,10 @@ static int32_t softmax(const mk_tensor *in, const mk_tensor *out, const mk_attr 
 }
 
 int32_t mk_SOFTMAX(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    return softmax(in, out, attr, false);
+    return softmax(in, out, attr[MC_A_SOFTMAX_axis].i, false);
 }
 int32_t mk_LOG_SOFTMAX(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    return softmax(in, out, attr, true);
+    return softmax(in, out, attr[MC_A_LOG_SOFTMAX_axis].i, true);
 }
 
 /* ---- LayerNormalization / RMSNormalization ---- */
@@ -439,12 +409,13 @@ static void norm_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
+/* attr: the NORM_ROWS of attrs.def, at the same positions in both norms. */
 static int32_t norm(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr,
                     const mk_tensor *bias, bool rms) {
-    int64_t axis = norm_axis(attr[0].i, in[0].rank), n = 1;
+    int64_t axis = norm_axis(attr[MC_A_LAYER_NORM_axis].i, in[0].rank), n = 1;
     for (int64_t i = axis; i < in[0].rank; i++)
         n *= in[0].dims[i];
-    norm_ctx c = {&in[0], &in[1], bias, &out[0], n, (float)attr[1].f, rms};
+    norm_ctx c = {&in[0], &in[1], bias, &out[0], n, (float)attr[MC_A_LAYER_NORM_epsilon].f, rms};
     if (n > 0) moert_parallel_for(mk_numel(&in[0]) / n, row_grain(n), norm_task, &c);
     return MOERT_OK;
 }

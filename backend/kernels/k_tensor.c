@@ -153,9 +153,10 @@ static void strided_gather(const mk_tensor *x, const mk_tensor *y, int64_t base,
 int32_t mk_TRANSPOSE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     int64_t xs[MK_MAX_RANK], st[MK_MAX_RANK];
     int64_t r = out[0].rank;
+    const mk_attr *perm = &attr[MC_A_TRANSPOSE_perm];
     mk_strides(&in[0], xs);
     for (int64_t i = 0; i < r; i++) {
-        int64_t src = attr[0].present ? attr[0].ints[i] : r - 1 - i;
+        int64_t src = perm->present ? perm->ints[i] : r - 1 - i;
         if (src < 0 || src >= in[0].rank)
             return moert_fail(MOERT_ERR_ARGUMENT, "perm must be a permutation of 0..%lld",
                               (long long)(r - 1));
@@ -210,7 +211,8 @@ int32_t mk_SLICE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr)
 /* The inputs are counted by their axis dims adding up to the output's. */
 int32_t mk_CONCAT(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *y = &out[0];
-    int64_t axis = norm_axis(attr[0].i, y->rank), outer, inner, es = mk_dtsize(y->dt);
+    int64_t axis = norm_axis(attr[MC_A_CONCAT_axis].i, y->rank), outer, inner,
+            es = mk_dtsize(y->dt);
     split_at(y, axis, &outer, &inner);
     int64_t n = y->dims[axis];
     for (int64_t k = 0, at = 0; at < n; k++) {
@@ -226,7 +228,7 @@ int32_t mk_CONCAT(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr
 /* The outputs are counted by their axis dims adding up to the input's. */
 int32_t mk_SPLIT(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *x = &in[0];
-    int64_t axis = norm_axis(attr[0].i, x->rank), outer, inner, es = mk_dtsize(x->dt);
+    int64_t axis = norm_axis(attr[MC_A_SPLIT_axis].i, x->rank), outer, inner, es = mk_dtsize(x->dt);
     split_at(x, axis, &outer, &inner);
     int64_t n = x->dims[axis];
     for (int64_t j = 0, at = 0; at < n; j++) {
@@ -258,7 +260,7 @@ static void gather_task(void *ctx, int64_t b, int64_t e) {
 
 int32_t mk_GATHER(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *x = &in[0], *ind = &in[1];
-    int64_t axis = norm_axis(attr[0].i, x->rank), outer, inner, n = x->dims[axis];
+    int64_t axis = norm_axis(attr[MC_A_GATHER_axis].i, x->rank), outer, inner, n = x->dims[axis];
     int64_t nind = mk_numel(ind);
     split_at(x, axis, &outer, &inner);
     for (int64_t q = 0; q < nind; q++) {
@@ -360,12 +362,13 @@ static void red_cols_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-/* Fills kept/reduced lists; false when an axis is out of range. */
+/* Fills kept/reduced lists; false when an axis is out of range. attr: the REDUCE_ROWS of
+ * attrs.def, at the same positions in every reduction. */
 static bool red_plan(red_ctx *c, const mk_tensor *in, const mk_attr *attr) {
     const mk_tensor *x = &in[0];
     bool red[MK_MAX_RANK] = {0};
     int64_t n = in[1].p ? mk_numel(&in[1]) : 0;
-    if (n == 0 && !attr[1].i)
+    if (n == 0 && !attr[MC_A_REDUCE_SUM_noop_with_empty_axes].i)
         for (int64_t i = 0; i < x->rank; i++)
             red[i] = true;
     for (int64_t i = 0; i < n; i++) {
@@ -616,10 +619,15 @@ static void topk_task(void *ctx, int64_t b, int64_t e) {
 /* Attributes: axis, largest, sorted (results are always sorted, as in the
  * interpreter). K is the output's axis dim. */
 int32_t mk_TOPK(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t axis = norm_axis(attr[0].i, in[0].rank), outer, inner;
+    int64_t axis = norm_axis(attr[MC_A_TOPK_axis].i, in[0].rank), outer, inner;
     split_at(&in[0], axis, &outer, &inner);
-    topk_ctx c = {&in[0], &out[0],           &out[1],       in[0].dims[axis],
-                  inner,  out[0].dims[axis], attr[1].i != 0};
+    topk_ctx c = {&in[0],
+                  &out[0],
+                  &out[1],
+                  in[0].dims[axis],
+                  inner,
+                  out[0].dims[axis],
+                  attr[MC_A_TOPK_largest].i != 0};
     if (c.K > c.n)
         return moert_fail(MOERT_ERR_ARGUMENT, "K is %lld but the axis has %lld elements",
                           (long long)c.K, (long long)c.n);

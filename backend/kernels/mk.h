@@ -13,7 +13,8 @@
  *
  * Rules for kernel code:
  *  - freestanding C11: only <stdint.h>, <stddef.h>, <stdbool.h>, <float.h>, this header
- *    and ../../runtime/moert.h; math through __builtin_* or the mk_* helpers below;
+ *    (which includes ../../ir/attrs.h, the names of attribute rows and choices) and
+ *    ../../runtime/moert.h; math through __builtin_* or the mk_* helpers below;
  *  - never allocate, never abort: scratch memory comes in as an extra output (see
  *    mb_scratch_bytes in the backend), errors return a moert_status after moert_fail;
  *  - semantics are those of the reference interpreter (ir/eval_*.c, ROUTING.md), with
@@ -25,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "../../ir/attrs.h"
 
 #define MK_MAX_RANK 8
 
@@ -46,11 +49,12 @@ typedef struct mk_tensor {
     int64_t nr;     /* MK_PANELS: columns per panel */
 } mk_tensor;
 
-/* One attribute of the node, in the order of the op's rows in ir/attrs.def.
- * INT: i. FLOAT: f. STRING: i = index of the value in the row's choices.
- * INTS/FLOATS: n entries at ints/floats. An absent OPT attribute has present = 0.
- * After the op's own attributes comes one more, MK_MODE: i = 1 when the graph is
- * compiled for training (--mode=train), 0 for inference. */
+/* One attribute of the node: attr[] has one entry per row of the op in ir/attrs.def, in
+ * that order, and a kernel reads them by name, attr[MC_A_<OP>_<name>] (ir/attrs.h; an op
+ * without attributes gets NULL). INT: i. FLOAT: f. STRING: i = index of the value in the
+ * row's choices, MC_A_<OP>_<name>_<choice>. INTS/FLOATS: n entries at ints/floats. An
+ * absent OPT attribute has present = 0. Nothing else comes in attr[]: a kernel's mode
+ * (GW-MoE's broadcast) is an attribute of its node, never the compile mode. */
 typedef struct mk_attr {
     int64_t present;
     int64_t i;

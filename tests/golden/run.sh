@@ -6,7 +6,8 @@
 #   run.sh MOEC CASE dump-dir     --dump-dir writes NN-pass.txt for every pass, and the
 #                                 last one equals CASE.dce.txt.
 # The pipeline is spelled out so that passes added to the default one later do not
-# change these files. CASE.args, when present, holds extra flags (e.g. --mode=train).
+# change these files. CASE.args, when present, holds extra flags (e.g. --mode=train);
+# CASE.passes, when present, another pass list (the fusion cases: before and after).
 # The expected files were reviewed by hand: each shows what its pass must do.
 set -u
 moec=$(realpath "$1")
@@ -15,6 +16,7 @@ pass=$3
 format=${4:-text}
 cd "$(dirname "$0")"
 passes=infer-shapes,verify,expand-moe,canonicalize,fold-constants,dce
+[ -f "$case_name.passes" ] && read -r passes <"$case_name.passes"
 extra=()
 [ -f "$case_name.args" ] && read -r -a extra <"$case_name.args"
 

@@ -56,6 +56,9 @@ def router_cases(d):
     gw = "moe.GWRouteGrad"
     gw_attrs = {"k": 2, "threshold": 1.2, "max_broadcast": 3}
     c.append(case("gw_route_grad", gw, [g(2), z], ["gz"], "transc", gw_attrs))
+    # The node's mode decides, not the compile mode: broadcast in an inference build.
+    c.append(case("gw_route_grad_mode_train", gw, [g(E), z], ["gz"], "transc",
+                  dict(gw_attrs, mode="train")))
     # Training graphs need a loss output: a z-loss beside the gradient node.
     for name, ins, attrs, inits in (
             ("gw_route_grad_train", ["g", "z", "bias", "mask"], gw_attrs, bias),

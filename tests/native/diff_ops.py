@@ -234,6 +234,48 @@ def moe_cases():
            "attrs": {"num_experts": E, "source": "expert_choice"}},
           {"name": "comb", "op": "moe.Combine", "inputs": ["rows", "rtok", "rw", "off", "x"], "outputs": ["y"]}]
     c.append(case("dispatch_expert_choice", None, xz, ["y", "off"], "arith", extra_nodes=ec))
+    # The fused ops written directly (fuse-expert-ffn makes them; docs/fusion.md): gated
+    # and not, every activation, rows or x through row_token, dense, param (panels) and
+    # activation (plain) weights, a width that leaves a partial panel.
+    w2 = {"name": "w2", **f32(E, 10, 40), "init": {"dist": "normal", "std": 0.3, "seed": 7}}
+    for act in ("silu", "gelu", "gelu_tanh", "relu"):
+        c.append(case("fused_up_" + act, None, xz, ["h"], "transc", inits=[w1, w2], extra_nodes=chain + [
+            {"name": "up", "op": "moe.FusedUp", "inputs": ["rows", "w1", "w2", "off"], "outputs": ["h"],
+             "attrs": {"activation": act}}]))
+    c.append(case("fused_up_ungated_gather", None, xz + [("w5", "float32", [E, 10, 7], rnd())], ["h"], "transc",
+                  extra_nodes=lean + [{"name": "up", "op": "moe.FusedUp", "inputs": ["x", "w5", "", "off", "rtok"],
+                                       "outputs": ["h"], "attrs": {"activation": "relu"}}]))
+    c.append(case("fused_up_dense", "moe.FusedUp", [("x", "float32", ["T", 10], rnd()),
+                                                    ("wd1", None, None, None), ("wd2", None, None, None)],
+                  ["h"], "transc", {"activation": "silu"},
+                  [{"name": "wd1", **f32(10, 37), "init": {"dist": "normal", "std": 0.3, "seed": 8}},
+                   {"name": "wd2", **f32(10, 37), "init": {"dist": "normal", "std": 0.3, "seed": 9}}]))
+    wdown = {"name": "wdn", **f32(E, 40, 10), "init": {"dist": "normal", "std": 0.3, "seed": 10}}
+    c.append(case("fused_down_combine", None, xz, ["y"], "gemm", inits=[w1, wdown], extra_nodes=chain + [
+        {"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "off", "w1"], "outputs": ["h"]},
+        {"name": "down", "op": "moe.FusedDownCombine", "inputs": ["h", "off", "wdn", "rtok", "rw", "x"],
+         "outputs": ["y"]}]))
+    c.append(case("fused_down_combine_residual", None, xz, ["y"], "gemm", inits=[w1, wdown], extra_nodes=chain + [
+        {"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "off", "w1"], "outputs": ["h"]},
+        {"name": "down", "op": "moe.FusedDownCombine", "inputs": ["h", "off", "wdn", "rtok", "rw", "x", "x"],
+         "outputs": ["y"]}]))
+    # Router, route and Dispatch in one op: the logits come from the GEMM micro-kernel (FMA),
+    # so weights match the interpreter to rounding; the random inputs leave no near-ties.
+    wr = {"name": "wr", **f32(10, E), "init": {"dist": "normal", "std": 0.5, "seed": 11}}
+    bias_e = {"name": "bias_e", **f32(E), "init": {"dist": "normal", "std": 0.2, "seed": 12}}
+    outs4 = ["rows", "off", "rtok", "rw"]
+    c.append(case("fused_topk_dispatch", "moe.FusedTopKDispatch",
+                  [xz[0], ("h2", "float32", ["T", 10], rnd()), ("wr", None, None, None), ("bias_e", None, None, None)],
+                  outs4, "transc", {"k": 2, "score": "sigmoid", "normalize": 1, "num_experts": E}, [wr, bias_e]))
+    c.append(case("fused_topk_dispatch_lean", "moe.FusedTopKDispatch",
+                  [xz[0], ("h2", "float32", ["T", 10], rnd()), ("wr", None, None, None)], outs4,
+                  "transc", {"k": 2, "capacity": 5, "num_experts": E, "materialize": 0}, [wr]))
+    c.append(case("fused_topp_dispatch", "moe.FusedTopPDispatch",
+                  [xz[0], ("h2", "float32", ["T", 10], rnd()), ("wr", None, None, None)], outs4, "transc",
+                  {"p": 0.6, "max_k": 3, "num_experts": E}, [wr]))
+    c.append(case("fused_expert_choice_dispatch", "moe.FusedExpertChoiceDispatch",
+                  [xz[0], ("h2", "float32", ["T", 10], rnd()), ("wr", None, None, None)], outs4, "transc",
+                  {"capacity": 3, "num_experts": E, "source": "expert_choice"}, [wr]))
     return c
 
 

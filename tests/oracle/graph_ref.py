@@ -10,20 +10,34 @@ ST_DTYPES = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "I64": np.in
 
 
 def attr_defaults():
-    """{op name: {attr: default}} parsed from ir/attrs.def."""
+    """{op name: {attr: default}} of the DEF rows of ir/attrs.def: its comments dropped,
+    its *_ROWS(OP) groups applied where an op takes them (the C preprocessor's reading of
+    the same rows, for the forms attrs.def uses)."""
     ops = {}
     for line in open(os.path.join(HERE, "..", "..", "ir", "ops.def")):
         m = re.match(r'OP\((\w+),\s*"([^"]+)"', line)
         if m:
             ops[m.group(1)] = m.group(2)
+    text = open(os.path.join(HERE, "..", "..", "ir", "attrs.def")).read()
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S).replace("\\\n", " ")
+    groups, body = {}, []
+    for line in text.split("\n"):
+        m = re.match(r"\s*#define\s+(\w+)\((\w+)\)\s+(.*)", line)
+        if m:
+            groups[m.group(1)] = (m.group(2), m.group(3))
+        elif not line.lstrip().startswith("#"):
+            body.append(line)
+    body = "\n".join(body)
+    for name, (param, rows) in groups.items():
+        body = re.sub(r"\b%s\((\w+)\)" % name,
+                      lambda m: re.sub(r"\b%s\b" % param, m.group(1), rows), body)
     out = {}
-    for line in open(os.path.join(HERE, "..", "..", "ir", "attrs.def")):
-        m = re.match(r'ATTR\((\w+),\s*"(\w+)",\s*(\w+),\s*(\w+),\s*([-\d]+),\s*([-\d.e]+),\s*("[^"]*"|NULL)', line)
-        if not m or m.group(4) != "DEF":
+    for m in re.finditer(r'ATTR\((\w+),\s*(\w+),\s*(\w+),\s*(\w+),\s*("[^"]*"|[-+\w.]+)', body):
+        op, name, kind, presence, dflt = m.groups()
+        if presence != "DEF":
             continue
-        kind = m.group(3)
-        val = int(m.group(5)) if kind == "INT" else float(m.group(6)) if kind == "FLOAT" else m.group(7).strip('"')
-        out.setdefault(ops[m.group(1)], {})[m.group(2)] = val
+        val = int(dflt) if kind == "INT" else float(dflt) if kind == "FLOAT" else dflt.strip('"')
+        out.setdefault(ops[op], {})[name] = val
     return out
 
 

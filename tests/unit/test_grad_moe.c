@@ -28,7 +28,7 @@ typedef struct {
     mc_tensor in[MAXIN];
     bool diff[MAXIN]; /* carries a gradient */
     const char *attrs;
-    int want_broadcast; /* GWRoute in training: broadcast rows expected, -1 unchecked */
+    int want_broadcast; /* GWRoute in mode "train": broadcast rows expected, -1 unchecked */
 } fx;
 
 /* ---- a deterministic generator: xorshift64*, uniform in [-1, 1) ---- */
@@ -160,7 +160,7 @@ static double fx_check(fx *f, int nout) {
         int64_t rows = ref[0].dims[0], w = ref[0].dims[1], k = mc_attr_int(mc_nod(f->g, fwd), "k");
         int n = 0;
         for (int64_t t = 0; t < rows; t++)
-            n += ref[0].i[t * w + k] >= 0;
+            n += w > k && ref[0].i[t * w + k] >= 0; /* mode "infer": w == k, none */
         cr_assert_eq(n, f->want_broadcast, "%d rows broadcast, %d expected", n, f->want_broadcast);
     }
     if ((f->op == MC_OP_MOE_TOPK_ROUTE || f->op == MC_OP_MOE_RESONANCE_ROUTE) && f->attrs &&
@@ -327,7 +327,7 @@ Test(grad_moe, resonance) {
  * threshold), the others are peaked. With the mask dropping row 2 and max_broadcast 2,
  * rows 0 and 3 are broadcast and rows 5, 6 keep their base route; `broadcast` is the
  * number of broadcast rows the forward must produce (checked). */
-static double gw_case(const char *attrs, bool training, bool bias, bool mask, int broadcast) {
+static double gw_case(const char *attrs, bool bias, bool mask, int broadcast) {
     fx f;
     double z[T * E], b[E];
     int64_t m[T] = {1, 1, 0, 1, 1, 1, 1, 1};
@@ -337,7 +337,7 @@ static double gw_case(const char *attrs, bool training, bool bias, bool mask, in
         for (int e = 0; e < E; e++)
             z[t * E + e] *= flat[t] ? 0.3 : 3.0;
     fill(b, E, 0.3);
-    fx_init(&f, MC_OP_MOE_GW_ROUTE, MC_OP_MOE_GW_ROUTE_GRAD, training, attrs);
+    fx_init(&f, MC_OP_MOE_GW_ROUTE, MC_OP_MOE_GW_ROUTE_GRAD, false, attrs); /* mode decides */
     f.want_broadcast = broadcast;
     fx_input(&f, MC_DT_F32, 2, (int64_t[]){T, E}, z, NULL, true);
     if (bias || mask)
@@ -347,16 +347,18 @@ static double gw_case(const char *attrs, bool training, bool bias, bool mask, in
 }
 
 Test(grad_moe, gw_inference) {
-    gw_case("k=2,threshold=1.6,max_broadcast=2", false, false, false, -1);
-    gw_case("k=2,threshold=1.6,max_broadcast=2,score=sigmoid,normalize=1", false, true, true, -1);
+    gw_case("k=2,threshold=1.6,max_broadcast=2", false, false, -1);
+    gw_case("k=2,threshold=1.6,max_broadcast=2,score=sigmoid,normalize=1", true, true, -1);
+    gw_case("k=2,threshold=1.6,max_broadcast=2,mode=infer", false, true, 0);
 }
 
 Test(grad_moe, gw_training_broadcast) {
-    gw_case("k=2,threshold=1.6,max_broadcast=2", true, false, true, 2);
-    gw_case("k=2,threshold=1.6,max_broadcast=8,capacity=3,normalize=1", true, true, false, 5);
-    gw_case("k=2,threshold=0.9,max_broadcast=3,entropy_unit=normalized,score=softmax_selected",
-            true, false, true, 3);
-    gw_case("k=1,threshold=1.6,max_broadcast=2,score=sigmoid,scale=2", true, true, true, 2);
+    gw_case("k=2,threshold=1.6,max_broadcast=2,mode=train", false, true, 2);
+    gw_case("k=2,threshold=1.6,max_broadcast=8,capacity=3,normalize=1,mode=train", true, false, 5);
+    gw_case("k=2,threshold=0.9,max_broadcast=3,entropy_unit=normalized,score=softmax_selected,"
+            "mode=train",
+            false, true, 3);
+    gw_case("k=1,threshold=1.6,max_broadcast=2,score=sigmoid,scale=2,mode=train", true, true, 2);
 }
 
 /* ---- dispatch, expert GEMM, combine ---- */

@@ -121,6 +121,48 @@ Test(graph, replace_uses_moves_graph_outputs) {
     mc_graph_free(g);
 }
 
+/* Use lists follow every mutation: add, set input, replace uses, remove. */
+Test(graph, use_lists_follow_every_mutation) {
+    int x, y, z, n1, n2;
+    mc_graph *g = chain(&x, &y, &z, &n1, &n2);
+    int w = mc_graph_add_value(g, "w", MC_DT_F32, MC_VK_TEMP);
+    int n3 = mc_graph_add_node(g, MC_OP_ADD, "a", (const int[]){y, y}, 2, &w, 1);
+    cr_assert_eq(mc_val(g, y)->nuses, 3); /* n2 once, n3 twice */
+    cr_assert_eq(mc_value_single_user(g, y), -1);
+    cr_assert_eq(mc_value_single_user(g, x), n1);
+    mc_node_set_input(g, n3, 1, x);
+    cr_assert_eq(mc_val(g, y)->nuses, 2);
+    cr_assert_eq(mc_val(g, x)->nuses, 2);
+    mc_graph_replace_uses(g, y, x);
+    cr_assert_eq(mc_val(g, y)->nuses, 0);
+    cr_assert_eq(mc_val(g, x)->nuses, 4);
+    cr_assert_eq(mc_nod(g, n2)->in[0], x);
+    cr_assert_eq(mc_nod(g, n3)->in[0], x);
+    mc_graph_remove_node(g, n3);
+    cr_assert_eq(mc_val(g, x)->nuses, 2);
+    cr_assert_eq(mc_value_single_user(g, x), -1); /* n1 and n2 */
+    mc_graph_remove_node(g, n1);
+    cr_assert_eq(mc_value_single_user(g, x), n2);
+    mc_graph_free(g);
+}
+
+/* A node input written behind the graph's back is a verifier error. */
+Test(graph, verifier_catches_stale_use_lists) {
+    int x, y, z, n1, n2;
+    mc_graph *g = chain(&x, &y, &z, &n1, &n2);
+    mc_value *xv = mc_val(g, x);
+    xv->has_shape = true;
+    xv->shape = (mc_shape){1, {mc_dim_const(4)}};
+    mc_diag d;
+    mc_diag_init(&d, "t");
+    cr_assert(mc_infer_shapes(g, &d), "%s", d.msg);
+    cr_assert(mc_verify(g, &d), "%s", d.msg);
+    mc_nod(g, n2)->in[0] = x; /* same dtype and shape as y: only the use lists disagree */
+    cr_assert_not(mc_verify(g, &d));
+    cr_assert(strstr(d.msg, "use list") != NULL, "%s", d.msg);
+    mc_graph_free(g);
+}
+
 Test(graph, toposort_reorders_and_detects_cycles) {
     mc_graph *g = mc_graph_new("t");
     int x = mc_graph_add_value(g, "x", MC_DT_F32, MC_VK_INPUT);
@@ -131,7 +173,7 @@ Test(graph, toposort_reorders_and_detects_cycles) {
     cr_assert(mc_graph_toposort(g));
     cr_assert_eq(g->order[0], a);
     cr_assert_eq(g->order[1], b);
-    mc_nod(g, a)->in[0] = z; /* a <- b <- a */
+    mc_node_set_input(g, a, 0, z); /* a <- b <- a */
     cr_assert_not(mc_graph_toposort(g));
     mc_graph_free(g);
 }

@@ -164,18 +164,24 @@ static void expect_same(const mc_tensor *a, const mc_tensor *b) {
 /* ---- the pass manager ---- */
 
 Test(pipeline, default_order_and_a_why_for_every_pass) {
-    static const char *want[] = {"infer-shapes",  "verify",       "expand-moe",
-                                 "gw-specialize", "canonicalize", "fold-constants",
-                                 "autodiff",      "optimizer",    "dce"};
+    static const char *want[] = {
+        "infer-shapes",       "verify",          "expand-moe",       "gw-specialize",
+        "canonicalize",       "fold-constants",  "autodiff",         "optimizer",
+        "fuse-gate-dispatch", "fuse-expert-ffn", "fuse-elementwise", "dce",
+        "plan-memory"};
     int n = 0;
-    const mc_pass_info *list = mc_pass_list(&n);
-    cr_assert_eq(n, 9);
+    const mc_pass_info *list = mc_pass_table(&n);
+    cr_assert_eq(n, 13);
     for (int i = 0; i < n; i++) {
         cr_expect_str_eq(list[i].name, want[i]);
-        cr_expect(strstr(list[i].why, "needs:") != NULL, "%s has no 'needs:'", list[i].name);
+        cr_expect(list[i].why && *list[i].why, "%s has no 'why'", list[i].name);
         cr_expect_eq(mc_pass_find(want[i]), &list[i]);
     }
     cr_expect_null(mc_pass_find("fold"));
+    cr_expect_str_eq(mc_default_pipeline,
+                     "infer-shapes,verify,expand-moe,gw-specialize,{canonicalize,fold-constants},"
+                     "autodiff,optimizer,{fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},"
+                     "dce,plan-memory");
 }
 
 static mc_graph *relu_graph(void) {
@@ -195,12 +201,14 @@ Test(pipeline, unknown_pass_lists_the_valid_names) {
     cr_expect_str_eq(
         run_opts(g, (mc_pipeline_opts){.passes = "infer-shapes,fold"}),
         "t.json: error: unknown pass 'fold'; the passes are: infer-shapes, verify, "
-        "expand-moe, gw-specialize, canonicalize, fold-constants, autodiff, optimizer, dce");
+        "expand-moe, gw-specialize, canonicalize, fold-constants, autodiff, optimizer, "
+        "fuse-gate-dispatch, fuse-expert-ffn, fuse-elementwise, dce, plan-memory");
     cr_expect_str_eq(
         run_opts(g, (mc_pipeline_opts){.passes = "dce,,verify"}),
-        "t.json: error: --passes takes a comma-separated list of pass names "
-        "(infer-shapes, verify, expand-moe, gw-specialize, canonicalize, fold-constants, "
-        "autodiff, optimizer, dce)");
+        "t.json: error: --passes takes a comma-separated list of pass names, with {a,b} for a "
+        "group run to a fixed point (infer-shapes, verify, expand-moe, gw-specialize, "
+        "canonicalize, fold-constants, autodiff, optimizer, fuse-gate-dispatch, "
+        "fuse-expert-ffn, fuse-elementwise, dce, plan-memory)");
     mc_graph_free(g);
 }
 
@@ -271,6 +279,75 @@ Test(pipeline, verify_each_names_the_pass_after_which_the_graph_is_invalid) {
     cr_expect_str_eq(run_opts(g, (mc_pipeline_opts){.passes = "dce", .verify_each = true}),
                      "t.json: error: the graph is invalid after pass dce: (r, Relu): verify: "
                      "unknown attribute bogus");
+    mc_graph_free(g);
+}
+
+Test(pipeline, groups_must_be_closed_and_not_nested) {
+    mc_graph *g = relu_graph();
+    static const char *bad[] = {"{dce,verify", "dce}", "{dce,{verify}}", "{}", "{dce},}"};
+    for (int i = 0; i < 5; i++) {
+        const char *err = run_opts(g, (mc_pipeline_opts){.passes = bad[i]});
+        cr_expect_not_null(err, "%s was accepted", bad[i]);
+        if (err) cr_expect(strstr(err, "with {a,b} for a group") != NULL, "%s: %s", bad[i], err);
+    }
+    cr_expect_null(run_opts(g, (mc_pipeline_opts){.passes = "{dce},{verify,dce},dce"}));
+    mc_graph_free(g);
+}
+
+/* A pass whose needs no earlier pass gives is refused before anything runs. */
+Test(pipeline, needs_are_checked_when_the_pipeline_is_built) {
+    mc_graph *g = relu_graph();
+    g->training = true;
+    cr_expect_str_eq(run_opts(g, (mc_pipeline_opts){.passes = "dce,optimizer", .after = "all"}),
+                     "t.json: error: pass optimizer needs gradients (autodiff), which no earlier "
+                     "pass gives");
+    cr_expect_eq(g->norder, 1); /* nothing ran */
+    mc_graph_free(g);
+}
+
+/* Fusion has no gradient rules: differentiating after it is refused up front. */
+Test(pipeline, autodiff_after_fusion_is_refused) {
+    mc_graph *g = relu_graph();
+    g->training = true;
+    cr_expect_str_eq(run_opts(g, (mc_pipeline_opts){.passes = "fuse-expert-ffn,autodiff"}),
+                     "t.json: error: pass autodiff needs unfused ops, which pass fuse-expert-ffn "
+                     "broke");
+    g->training = false; /* autodiff does nothing in inference: nothing to refuse */
+    cr_expect_null(run_opts(g, (mc_pipeline_opts){.passes = "fuse-expert-ffn,autodiff"}));
+    mc_graph_free(g);
+}
+
+/* A group runs until a round changes nothing; later rounds dump only what changed. */
+Test(pipeline, a_group_runs_to_a_fixed_point) {
+    mc_graph *g = relu_graph();
+    op1(g, MC_OP_NEG, "unused", g->inputs[0], "z");
+    char *got = run_to_string(g, (mc_pipeline_opts){.passes = "{dce,verify}", .after = "all"});
+    cr_expect_eq(g->norder, 1);
+    cr_expect(strstr(got, "# after dce\n") != NULL, "%s", got);
+    cr_expect(strstr(got, "# after verify\n") != NULL, "%s", got);
+    cr_expect_null(strstr(got, "(round 2)"), "%s", got); /* round 2 changed nothing */
+    free(got);
+    mc_graph_free(g);
+}
+
+/* plan-memory's result shows in the dump and goes stale when the graph changes. */
+Test(pipeline, the_memory_plan_is_dumped_and_invalidated_by_edits) {
+    mc_graph *g = relu_graph();
+    int x = g->inputs[0];
+    op1(g, MC_OP_NEG, "unused", x, "z");
+    output(g, op1(g, MC_OP_EXP, "e", op1(g, MC_OP_TANH, "t", x, "t_out"), "e_out"));
+    char *got = run_to_string(g, (mc_pipeline_opts){.passes = "plan-memory", .after = "all"});
+    /* z and t_out are never live at once: they share bytes; y and e_out are outputs. */
+    cr_expect(strstr(got, "  plan peak=64\n  plan %z offset=0 bytes=64\n"
+                          "  plan %t_out offset=0 bytes=64\n  output") == NULL, "%s", got);
+    cr_expect(strstr(got, "  plan peak=64\n  plan %z offset=0 bytes=64\n"
+                          "  plan %t_out offset=0 bytes=64\n") != NULL, "%s", got);
+    cr_expect(g->plan.valid);
+    free(got);
+    got = run_to_string(g, (mc_pipeline_opts){.passes = "dce", .after = "dce"});
+    cr_expect_not(g->plan.valid);
+    cr_expect_null(strstr(got, "plan "), "%s", got);
+    free(got);
     mc_graph_free(g);
 }
 
@@ -715,7 +792,7 @@ Test(pipeline, a_second_run_finds_nothing_to_do) {
     mc_graph *g = moe_graph(true);
     cr_assert_null(run_opts(g, (mc_pipeline_opts){.verify_each = true}));
     int n = 0;
-    const mc_pass_info *list = mc_pass_list(&n);
+    const mc_pass_info *list = mc_pass_table(&n);
     for (int i = 0; i < n; i++)
         expect_idle(g, list[i].name);
     mc_graph_free(g);

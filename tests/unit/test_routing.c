@@ -249,10 +249,7 @@ Test(routing_examples, deepseek_v3_sigmoid_bias_groups) {
     net n = topk(2, 0, "sigmoid", 1, "position", 2, outs);
     int b = param(&n, "bias", MC_DT_F32, 1, bd, bias);
     mc_node *r = mc_nod(n.g, n.g->order[0]);
-    r->in = mc_arena_alloc(n.g->arena, 2 * sizeof(int));
-    r->in[0] = 0;
-    r->in[1] = b;
-    r->nin = 2;
+    mc_node_set_inputs(n.g, n.g->order[0], (const int[]){0, b}, 2);
     mc_node_set_int(n.g, r, "groups", 2);
     mc_node_set_int(n.g, r, "topk_groups", 1);
     mc_node_set_float(n.g, r, "scale", 2.5);
@@ -265,12 +262,13 @@ Test(routing_examples, deepseek_v3_sigmoid_bias_groups) {
     done(&n);
 }
 
+/* The node's mode decides, not the graph's: the graph stays an inference graph. */
 Test(routing_examples, gw_moe_broadcast_in_training_only) {
     for (int training = 0; training <= 1; training++) {
         net n = {mc_graph_new("t"), {{0}}, 0};
-        n.g->training = training;
         int z = logits(&n, &Z[0][0], 6, 4), outs[2];
         mc_node *r = add(&n, MC_OP_MOE_GW_ROUTE, &z, 1, 2, outs);
+        mc_node_set_str(n.g, r, "mode", training ? "train" : "infer");
         mc_node_set_int(n.g, r, "k", 1);
         mc_node_set_int(n.g, r, "capacity", 2);
         mc_node_set_float(n.g, r, "threshold", 1.3);

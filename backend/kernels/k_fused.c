@@ -1,0 +1,233 @@
+/* backend/kernels/k_fused.c: the fused ops of the fusion passes (docs/fusion.md) over the
+ * GEMM driver of k_gemm.c.
+ *
+ * moe.FusedUp runs, per task, the tiles of the gate and up products for the same rows
+ * and panel (the A rows, or the gathered x rows, are hot in cache for the second), and
+ * writes act(g) * u straight from the two tiles: g, u and act(g) never reach memory. The
+ * tiles are the ones ExpertMatMul / GatherMatMul / MatMul make, in the same summation
+ * order, and act is the Silu/Gelu/Relu kernels' formula, so the result is the unfused
+ * graph's bit for bit, whatever the thread count.
+ * moe.FusedDownCombine runs the down products into its scratch and then Combine's
+ * token-ordered weighted sum (k_moe.c), which keeps the sum order of each token fixed:
+ * scattering from concurrent tiles straight into y would make it depend on scheduling.
+ * Scratch (sized in backend/scratch_moe.c): the down products [N,D] f32, then Combine's. */
+#include "../../runtime/moert.h"
+#include "k_gemm.h"
+#include "k_math.h"
+
+#pragma STDC FP_CONTRACT OFF
+
+enum { UP_A, UP_W, UP_GATE, UP_OFFSETS, UP_TOKEN };
+enum { MAX_TILE = 16 * 64 };
+
+static mk_unop unop_of(int64_t activation) {
+    switch ((enum MC_A_MOE_FUSED_UP_activation_choices)activation) {
+    case MC_A_MOE_FUSED_UP_activation_relu: return U_RELU;
+    case MC_A_MOE_FUSED_UP_activation_gelu: return U_GELU;
+    case MC_A_MOE_FUSED_UP_activation_gelu_tanh: return U_GELU_TANH;
+    case MC_A_MOE_FUSED_UP_activation_silu: return U_SILU;
+    }
+    return U_SILU;
+}
+
+static int64_t off_at(const mk_tensor *off, int64_t e) {
+    return mk_ldi(off, e);
+}
+
+/* Product i of FusedUp with weights w (W_up or W_gate): an expert's rows, or the one
+ * dense product when there are no offsets. */
+static void up_mat(const mk_gemm_job *j, int64_t i, const mk_tensor *w, mk_mat *m) {
+    const mk_tensor *a = &j->in[UP_A], *off = &j->in[UP_OFFSETS], *tok = &j->in[UP_TOKEN];
+    bool routed = off->p != NULL;
+    int64_t D = a->dims[1], F = j->out[0].dims[1], r0 = routed ? off_at(off, i) : 0;
+    m->M = routed ? off_at(off, i + 1) - r0 : a->dims[0];
+    m->K = D;
+    m->N = F;
+    m->lda = D;
+    m->ldb = F;
+    m->ldc = F;
+    m->packed = w->layout == MK_PANELS;
+    m->tok = tok->p ? (const int32_t *)tok->p + r0 : NULL;
+    m->A = (const float *)a->p + (tok->p ? 0 : r0 * D);
+    m->B = (const float *)w->p + i * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F);
+    m->C = (float *)j->out[0].p + r0 * F;
+}
+
+static void up_get(const mk_gemm_job *j, int64_t i, mk_mat *m) {
+    up_mat(j, i, &j->in[UP_W], m);
+}
+
+typedef struct {
+    mk_gemm_job job;
+    mk_unop act;
+    bool gated;
+} up_job;
+
+/* Rows [r0, r1) of panel p: the up (and gate) tiles, then act(g) * u into h. */
+static void up_rows(const mk_gemm_job *j, int64_t i, const mk_mat *mu, int64_t p, int64_t r0,
+                    int64_t r1) {
+    const up_job *u = (const up_job *)j;
+    mk_mat mg;
+    if (u->gated) up_mat(j, i, &j->in[UP_GATE], &mg);
+    int64_t MR = mk_gemm_mr(), nr = j->nr, n0 = p * nr, nn = mk_gemm_panel_cols(mu, p, nr);
+    float tu[MAX_TILE], tg[MAX_TILE];
+    for (int64_t r = r0; r < r1; r += MR) {
+        int64_t mr = r1 - r < MR ? r1 - r : MR;
+        mk_gemm_block(mu, p, r, mr, nr, tu);
+        if (u->gated) mk_gemm_block(&mg, p, r, mr, nr, tg);
+        for (int64_t a = 0; a < mr; a++) {
+            float *h = mu->C + (r + a) * mu->ldc + n0;
+            const float *up = tu + a * nr, *gate = tg + a * nr;
+            if (u->gated)
+                for (int64_t c = 0; c < nn; c++)
+                    h[c] = mk_unary(u->act, gate[c]) * up[c];
+            else
+                for (int64_t c = 0; c < nn; c++)
+                    h[c] = mk_unary(u->act, up[c]);
+        }
+    }
+}
+
+static int32_t check_tokens(const mk_tensor *tok, const mk_tensor *off, int64_t T) {
+    for (int64_t i = off_at(off, 0); i < off_at(off, off->dims[0] - 1); i++) {
+        int64_t t = mk_ldi(tok, i);
+        if (t < 0 || t >= T)
+            return moert_fail(MOERT_ERR_ARGUMENT,
+                              "row %lld reads token %lld but there are %lld tokens", (long long)i,
+                              (long long)t, (long long)T);
+    }
+    return MOERT_OK;
+}
+
+/* Rows of no expert (before offsets[0], from offsets[E] on) are 0, as ExpertMatMul's;
+ * the activation of 0 is 0 for every activation FusedUp takes. */
+static void zero_unrouted(const mk_tensor *off, const mk_tensor *h) {
+    int64_t N = h->dims[0], F = h->dims[1], E = off->dims[0] - 1;
+    float *y = h->p;
+    for (int64_t i = 0; i < off_at(off, 0) * F; i++)
+        y[i] = 0;
+    for (int64_t i = off_at(off, E) * F; i < N * F; i++)
+        y[i] = 0;
+}
+
+/* in: a, W_up, W_gate?, offsets?, row_token?  out: h[M,F] */
+int32_t mk_MOE_FUSED_UP(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    const mk_tensor *off = &in[UP_OFFSETS], *tok = &in[UP_TOKEN], *h = &out[0];
+    int64_t rows = h->dims[0];
+    if (mk_gemm_mr() * mk_gemm_nr() > MAX_TILE)
+        return moert_fail(MOERT_ERR_INTERNAL, "moe.FusedUp: micro-kernel tile too large");
+    int32_t st = off->p ? mk_check_offsets(off, rows) : MOERT_OK;
+    if (st == MOERT_OK && tok->p) st = check_tokens(tok, off, in[UP_A].dims[0]);
+    if (st != MOERT_OK) return st;
+    up_job u = {.job = {.count = off->p ? off->dims[0] - 1 : 1,
+                        .get = up_get,
+                        .rows = up_rows,
+                        .in = in,
+                        .out = out,
+                        .nr = in[UP_W].layout == MK_PANELS ? in[UP_W].nr : mk_gemm_nr()},
+                .act = unop_of(attr[MC_A_MOE_FUSED_UP_activation].i),
+                .gated = in[UP_GATE].p != NULL};
+    if (rows > 0) mk_gemm_run(&u.job);
+    if (off->p) zero_unrouted(off, h);
+    return MOERT_OK;
+}
+
+/* ---- moe.FusedDownCombine ---- */
+
+int32_t mk_MOE_EXPERT_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+int32_t mk_MOE_COMBINE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+
+/* y[i] += r[i]: the residual, added after each token's sum as the unfused Add does. */
+static void add_residual(const mk_tensor *res, const mk_tensor *y) {
+    int64_t n = mk_numel(y);
+    const float *r = res->p;
+    float *o = y->p;
+    for (int64_t i = 0; i < n; i++)
+        o[i] = o[i] + r[i];
+}
+
+/* in: h[N,F], offsets[E+1], W_down[E,F,D], row_token[N], row_weight[N], like[T,*],
+ * residual[T,D]?  out: y[T,D], scratch */
+int32_t mk_MOE_FUSED_DOWN_COMBINE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    int64_t N = in[0].dims[0], D = out[0].dims[1];
+    mk_arena a = mk_arena_of(&out[1]);
+    float *o = mk_take(&a, 4 * N * D);
+    if (!o) return moert_fail(MOERT_ERR_INTERNAL, "moe.FusedDownCombine: scratch too small");
+    mk_tensor prod[2] = {{.p = o, .dt = MK_F32, .rank = 2, .dims = {N, D}}};
+    int32_t st = mk_MOE_EXPERT_MATMUL(in, prod, attr);
+    if (st != MOERT_OK) return st;
+    mk_tensor rest = {
+        .p = (char *)out[1].p + a.used, .dt = MK_I64, .rank = 1, .dims = {out[1].dims[0] - a.used}};
+    mk_tensor comb_in[5] = {prod[0], in[3], in[4], in[1], in[5]}, comb_out[2] = {out[0], rest};
+    st = mk_MOE_COMBINE(comb_in, comb_out, attr);
+    if (st == MOERT_OK && in[6].p) add_residual(&in[6], &out[0]);
+    return st;
+}
+
+/* ---- router, route and Dispatch in one op ---- */
+
+int32_t mk_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+int32_t mk_MOE_TOPK_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+int32_t mk_MOE_TOPP_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+int32_t mk_MOE_EXPERT_CHOICE_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+int32_t mk_MOE_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr);
+
+typedef struct {
+    mk_kernel_fn route;
+    const mk_attr *route_attr, *dispatch_attr;
+    int64_t rows, width; /* the route's outputs: [T,k], [T,K] or [E,C] */
+    bool bias;           /* in[3] is the route's bias */
+} route_step;
+
+/* in: x[T,D], router_in[T,R], W_router[R,E], bias[E]?  out: rows, offsets, row_token,
+ * row_weight, scratch: logits[T,E], the route's index and weight, then the route's
+ * scratch, which Dispatch's reuses. x and router_in are each read once. */
+static int32_t route_dispatch(const mk_tensor *in, const mk_tensor *out, const route_step *s) {
+    int64_t T = in[0].dims[0], E = in[2].dims[1];
+    mk_arena a = mk_arena_of(&out[4]);
+    float *logits = mk_take(&a, 4 * T * E);
+    int32_t *idx = mk_take(&a, 4 * s->rows * s->width);
+    float *wt = mk_take(&a, 4 * s->rows * s->width);
+    if (!wt) return moert_fail(MOERT_ERR_INTERNAL, "fused route: the scratch buffer is too small");
+    mk_tensor rest = {.p = a.base + a.used, .dt = MK_I64, .rank = 1, .dims = {a.size - a.used}};
+    mk_tensor z = {.p = logits, .dt = MK_F32, .rank = 2, .dims = {T, E}};
+    mk_tensor pair[3] = {{.p = idx, .dt = MK_I32, .rank = 2, .dims = {s->rows, s->width}},
+                         {.p = wt, .dt = MK_F32, .rank = 2, .dims = {s->rows, s->width}},
+                         rest};
+    mk_tensor router[2] = {in[1], in[2]}, route_in[2] = {z, s->bias ? in[3] : (mk_tensor){0}};
+    int32_t st = mk_MATMUL(router, &z, s->route_attr);
+    if (st == MOERT_OK) st = s->route(route_in, pair, s->route_attr);
+    if (st != MOERT_OK) return st;
+    mk_tensor disp_in[3] = {in[0], pair[0], pair[1]};
+    mk_tensor disp_out[5] = {out[0], out[1], out[2], out[3], rest};
+    return mk_MOE_DISPATCH(disp_in, disp_out, s->dispatch_attr);
+}
+
+int32_t mk_MOE_FUSED_TOPK_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    route_step s = {mk_MOE_TOPK_ROUTE,
+                    attr,
+                    attr + MC_A_MOE_FUSED_TOPK_DISPATCH_num_experts,
+                    in[0].dims[0],
+                    attr[MC_A_MOE_FUSED_TOPK_DISPATCH_k].i,
+                    in[3].p != NULL};
+    return route_dispatch(in, out, &s);
+}
+
+int32_t mk_MOE_FUSED_TOPP_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    int64_t K = attr[MC_A_MOE_FUSED_TOPP_DISPATCH_max_k].i;
+    route_step s = {
+        mk_MOE_TOPP_ROUTE,     attr, attr + MC_A_MOE_FUSED_TOPP_DISPATCH_num_experts, in[0].dims[0],
+        K ? K : in[2].dims[1], false};
+    return route_dispatch(in, out, &s);
+}
+
+int32_t mk_MOE_FUSED_EXPERT_CHOICE_DISPATCH(const mk_tensor *in, const mk_tensor *out,
+                                            const mk_attr *attr) {
+    route_step s = {mk_MOE_EXPERT_CHOICE_ROUTE,
+                    attr,
+                    attr + MC_A_MOE_FUSED_EXPERT_CHOICE_DISPATCH_num_experts,
+                    in[2].dims[1],
+                    attr[MC_A_MOE_FUSED_EXPERT_CHOICE_DISPATCH_capacity].i,
+                    false};
+    return route_dispatch(in, out, &s);
+}

@@ -1,0 +1,140 @@
+/* ir/eval_fused.c: the reference semantics of the fused ops (docs/fusion.md), computed
+ * by running the ops each one replaces on temporaries, through those ops' own reference
+ * kernels. Fused and unfused graphs therefore agree exactly in the interpreter, and the
+ * native fused kernels are checked against the same numbers the unfused ones are. */
+#include "eval.h"
+
+/* Runs `fn` as if it were node `n` (its name shows in run-time errors) on ins -> *out. */
+static bool run_as(const mc_kernel_ctx *k, const mc_node *n, bool (*fn)(const mc_kernel_ctx *),
+                   const mc_tensor *const *ins, mc_tensor *out) {
+    mc_kernel_ctx sub = {k->g, n, k->symvals, ins, out, k->d};
+    return fn(&sub);
+}
+
+static bool temp_like(const mc_kernel_ctx *k, const mc_tensor *shape_of, mc_tensor *t) {
+    return mc_tensor_alloc(t, MC_DT_F32, shape_of->rank, shape_of->dims, k->d,
+                           "a fused op's intermediate");
+}
+
+/* Input i, or NULL when it is omitted or past the node's inputs. */
+static const mc_tensor *opt_in(const mc_kernel_ctx *k, int i) {
+    return i < k->n->nin ? k->in[i] : NULL;
+}
+
+/* a @ w for FusedUp: ExpertMatMul, GatherMatMul (row_token given) or MatMul (dense). */
+static bool up_product(const mc_kernel_ctx *k, const mc_tensor *w, mc_tensor *out) {
+    const mc_tensor *a = k->in[0], *off = opt_in(k, 3), *tok = opt_in(k, 4);
+    if (!off) return run_as(k, k->n, mc_interp_MATMUL, (const mc_tensor *[]){a, w}, out);
+    if (tok)
+        return run_as(k, k->n, mc_interp_MOE_GATHER_MATMUL, (const mc_tensor *[]){a, tok, off, w},
+                      out);
+    return run_as(k, k->n, mc_interp_MOE_EXPERT_MATMUL, (const mc_tensor *[]){a, off, w}, out);
+}
+
+/* The unary op FusedUp's activation stands for, applied to x -> *y. */
+static bool activation(const mc_kernel_ctx *k, const mc_tensor *x, mc_tensor *y) {
+    const mc_tensor *ins[1] = {x};
+    switch ((enum MC_A_MOE_FUSED_UP_activation_choices)mc_attr_choice(k->n, "activation")) {
+    case MC_A_MOE_FUSED_UP_activation_relu: return run_as(k, k->n, mc_interp_RELU, ins, y);
+    case MC_A_MOE_FUSED_UP_activation_silu: return run_as(k, k->n, mc_interp_SILU, ins, y);
+    case MC_A_MOE_FUSED_UP_activation_gelu:
+    case MC_A_MOE_FUSED_UP_activation_gelu_tanh: {
+        bool tanh_form =
+            mc_attr_choice(k->n, "activation") == MC_A_MOE_FUSED_UP_activation_gelu_tanh;
+        mc_attr approx = {
+            .name = "approximate", .kind = MC_AK_STRING, .s = tanh_form ? "tanh" : "none"};
+        mc_node gelu = *k->n;
+        gelu.op = MC_OP_GELU;
+        gelu.nattr = 1;
+        gelu.attrs = &approx;
+        return run_as(k, &gelu, mc_interp_GELU, ins, y);
+    }
+    }
+    mc_die("moe.FusedUp: unknown activation");
+}
+
+/* h = act(a W_gate) * (a W_up), or act(a W_up). */
+bool mc_interp_MOE_FUSED_UP(const mc_kernel_ctx *k) {
+    mc_tensor *h = &k->out[0], u = {0}, g = {0}, ag = {0};
+    bool gated = opt_in(k, 2) != NULL;
+    bool ok = temp_like(k, h, &u) && up_product(k, k->in[1], &u);
+    if (ok && !gated) ok = activation(k, &u, h);
+    if (ok && gated)
+        ok = temp_like(k, h, &g) && temp_like(k, h, &ag) && up_product(k, k->in[2], &g) &&
+             activation(k, &g, &ag) &&
+             run_as(k, k->n, mc_interp_MUL, (const mc_tensor *[]){&ag, &u}, h);
+    mc_tensor_free(&u);
+    mc_tensor_free(&g);
+    mc_tensor_free(&ag);
+    return ok;
+}
+
+/* y = Combine(ExpertMatMul(h, offsets, W_down), row_token, row_weight, offsets, like),
+ * then y = Add(y, residual) when a residual is given. */
+bool mc_interp_MOE_FUSED_DOWN_COMBINE(const mc_kernel_ctx *k) {
+    const mc_tensor *h = k->in[0], *off = k->in[1], *w = k->in[2], *res = opt_in(k, 6);
+    int64_t dims[2] = {h->dims[0], w->dims[2]};
+    mc_tensor o = {0}, sum = {0};
+    mc_tensor *y = res ? &sum : &k->out[0];
+    bool ok = mc_tensor_alloc(&o, MC_DT_F32, 2, dims, k->d, "a fused op's intermediate") &&
+              (!res || temp_like(k, &k->out[0], &sum)) &&
+              run_as(k, k->n, mc_interp_MOE_EXPERT_MATMUL, (const mc_tensor *[]){h, off, w}, &o) &&
+              run_as(k, k->n, mc_interp_MOE_COMBINE,
+                     (const mc_tensor *[]){&o, k->in[3], k->in[4], off, k->in[5]}, y);
+    if (ok && res)
+        ok = run_as(k, k->n, mc_interp_ADD, (const mc_tensor *[]){&sum, res}, &k->out[0]);
+    mc_tensor_free(&o);
+    mc_tensor_free(&sum);
+    return ok;
+}
+
+/* ---- router, route and Dispatch ----
+ * logits = router_in @ W_router; (idx, weight) = route(logits, bias?); Dispatch(x, idx,
+ * weight) into the op's outputs. Each step runs as the op it stands for (the fused node
+ * carries the route's and Dispatch's attributes under their own names). */
+static bool route_dispatch(const mc_kernel_ctx *k, mc_op route, int route_nin, int64_t rows,
+                           int64_t width) {
+    const mc_tensor *x = k->in[0];
+    int64_t T = x->dims[0], E = k->in[2]->dims[1], ld[2] = {T, E}, rd[2] = {rows, width};
+    mc_tensor logits = {0}, pair[2] = {{0}, {0}};
+    mc_node r = *k->n, d = *k->n;
+    r.op = route;
+    r.nin = route_nin;
+    r.nout = 2;
+    d.op = MC_OP_MOE_DISPATCH;
+    d.nin = 3;
+    bool ok = mc_tensor_alloc(&logits, MC_DT_F32, 2, ld, k->d, "a fused op's intermediate") &&
+              mc_tensor_alloc(&pair[0], MC_DT_I32, 2, rd, k->d, "a fused op's intermediate") &&
+              mc_tensor_alloc(&pair[1], MC_DT_F32, 2, rd, k->d, "a fused op's intermediate") &&
+              run_as(k, k->n, mc_interp_MATMUL, (const mc_tensor *[]){k->in[1], k->in[2]}, &logits);
+    if (ok) {
+        mc_kernel_ctx sub = {k->g, &r,  k->symvals, (const mc_tensor *[]){&logits, opt_in(k, 3)},
+                             pair, k->d};
+        ok = route == MC_OP_MOE_TOPK_ROUTE   ? mc_interp_MOE_TOPK_ROUTE(&sub)
+             : route == MC_OP_MOE_TOPP_ROUTE ? mc_interp_MOE_TOPP_ROUTE(&sub)
+                                             : mc_interp_MOE_EXPERT_CHOICE_ROUTE(&sub);
+    }
+    if (ok) {
+        mc_kernel_ctx sub = {k->g,   &d,  k->symvals, (const mc_tensor *[]){x, &pair[0], &pair[1]},
+                             k->out, k->d};
+        ok = mc_interp_MOE_DISPATCH(&sub);
+    }
+    mc_tensor_free(&logits);
+    mc_tensor_free(&pair[0]);
+    mc_tensor_free(&pair[1]);
+    return ok;
+}
+
+bool mc_interp_MOE_FUSED_TOPK_DISPATCH(const mc_kernel_ctx *k) {
+    return route_dispatch(k, MC_OP_MOE_TOPK_ROUTE, 2, k->in[0]->dims[0], mc_attr_int(k->n, "k"));
+}
+
+bool mc_interp_MOE_FUSED_TOPP_DISPATCH(const mc_kernel_ctx *k) {
+    int64_t K = mc_attr_int(k->n, "max_k");
+    return route_dispatch(k, MC_OP_MOE_TOPP_ROUTE, 1, k->in[0]->dims[0], K ? K : k->in[2]->dims[1]);
+}
+
+bool mc_interp_MOE_FUSED_EXPERT_CHOICE_DISPATCH(const mc_kernel_ctx *k) {
+    return route_dispatch(k, MC_OP_MOE_EXPERT_CHOICE_ROUTE, 1, k->in[2]->dims[1],
+                          mc_attr_int(k->n, "capacity"));
+}
