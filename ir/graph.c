@@ -255,6 +255,13 @@ void mc_graph_set_producer(mc_graph *g, int node) {
         g->values[n->out[i]].producer = node;
 }
 
+int *mc_graph_order_copy(mc_graph *g, int *out_n) {
+    int *order = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(g->norder + 1));
+    memcpy(order, g->order, sizeof(int) * (size_t)g->norder);
+    *out_n = g->norder;
+    return order;
+}
+
 /* Kahn's algorithm; among ready nodes the one earliest in the current order goes
  * first, so an already-topological order is kept as it is. */
 bool mc_graph_toposort(mc_graph *g) {

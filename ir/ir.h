@@ -261,6 +261,8 @@ int mc_value_single_user(const mc_graph *g, int value);
  * step's state write. Fusion must keep such values materialised. */
 bool mc_value_escapes(const mc_graph *g, int value);
 void mc_graph_set_producer(mc_graph *g, int node);     /* out values' producer = node */
+/* A copy of g->order (in the arena) for passes that remove nodes while they walk it. */
+int *mc_graph_order_copy(mc_graph *g, int *out_n);
 /* Reorders g->order topologically, stable (keeps the current relative order where
  * allowed); false if there is a cycle (then order is unchanged). */
 bool mc_graph_toposort(mc_graph *g);

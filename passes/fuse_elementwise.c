@@ -49,8 +49,7 @@ static bool fuse_residual(mc_graph *g, int add_id, int f_id, int r, mc_diag *d) 
 
 bool mc_pass_fuse_elementwise(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     *changed = false;
-    int n = g->norder, *order = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(n + 1));
-    memcpy(order, g->order, sizeof(int) * (size_t)n);
+    int n, *order = mc_graph_order_copy(g, &n); /* fusing removes nodes from g->order */
     for (int k = 0; k < n; k++) {
         int r = -1, f = mc_nod(g, order[k])->dead ? -1 : fused_sum(g, order[k], &r);
         if (f < 0) continue;

@@ -16,8 +16,6 @@
  * needs: shapes, expanded    keeps: shapes    breaks: unfused, the memory plan */
 #include "passes.h"
 
-#include <string.h>
-
 typedef struct {
     mc_graph *g;
     mc_diag *d;
@@ -149,9 +147,7 @@ static bool fuse_down(fuser *f, int comb_id, bool *changed) {
 bool mc_pass_fuse_expert_ffn(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     fuser f = {g, cx->d};
     *changed = false;
-    /* Walk a copy of the order: fusing removes nodes from g->order. */
-    int n = g->norder, *order = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(n + 1));
-    memcpy(order, g->order, sizeof(int) * (size_t)n);
+    int n, *order = mc_graph_order_copy(g, &n); /* fusing removes nodes from g->order */
     for (int k = 0; k < n; k++) {
         if (mc_nod(g, order[k])->dead) continue;
         if (!fuse_up(&f, order[k], changed) || !fuse_down(&f, order[k], changed)) return false;

@@ -16,8 +16,6 @@
  * needs: shapes, expanded    keeps: shapes    breaks: unfused, the memory plan */
 #include "passes.h"
 
-#include <string.h>
-
 static bool private_value(const mc_graph *g, int v, int reader) {
     return v >= 0 && !mc_value_escapes(g, v) && mc_value_single_user(g, v) == reader;
 }
@@ -83,62 +81,9 @@ static bool fuse_route(mc_graph *g, int did, int rid, mc_diag *diag) {
     return mc_infer_node(g, id, diag);
 }
 
-/* ---- rows read in place ---- */
-
-static bool is_dispatch(const mc_node *n) {
-    switch (n->op) {
-    case MC_OP_MOE_DISPATCH:
-    case MC_OP_MOE_FUSED_TOPK_DISPATCH:
-    case MC_OP_MOE_FUSED_TOPP_DISPATCH: return true;
-    default: return false; /* expert choice: its row tokens may be -1 */
-    }
-}
-
-/* Whether use u of Dispatch d's rows reads them as an expert product's rows. */
-static bool gatherable_use(const mc_graph *g, const mc_node *d, mc_use u) {
-    const mc_node *n = mc_nod(g, u.node);
-    if (u.slot != 0) return false;
-    if (n->op == MC_OP_MOE_EXPERT_MATMUL) return n->in[1] == d->out[1];
-    return n->op == MC_OP_MOE_FUSED_UP && n->nin >= 4 && n->in[3] == d->out[1] &&
-           (n->nin < 5 || n->in[4] < 0);
-}
-
-static bool rows_in_place(const mc_graph *g, const mc_node *d) {
-    if (!is_dispatch(d) || !mc_attr_int(d, "materialize") ||
-        mc_attr_choice(d, "source") != MC_A_MOE_DISPATCH_source_token_choice)
-        return false;
-    const mc_value *rows = mc_val(g, d->out[0]);
-    if (rows->nuses == 0 || mc_value_escapes(g, d->out[0])) return false;
-    for (int i = 0; i < rows->nuses; i++)
-        if (!gatherable_use(g, d, rows->uses[i])) return false;
-    return true;
-}
-
-/* Every reader of d's rows reads x through row_token instead; d stops writing rows. */
-static bool gather_rows(mc_graph *g, int did, mc_diag *diag) {
-    int x = mc_nod(g, did)->in[0], tok = mc_nod(g, did)->out[2], rows = mc_nod(g, did)->out[0];
-    while (mc_val(g, rows)->nuses > 0) {
-        mc_use u = mc_val(g, rows)->uses[0];
-        const mc_node *n = mc_nod(g, u.node);
-        if (n->op == MC_OP_MOE_FUSED_UP) {
-            int in[5] = {x, n->in[1], n->in[2], n->in[3], tok};
-            mc_node_set_inputs(g, u.node, in, 5);
-            continue;
-        }
-        int in[4] = {x, tok, n->in[1], n->in[2]}, out = n->out[0];
-        int gm =
-            mc_graph_add_node_before(g, u.node, MC_OP_MOE_GATHER_MATMUL, n->name, in, 4, &out, 1);
-        mc_graph_remove_node(g, u.node);
-        mc_graph_set_producer(g, gm);
-    }
-    mc_node_set_int(g, mc_nod(g, did), "materialize", 0);
-    return mc_infer_node(g, did, diag);
-}
-
 bool mc_pass_fuse_gate_dispatch(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     *changed = false;
-    int n = g->norder, *order = mc_arena_alloc(g->arena, sizeof(int) * (size_t)(n + 1));
-    memcpy(order, g->order, sizeof(int) * (size_t)n);
+    int n, *order = mc_graph_order_copy(g, &n); /* fusing removes nodes from g->order */
     for (int k = 0; k < n; k++) {
         int id = order[k], rid;
         if (mc_nod(g, id)->dead || mc_nod(g, id)->op != MC_OP_MOE_DISPATCH) continue;
@@ -146,11 +91,7 @@ bool mc_pass_fuse_gate_dispatch(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
         if (!fuse_route(g, id, rid, cx->d)) return false;
         *changed = true;
     }
-    for (int k = 0; k < g->norder; k++) {
-        int id = g->order[k];
-        if (!rows_in_place(g, mc_nod(g, id))) continue;
-        if (!gather_rows(g, id, cx->d)) return false;
-        *changed = true;
-    }
+    for (int k = 0; k < g->norder; k++)
+        if (!mc_rows_in_place(g, g->order[k], changed, cx->d)) return false;
     return mc_infer_shapes(g, cx->d);
 }

@@ -43,41 +43,10 @@ static void specialize(mc_graph *g, int id) {
     mc_graph_set_producer(g, tk);
 }
 
-/* A materialised Dispatch routed by a GWRoute whose rows feed only ExpertMatMuls' rows
- * slot, with the Dispatch's offsets, and are not a graph output. */
-static bool gatherable(const mc_graph *g, const mc_node *d) {
+/* Whether Dispatch d is routed by a GWRoute. */
+static bool gw_routed(const mc_graph *g, const mc_node *d) {
     int p = mc_val(g, d->in[1])->producer;
-    if (p < 0 || mc_nod(g, p)->op != MC_OP_MOE_GW_ROUTE || !mc_attr_int(d, "materialize"))
-        return false;
-    int rows = d->out[0];
-    if (mc_val(g, rows)->is_output) return false;
-    int readers = 0;
-    for (int pos = 0; pos < g->norder; pos++) {
-        const mc_node *n = mc_nod(g, g->order[pos]);
-        for (int i = 0; i < n->nin; i++) {
-            if (n->in[i] != rows) continue;
-            if (n->op != MC_OP_MOE_EXPERT_MATMUL || i != 0 || n->in[1] != d->out[1]) return false;
-            readers++;
-        }
-    }
-    for (int i = 0; i < g->nupdates; i++)
-        if (g->update_src[i] == rows) return false;
-    return readers > 0;
-}
-
-/* ExpertMatMul(rows, off, W) -> GatherMatMul(x, row_token, off, W) for every reader of
- * Dispatch d's rows; then d stops writing them. */
-static void gather(mc_graph *g, int did) {
-    for (int pos = 0; pos < g->norder; pos++) {
-        int id = g->order[pos];
-        const mc_node *n = mc_nod(g, id), *d = mc_nod(g, did);
-        if (n->op != MC_OP_MOE_EXPERT_MATMUL || n->in[0] != d->out[0]) continue;
-        int in[4] = {d->in[0], d->out[2], n->in[1], n->in[2]}, out = n->out[0];
-        int gm = mc_graph_add_node_before(g, id, MC_OP_MOE_GATHER_MATMUL, n->name, in, 4, &out, 1);
-        mc_graph_remove_node(g, id);
-        mc_graph_set_producer(g, gm);
-    }
-    mc_node_set_int(g, mc_nod(g, did), "materialize", 0);
+    return p >= 0 && mc_nod(g, p)->op == MC_OP_MOE_GW_ROUTE;
 }
 
 /* mode="train" on a GWRoute; true if it was not set already. */
@@ -97,9 +66,8 @@ bool mc_pass_gw_specialize(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
             *changed = true;
         } else if (cx->training && n->op == MC_OP_MOE_GW_ROUTE) {
             *changed |= set_train(g, n);
-        } else if (cx->training && n->op == MC_OP_MOE_DISPATCH && gatherable(g, n)) {
-            gather(g, id);
-            *changed = true;
+        } else if (cx->training && n->op == MC_OP_MOE_DISPATCH && gw_routed(g, n)) {
+            if (!mc_rows_in_place(g, id, changed, cx->d)) return false;
         }
     }
     return mc_infer_shapes(g, cx->d);

@@ -36,6 +36,10 @@ bool mc_pass_fuse_expert_ffn(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_fuse_elementwise(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_plan_memory(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 
+/* Dispatch `node` stops copying its rows when every reader can read them in place
+ * (passes/rows_in_place.c); sets *changed when it rewrote. */
+bool mc_rows_in_place(mc_graph *g, int node, bool *changed, mc_diag *d);
+
 /* Properties of a graph that passes need, give and break. The manager tracks them when
  * it builds a pipeline: a pass whose needs some earlier pass broke (or none gave) is an
  * error before anything runs. A pass keeps every property it does not break. */
