@@ -2,6 +2,7 @@
  * by running the ops each one replaces on temporaries, through those ops' own reference
  * kernels. Fused and unfused graphs therefore agree exactly in the interpreter, and the
  * native fused kernels are checked against the same numbers the unfused ones are. */
+#include "elementwise.h"
 #include "eval.h"
 
 /* Runs `fn` as if it were node `n` (its name shows in run-time errors) on ins -> *out. */
@@ -137,4 +138,65 @@ bool mc_interp_MOE_FUSED_TOPP_DISPATCH(const mc_kernel_ctx *k) {
 bool mc_interp_MOE_FUSED_EXPERT_CHOICE_DISPATCH(const mc_kernel_ctx *k) {
     return route_dispatch(k, MC_OP_MOE_EXPERT_CHOICE_ROUTE, 1, k->in[2]->dims[1],
                           mc_attr_int(k->n, "capacity"));
+}
+
+/* ---- moe.FusedElementwise: each instruction as the op it stands for ---- */
+
+static bool (*const ew_interp[MC_EW_NUM_OPCODES])(const mc_kernel_ctx *) = {
+    [MC_EW_ADD] = mc_interp_ADD,        [MC_EW_SUB] = mc_interp_SUB,
+    [MC_EW_MUL] = mc_interp_MUL,        [MC_EW_DIV] = mc_interp_DIV,
+    [MC_EW_NEG] = mc_interp_NEG,        [MC_EW_SQRT] = mc_interp_SQRT,
+    [MC_EW_EXP] = mc_interp_EXP,        [MC_EW_LOG] = mc_interp_LOG,
+    [MC_EW_RELU] = mc_interp_RELU,      [MC_EW_GELU] = mc_interp_GELU,
+    [MC_EW_GELU_TANH] = mc_interp_GELU, [MC_EW_SIGMOID] = mc_interp_SIGMOID,
+    [MC_EW_TANH] = mc_interp_TANH,      [MC_EW_SILU] = mc_interp_SILU};
+
+/* numpy broadcasting of a and b's dims into *out (shape inference checked them). */
+static void bcast_dims(const mc_tensor *a, const mc_tensor *b, int *rank, int64_t *dims) {
+    *rank = a->rank > b->rank ? a->rank : b->rank;
+    for (int i = 0; i < *rank; i++) {
+        int ia = i - (*rank - a->rank), ib = i - (*rank - b->rank);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        dims[i] = da == 1 ? db : da;
+    }
+}
+
+/* Instruction (op, a, b) on the registers into *out (allocated here unless it is y). */
+static bool ew_run(const mc_kernel_ctx *k, const int64_t *p, mc_tensor *const *regs, mc_tensor *out,
+                   bool alloc) {
+    const mc_tensor *a = regs[p[1]], *b = p[2] >= 0 ? regs[p[2]] : a;
+    int rank;
+    int64_t dims[MC_MAX_RANK];
+    bcast_dims(a, b, &rank, dims);
+    if (alloc && !mc_tensor_alloc(out, MC_DT_F32, rank, dims, k->d, "a fused op's intermediate"))
+        return false;
+    mc_attr approx = {.name = "approximate",
+                      .kind = MC_AK_STRING,
+                      .s = p[0] == MC_EW_GELU_TANH ? "tanh" : "none"};
+    mc_node n = *k->n;
+    n.nin = p[2] >= 0 ? 2 : 1;
+    if (p[0] == MC_EW_GELU || p[0] == MC_EW_GELU_TANH) { /* the one op with an attribute */
+        n.op = MC_OP_GELU;
+        n.nattr = 1;
+        n.attrs = &approx;
+    }
+    return run_as(k, &n, ew_interp[p[0]], (const mc_tensor *[]){a, b}, out);
+}
+
+bool mc_interp_MOE_FUSED_ELEMENTWISE(const mc_kernel_ctx *k) {
+    const mc_attr *prog = mc_attr_get(k->n, "program");
+    int steps = prog->n / 3, nin = k->n->nin;
+    mc_tensor tmp[MC_EW_MAX_STEPS] = {{0}};
+    mc_tensor *regs[3 + MC_EW_MAX_STEPS];
+    for (int i = 0; i < nin; i++)
+        regs[i] = (mc_tensor *)k->in[i];
+    bool ok = true;
+    for (int s = 0; ok && s < steps; s++) {
+        bool last = s == steps - 1;
+        regs[nin + s] = last ? &k->out[0] : &tmp[s];
+        ok = ew_run(k, prog->ints + 3 * s, regs, regs[nin + s], !last);
+    }
+    for (int s = 0; s < steps; s++)
+        mc_tensor_free(&tmp[s]);
+    return ok;
 }

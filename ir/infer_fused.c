@@ -12,6 +12,7 @@
  *         (+ residual, added last)
  */
 #include "infer.h"
+#include "elementwise.h"
 
 enum { UP_A, UP_W, UP_GATE, UP_OFFSETS, UP_TOKEN };
 
@@ -177,4 +178,42 @@ bool mc_infer_MOE_FUSED_EXPERT_CHOICE_DISPATCH(mc_infer_ctx *cx) {
         return inf_fail(cx, "attrs/source",
                         "an expert-choice route dispatches with source \"expert_choice\"");
     return dispatch_outputs(cx, mc_dim_const(E * C), E);
+}
+
+/* ---- moe.FusedElementwise(in0, in1?, in2?) {program} -> y ----
+ * Each instruction's operands are registers written before it; binary ones broadcast
+ * as numpy does; y takes the last register's shape. All f32. */
+static bool ew_step(mc_infer_ctx *cx, const int64_t *p, int step, mc_shape *regs, int nregs) {
+    int64_t op = p[0], a = p[1], b = p[2];
+    const char *sub = "attrs/program";
+    if (op < 0 || op >= MC_EW_NUM_OPCODES)
+        return inf_fail(cx, sub, "instruction %d has opcode %lld; opcodes are 0 to %d", step,
+                        (long long)op, MC_EW_NUM_OPCODES - 1);
+    bool unary = op >= MC_EW_NEG;
+    if (a < 0 || a >= nregs || (unary ? b != -1 : (b < 0 || b >= nregs)))
+        return inf_fail(cx, sub, "instruction %d reads registers %lld, %lld; it may read 0 to %d%s",
+                        step, (long long)a, (long long)b, nregs - 1,
+                        unary ? " and -1 (none) second" : "");
+    if (unary) {
+        regs[nregs] = regs[a];
+        return true;
+    }
+    return inf_broadcast(cx, &regs[a], &regs[b], &regs[nregs], sub);
+}
+
+bool mc_infer_MOE_FUSED_ELEMENTWISE(mc_infer_ctx *cx) {
+    const mc_attr *prog = mc_attr_get(cx->n, "program");
+    int steps = prog->n / 3, nin = cx->n->nin;
+    if (prog->n % 3 || steps < 1 || steps > MC_EW_MAX_STEPS)
+        return inf_fail(cx, "attrs/program", "program has %d entries; it must be 1 to %d triples",
+                        prog->n, MC_EW_MAX_STEPS);
+    mc_shape regs[3 + MC_EW_MAX_STEPS];
+    for (int i = 0; i < nin; i++) {
+        if (!inf_dtype(cx, i, MC_DT_F32)) return false;
+        regs[i] = inf_in(cx, i)->shape;
+    }
+    for (int s = 0; s < steps; s++)
+        if (!ew_step(cx, prog->ints + 3 * s, s, regs, nin + s)) return false;
+    inf_set(cx, 0, MC_DT_F32, &regs[nin + steps - 1]);
+    return true;
 }

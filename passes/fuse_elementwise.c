@@ -1,13 +1,17 @@
-/* fuse-elementwise: elementwise ops that follow a fused op's output join its epilogue
- * instead of making another pass over memory (docs/fusion.md). Today's rule is the
- * residual:
+/* fuse-elementwise: elementwise ops become one loop (docs/fusion.md). Two rules:
  *
  *   y = moe.FusedDownCombine(..); z = Add(y, r) (or Add(r, y))
- *     ->  z = moe.FusedDownCombine(.., r)
+ *     ->  z = moe.FusedDownCombine(.., r)        r of y's shape: the residual joins the
+ *                                                  epilogue, added after each token's sum
+ *   v = p(..); z = u(.., v, ..)                  p and u among Add, Sub, Mul, Div, Neg,
+ *     ->  z = moe.FusedElementwise(..) {program}  Sqrt, Exp, Log, Relu, Gelu, Sigmoid,
+ *                                                  Tanh, moe.Silu, moe.FusedElementwise
  *
- * with r of y's shape and dtype, and y read by nothing else (and no graph output). The
- * kernel adds r to each token's sum, the order the unfused Add uses.
+ * where the intermediate (y, v) is read by nothing else and is no graph output, v has
+ * z's shape (nothing recomputed per broadcast element), everything is f32, and the
+ * chain reads at most 3 distinct values in at most MC_EW_MAX_STEPS instructions.
  * needs: shapes    keeps: shapes    breaks: unfused, the memory plan */
+#include "elementwise.h"
 #include "passes.h"
 
 #include <string.h>
@@ -47,14 +51,138 @@ static bool fuse_residual(mc_graph *g, int add_id, int f_id, int r, mc_diag *d) 
     return mc_infer_node(g, id, d);
 }
 
+/* ---- chains ---- */
+
+typedef struct {
+    int nin, in[3];
+    int steps;
+    int64_t prog[3 * MC_EW_MAX_STEPS];
+} chain;
+
+static int opcode_of(const mc_node *n) {
+    switch (n->op) {
+    case MC_OP_ADD: return MC_EW_ADD;
+    case MC_OP_SUB: return MC_EW_SUB;
+    case MC_OP_MUL: return MC_EW_MUL;
+    case MC_OP_DIV: return MC_EW_DIV;
+    case MC_OP_NEG: return MC_EW_NEG;
+    case MC_OP_SQRT: return MC_EW_SQRT;
+    case MC_OP_EXP: return MC_EW_EXP;
+    case MC_OP_LOG: return MC_EW_LOG;
+    case MC_OP_RELU: return MC_EW_RELU;
+    case MC_OP_GELU:
+        return mc_attr_choice(n, "approximate") == MC_A_GELU_approximate_tanh ? MC_EW_GELU_TANH
+                                                                              : MC_EW_GELU;
+    case MC_OP_SIGMOID: return MC_EW_SIGMOID;
+    case MC_OP_TANH: return MC_EW_TANH;
+    case MC_OP_SILU: return MC_EW_SILU;
+    default: return -1;
+    }
+}
+
+/* Node n as a program over its inputs, or false when it is not a chain link. */
+static bool as_chain(const mc_graph *g, const mc_node *n, chain *c) {
+    if (mc_val(g, n->out[0])->dt != MC_DT_F32) return false;
+    for (int i = 0; i < n->nin; i++)
+        if (n->in[i] < 0 || mc_val(g, n->in[i])->dt != MC_DT_F32) return false;
+    if (n->op == MC_OP_MOE_FUSED_ELEMENTWISE) {
+        const mc_attr *p = mc_attr_get(n, "program");
+        *c = (chain){.nin = n->nin, .steps = p->n / 3};
+        memcpy(c->in, n->in, sizeof(int) * (size_t)n->nin);
+        memcpy(c->prog, p->ints, sizeof(int64_t) * (size_t)p->n);
+        return true;
+    }
+    int op = opcode_of(n);
+    if (op < 0) return false;
+    *c = (chain){.nin = n->nin,
+                 .in = {n->in[0], n->nin > 1 ? n->in[1] : -1},
+                 .steps = 1,
+                 .prog = {op, 0, n->nin > 1 ? 1 : -1}};
+    return true;
+}
+
+/* Register r of chain `from` in the merged chain: its inputs by value, its results
+ * after `base`. */
+static int64_t remap(const chain *from, const chain *to, int64_t r, int base) {
+    if (r < 0) return -1;
+    if (r >= from->nin) return base + (r - from->nin);
+    for (int i = 0; i < to->nin; i++)
+        if (to->in[i] == from->in[r]) return i;
+    MC_ASSERT(0);
+    return -1;
+}
+
+/* p's chain then u's, where u reads p's result v: false when it does not fit. */
+static bool merge(const chain *p, const chain *u, int v, chain *out) {
+    *out = (chain){0};
+    for (int k = 0; k < 2; k++) {
+        const chain *c = k ? u : p;
+        for (int i = 0; i < c->nin; i++) {
+            bool seen = c->in[i] == v;
+            for (int j = 0; j < out->nin && !seen; j++)
+                seen = out->in[j] == c->in[i];
+            if (seen) continue;
+            if (out->nin == 3) return false;
+            out->in[out->nin++] = c->in[i];
+        }
+    }
+    if (p->steps + u->steps > MC_EW_MAX_STEPS) return false;
+    int64_t *q = out->prog;
+    for (int s = 0; s < p->steps; s++, q += 3) {
+        q[0] = p->prog[3 * s];
+        q[1] = remap(p, out, p->prog[3 * s + 1], out->nin);
+        q[2] = remap(p, out, p->prog[3 * s + 2], out->nin);
+    }
+    int64_t vreg = out->nin + p->steps - 1;
+    for (int s = 0; s < u->steps; s++, q += 3) {
+        q[0] = u->prog[3 * s];
+        for (int j = 1; j < 3; j++) {
+            int64_t r = u->prog[3 * s + j];
+            q[j] = r >= 0 && r < u->nin && u->in[r] == v ? vreg
+                                                         : remap(u, out, r, out->nin + p->steps);
+        }
+    }
+    out->steps = p->steps + u->steps;
+    return true;
+}
+
+/* Merges the producer of one of u's inputs into u; true (and *done) when it did. */
+static bool fuse_chain(mc_graph *g, int uid, bool *done, mc_diag *d) {
+    const mc_node *u = mc_nod(g, uid);
+    chain cu, cp, m;
+    *done = false;
+    if (!as_chain(g, u, &cu)) return true;
+    for (int i = 0; i < u->nin; i++) {
+        int v = u->in[i], pid = mc_val(g, v)->producer;
+        if (pid < 0 || mc_value_escapes(g, v) || mc_value_single_user(g, v) != uid ||
+            !mc_shape_eq(&mc_val(g, v)->shape, &mc_val(g, u->out[0])->shape) ||
+            !as_chain(g, mc_nod(g, pid), &cp) || !merge(&cp, &cu, v, &m))
+            continue;
+        int out = u->out[0];
+        const char *name = mc_arena_printf(g->arena, "%s+%s", mc_nod(g, pid)->name, u->name);
+        int id = mc_graph_add_node_before(g, uid, MC_OP_MOE_FUSED_ELEMENTWISE, name, m.in, m.nin,
+                                          &out, 1);
+        mc_node_set_ints(g, mc_nod(g, id), "program", m.prog, 3 * m.steps);
+        mc_graph_remove_node(g, uid);
+        mc_graph_remove_node(g, pid);
+        mc_val(g, v)->dead = true;
+        mc_graph_set_producer(g, id);
+        *done = true;
+        return mc_infer_node(g, id, d);
+    }
+    return true;
+}
+
 bool mc_pass_fuse_elementwise(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     *changed = false;
     int n, *order = mc_graph_order_copy(g, &n); /* fusing removes nodes from g->order */
     for (int k = 0; k < n; k++) {
-        int r = -1, f = mc_nod(g, order[k])->dead ? -1 : fused_sum(g, order[k], &r);
-        if (f < 0) continue;
-        if (!fuse_residual(g, order[k], f, r, cx->d)) return false;
-        *changed = true;
+        if (mc_nod(g, order[k])->dead) continue;
+        int r = -1, f = fused_sum(g, order[k], &r);
+        bool done = false;
+        if (f >= 0 && !fuse_residual(g, order[k], f, r, cx->d)) return false;
+        if (f < 0 && !fuse_chain(g, order[k], &done, cx->d)) return false;
+        *changed |= f >= 0 || done;
     }
     return true;
 }

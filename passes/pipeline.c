@@ -85,8 +85,8 @@ static const mc_pass_info table[] = {
      "an expert FFN's gate/up products, activation and Mul -> moe.FusedUp; its down "
      "product and Combine -> moe.FusedDownCombine; after autodiff"},
     {"fuse-elementwise", mc_pass_fuse_elementwise, SHAPES, 0, UNFUSED | PLAN, false,
-     "elementwise ops after a fused op join its epilogue: a residual Add into "
-     "moe.FusedDownCombine"},
+     "a residual Add joins moe.FusedDownCombine; elementwise chains -> one "
+     "moe.FusedElementwise loop"},
     {"dce", mc_pass_dce, 0, 0, PLAN, false,
      "removes nodes and initializers no output or update depends on; keeps inputs"},
     {"plan-memory", mc_pass_plan_memory, SHAPES, PLAN, 0, false,

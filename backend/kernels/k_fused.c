@@ -14,6 +14,7 @@
 #include "../../runtime/moert.h"
 #include "k_gemm.h"
 #include "k_math.h"
+#include "../../ir/elementwise.h"
 
 #pragma STDC FP_CONTRACT OFF
 
@@ -230,4 +231,78 @@ int32_t mk_MOE_FUSED_EXPERT_CHOICE_DISPATCH(const mk_tensor *in, const mk_tensor
                     attr[MC_A_MOE_FUSED_EXPERT_CHOICE_DISPATCH_capacity].i,
                     false};
     return route_dispatch(in, out, &s);
+}
+
+/* ---- moe.FusedElementwise: one pass over y, the program per element ---- */
+
+static inline __attribute__((always_inline)) float ew_binary(int64_t op, float a, float b) {
+    switch (op) {
+    case MC_EW_ADD: return a + b;
+    case MC_EW_SUB: return a - b;
+    case MC_EW_MUL: return a * b;
+    default: return a / b;
+    }
+}
+
+static const mk_unop ew_unop[MC_EW_NUM_OPCODES] = {[MC_EW_NEG] = U_NEG,
+                                                   [MC_EW_SQRT] = U_SQRT,
+                                                   [MC_EW_EXP] = U_EXP,
+                                                   [MC_EW_LOG] = U_LOG,
+                                                   [MC_EW_RELU] = U_RELU,
+                                                   [MC_EW_GELU] = U_GELU,
+                                                   [MC_EW_GELU_TANH] = U_GELU_TANH,
+                                                   [MC_EW_SIGMOID] = U_SIGMOID,
+                                                   [MC_EW_TANH] = U_TANH,
+                                                   [MC_EW_SILU] = U_SILU};
+
+typedef struct {
+    const mk_tensor *in, *y;
+    const int64_t *prog;
+    int64_t steps, nin;
+    mk_plan plan;
+} ew_ctx;
+
+/* The program on one element: registers 0..nin-1 are the inputs' elements. */
+static float ew_element(const ew_ctx *c, const float *x) {
+    float r[3 + MC_EW_MAX_STEPS];
+    for (int64_t i = 0; i < c->nin; i++)
+        r[i] = x[i];
+    for (int64_t s = 0; s < c->steps; s++) {
+        const int64_t *p = c->prog + 3 * s;
+        r[c->nin + s] =
+            p[0] < MC_EW_NEG ? ew_binary(p[0], r[p[1]], r[p[2]]) : mk_unary(ew_unop[p[0]], r[p[1]]);
+    }
+    return r[c->nin + c->steps - 1];
+}
+
+static void ew_task(void *ctx, int64_t begin, int64_t end) {
+    const ew_ctx *c = ctx;
+    mk_cursor cur;
+    mk_seek(&c->plan, &cur, begin);
+    float *y = c->y->p;
+    for (int64_t i = begin; i < end;) {
+        int64_t n = mk_run_len(&c->plan, &cur, end - i);
+        for (int64_t j = 0; j < n; j++) {
+            float x[3];
+            for (int64_t k = 0; k < c->nin; k++)
+                x[k] =
+                    ((const float *)c->in[k].p)[cur.off[k] + j * c->plan.st[k][c->plan.rank - 1]];
+            y[i + j] = ew_element(c, x);
+        }
+        mk_advance(&c->plan, &cur, n);
+        i += n;
+    }
+}
+
+/* in: up to 3 f32 inputs  out: y. attr: program (ir/elementwise.h). */
+int32_t mk_MOE_FUSED_ELEMENTWISE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    const mk_attr *prog = &attr[MC_A_MOE_FUSED_ELEMENTWISE_program];
+    int64_t nin = 0;
+    while (nin < 3 && in[nin].p)
+        nin++;
+    ew_ctx c = {in, &out[0], prog->ints, prog->n / 3, nin, {0}};
+    mk_bcast_init(&c.plan, &out[0], in, (int)nin);
+    int64_t n = mk_numel(&out[0]);
+    if (n > 0) moert_parallel_for(n, 4096, ew_task, &c);
+    return MOERT_OK;
 }

@@ -259,6 +259,12 @@ def moe_cases():
         {"name": "up", "op": "moe.ExpertMatMul", "inputs": ["rows", "off", "w1"], "outputs": ["h"]},
         {"name": "down", "op": "moe.FusedDownCombine", "inputs": ["h", "off", "wdn", "rtok", "rw", "x", "x"],
          "outputs": ["y"]}]))
+    # A chain of elementwise ops in one loop (ir/elementwise.h): t = a * b (b broadcast
+    # along rows); u = silu(t); v = u - c (c a column); y = gelu_tanh(v) / a.
+    prog = [2, 0, 1, 13, 3, -1, 1, 4, 2, 10, 5, -1, 3, 6, 0]
+    c.append(case("fused_elementwise", "moe.FusedElementwise",
+                  [("a", "float32", ["T", 8], pos()), ("b", "float32", [8], rnd()), ("c", "float32", ["T", 1], rnd())],
+                  ["y"], "transc", {"program": prog}))
     # Router, route and Dispatch in one op: the logits come from the GEMM micro-kernel (FMA),
     # so weights match the interpreter to rounding; the random inputs leave no near-ties.
     wr = {"name": "wr", **f32(10, E), "init": {"dist": "normal", "std": 0.5, "seed": 11}}
