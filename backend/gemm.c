@@ -168,7 +168,8 @@ static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
     if (n->op == MC_OP_MOE_GATHER_MATMUL) return slot == 3 && f32_matrix_a; /* A: x */
     if (n->op == MC_OP_MOE_FUSED_UP) return (slot == 1 || slot == 2) && f32_matrix_a;
     if (n->op == MC_OP_MOE_FUSED_DOWN_COMBINE) return slot == 2 && f32_matrix_a;
-    if (mc_op_infos[n->op].flags & MC_OPF_FUSED) /* a fused router: W_router */
+    if (n->op == MC_OP_MOE_FUSED_TOPK_DISPATCH || n->op == MC_OP_MOE_FUSED_TOPP_DISPATCH ||
+        n->op == MC_OP_MOE_FUSED_EXPERT_CHOICE_DISPATCH) /* W_router, read by MatMul */
         return slot == 2 && mc_val(g, n->in[1])->dt == MC_DT_F32;
     return n->op == MC_OP_MOE_EXPERT_MATMUL && slot == 2 && f32_matrix_a;
 }

@@ -262,6 +262,11 @@ def moe_cases():
     # A chain of elementwise ops in one loop (ir/elementwise.h): t = a * b (b broadcast
     # along rows); u = silu(t); v = u - c (c a column); y = gelu_tanh(v) / a.
     prog = [2, 0, 1, 13, 3, -1, 1, 4, 2, 10, 5, -1, 3, 6, 0]
+    # A rank-2 param in slot 2 (where the fused routers take W_router) stays plain.
+    c.append(case("fused_elementwise_param", "moe.FusedElementwise",
+                  [("a", "float32", ["T", 8], rnd()), ("b", "float32", ["T", 8], rnd()), ("pm", None, None, None)],
+                  ["y"], "transc", {"program": [0, 0, 2, 2, 3, 1]},
+                  [{"name": "pm", **f32(1, 8), "init": {"dist": "normal", "std": 1.0, "seed": 13}}]))
     c.append(case("fused_elementwise", "moe.FusedElementwise",
                   [("a", "float32", ["T", 8], pos()), ("b", "float32", [8], rnd()), ("c", "float32", ["T", 1], rnd())],
                   ["y"], "transc", {"program": prog}))
