@@ -162,6 +162,10 @@ static bool write_module(mb_ctx *c, const char *path, const char *shown) {
     return false;
 }
 
+static void phase(const mb_options *o, const char *name) {
+    if (o->progress.phase) o->progress.phase(o->progress.user, name);
+}
+
 static bool build_module(mb_ctx *c) {
     const mc_graph *g = c->g;
     c->mod = LLVMModuleCreateWithNameInContext(g->name, c->cx);
@@ -170,18 +174,23 @@ static bool build_module(mb_ctx *c) {
     LLVMSetModuleDataLayout(c->mod, dl);
     LLVMDisposeTargetData(dl);
     MC_ASSERT(g->plan.valid); /* the pipeline's plan-memory, or cli's ready_for_backend */
-    mb_emit_ukernel(c);
     if (!mb_emit_params(c)) return false;
+    phase(c->o, "lower");
+    mb_emit_ukernel(c);
     mb_emit_run(c);
     mb_emit_info(c);
     mb_emit_api(c);
-    return mb_link_kernels(c) && check_kernels(c) && optimize(c);
+    if (!mb_link_kernels(c) || !check_kernels(c)) return false;
+    phase(c->o, "optimize");
+    return optimize(c);
 }
 
-/* Files are written under temporary names and renamed only when all succeeded. */
+/* Files are written under temporary names and renamed only when all succeeded: the
+ * object, the header, the external weights, the weights object. */
+enum { NUM_STAGED = 4 };
 typedef struct {
-    const char *final[3];
-    char *tmp[3];
+    const char *final[NUM_STAGED];
+    char *tmp[NUM_STAGED];
 } staged;
 
 static const char *stage(staged *s, int i, const char *path) {
@@ -195,10 +204,10 @@ static const char *stage(staged *s, int i, const char *path) {
 
 static bool finish(staged *s, bool ok, mc_diag *d) {
     int renamed = 0; /* outputs [0, renamed) are in place */
-    for (; ok && renamed < 3; renamed++)
+    for (; ok && renamed < NUM_STAGED; renamed++)
         if (s->tmp[renamed] && rename(s->tmp[renamed], s->final[renamed]) != 0)
             ok = mc_error(d, "", "cannot write %s", s->final[renamed]);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NUM_STAGED; i++) {
         /* All or nothing: on failure the outputs already renamed go too. */
         if (s->tmp[i] && !ok) remove(i < renamed - 1 ? s->final[i] : s->tmp[i]);
         free(s->tmp[i]);
@@ -209,6 +218,8 @@ static bool finish(staged *s, bool ok, mc_diag *d) {
 bool mb_compile(const mc_graph *g, const mb_options *o, const mb_outputs *out, mc_diag *d) {
     mb_target t;
     mb_ctx c = {.g = g, .o = o, .t = &t, .d = d};
+    MC_ASSERT(!out->weights_object || o->emit == MB_EMIT_OBJ);
+    phase(o, out->weights_object ? "lower" : "pack");
     if (!mb_check_model_name(g, d)) return false;
     if (!mb_target_init(&t, o, d)) {
         mb_target_free(&t);
@@ -218,10 +229,23 @@ bool mb_compile(const mc_graph *g, const mb_options *o, const mb_outputs *out, m
     c.b = LLVMCreateBuilderInContext(c.cx);
     make_types(&c);
     staged s = {{0}, {0}};
-    bool ok = build_module(&c) && write_module(&c, stage(&s, 0, out->object), out->object);
-    if (ok && out->header)
+    if (out->weights_object) c.weights_object = stage(&s, 3, out->weights_object);
+    bool ok = build_module(&c);
+    if (ok) phase(o, "emit");
+    ok = ok && write_module(&c, stage(&s, 0, out->object), out->object);
+    if (c.weights) {
+        if (ok) phase(o, "wait");
+        bool joined = mb_weights_join(&c); /* whatever happened: the thread must end */
+        ok = ok && joined;
+    }
+    if (ok && out->header) {
+        phase(o, "header");
         ok = mb_write_header(g, o, g->plan.peak, stage(&s, 1, out->header), out->header, d);
-    if (ok && o->external_weights) ok = mc_st_write_params(stage(&s, 2, out->weights), g, d);
+    }
+    if (ok && o->external_weights) {
+        phase(o, "weights");
+        ok = mc_st_write_params(stage(&s, 2, out->weights), g, d);
+    }
     ok = finish(&s, ok, d);
     LLVMDisposeBuilder(c.b);
     if (c.mod) LLVMDisposeModule(c.mod);

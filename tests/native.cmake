@@ -27,3 +27,8 @@ add_test(NAME native.fusion
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/fusion.py $<TARGET_FILE:moec>
                  ${PROJECT_SOURCE_DIR}/examples ${OPS_FLAGS})
 set_tests_properties(native.fusion PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# -v: the phases of build, compile and run, in order, on stderr (docs/cli.md).
+add_test(NAME native.verbose
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/verbose.sh $<TARGET_FILE:moec>
+                 ${PROJECT_SOURCE_DIR}/examples)
+set_tests_properties(native.verbose PROPERTIES ENVIRONMENT "${NATIVE_ENV}")

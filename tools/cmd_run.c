@@ -165,19 +165,24 @@ int cmd_run(const cli_args *a) {
         mc_graph_free(g);
         return st;
     }
-    mc_tensor *ins = calloc((size_t)g->ninputs + 1, sizeof *ins);
-    mc_tensor *outs = calloc((size_t)g->noutputs + 1, sizeof *outs);
-    if (!ins || !outs) mc_oom(sizeof *ins * (size_t)(g->ninputs + g->noutputs + 2));
+    int nin = g->ninputs, nout = g->noutputs;
+    mc_tensor *ins = calloc((size_t)nin + 1, sizeof *ins);
+    mc_tensor *outs = calloc((size_t)nout + 1, sizeof *outs);
+    if (!ins || !outs) mc_oom(sizeof *ins * (size_t)(nin + nout + 2));
+    cli_phase("inputs");
     bool ok = load_inputs(a, g, ins, &d) && check_syms(a, g, ins, &d);
     int native = EXIT_OK;
-    if (ok && !a->interp)
-        native = cli_run_native(a, g);
-    else
-        ok = ok && interp_steps(a, g, ins, outs, &d) && emit_outputs(a, g, outs, &d) &&
+    if (ok && !a->interp) {
+        native = cli_run_native(a, &g); /* frees g */
+    } else if (ok) {
+        cli_clock_quiet(); /* the summaries go to the terminal now */
+        cli_phase("run");
+        ok = interp_steps(a, g, ins, outs, &d) && emit_outputs(a, g, outs, &d) &&
              save_weights(a, g, &d);
-    for (int i = 0; i < g->ninputs; i++)
+    }
+    for (int i = 0; i < nin; i++)
         mc_tensor_free(&ins[i]);
-    for (int i = 0; i < g->noutputs; i++)
+    for (int i = 0; i < nout; i++)
         mc_tensor_free(&outs[i]);
     free(ins);
     free(outs);

@@ -1,14 +1,154 @@
-/* tools/commands.c: `moec check`, `moec dump`, `moec init-weights`, and the shared
- * load-then-lower step every command starts with. */
+/* tools/commands.c: `moec check`, `moec dump`, `moec init-weights`, the shared
+ * load-then-lower step every command starts with, and the phase clock behind `-v` and
+ * the progress line (docs/cli.md). */
 #include "cli.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- the phase clock ----
+ * One per process, as there is one stderr. Phases follow each other; -v prints each
+ * one's wall time as it ends, then the work reported as done alongside it. On a
+ * terminal a ticker thread keeps one line saying what runs, once the command has taken
+ * PROGRESS_AFTER seconds; the line is erased before anything else is printed and at
+ * the end. */
+
+enum { PROGRESS_TICK_MS = 100, MAX_ASIDE = 8 };
+#define PROGRESS_AFTER 1.0
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t ticker;
+    bool started, verbose, ticking, stopping;
+    double t0, since;  /* the command's start, the current phase's start */
+    const char *phase; /* the current phase, or NULL */
+    int drawn;         /* width of the progress line now on the terminal, 0: none */
+    struct {
+        const char *name;
+        double seconds;
+    } aside[MAX_ASIDE]; /* reported during the current phase, printed after it */
+    int naside;
+} clk = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Callers hold clk.mu. */
+static void erase_line(void) {
+    if (!clk.drawn) return;
+    fprintf(stderr, "\r%*s\r", clk.drawn, "");
+    fflush(stderr);
+    clk.drawn = 0;
+}
+
+static void draw_line(double t) {
+    if (!clk.phase || t - clk.t0 < PROGRESS_AFTER) return;
+    char line[96];
+    int n = snprintf(line, sizeof line, "moec: %s... %.1f s", clk.phase, t - clk.t0);
+    n = n < (int)sizeof line ? n : (int)sizeof line - 1;
+    fprintf(stderr, "\r%s%*s", line, clk.drawn > n ? clk.drawn - n : 0, "");
+    fflush(stderr);
+    clk.drawn = n > clk.drawn ? n : clk.drawn;
+}
+
+static void *tick(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&clk.mu);
+    while (!clk.stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += PROGRESS_TICK_MS * 1000000L;
+        until.tv_sec += until.tv_nsec / 1000000000L;
+        until.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&clk.cv, &clk.mu, &until);
+        if (!clk.stopping) draw_line(now());
+    }
+    pthread_mutex_unlock(&clk.mu);
+    return NULL;
+}
+
+void cli_clock_start(bool verbose) {
+    clk.started = true;
+    clk.verbose = verbose;
+    clk.t0 = clk.since = now();
+    /* No line when stderr is a file or a pipe, nor for a terminal that cannot take \r. */
+    const char *term = getenv("TERM");
+    if (isatty(STDERR_FILENO) && !(term && strcmp(term, "dumb") == 0))
+        clk.ticking = pthread_create(&clk.ticker, NULL, tick, NULL) == 0;
+}
+
+void cli_phase(const char *phase) {
+    if (!clk.started) return;
+    pthread_mutex_lock(&clk.mu);
+    if (!(phase && clk.phase && strcmp(phase, clk.phase) == 0)) {
+        double t = now();
+        if (clk.verbose && clk.phase) {
+            erase_line();
+            fprintf(stderr, "moec: %-12s %7.3f s\n", clk.phase, t - clk.since);
+        }
+        for (int i = 0; clk.verbose && i < clk.naside; i++)
+            fprintf(stderr, "moec: %-12s %7.3f s alongside\n", clk.aside[i].name,
+                    clk.aside[i].seconds);
+        clk.naside = 0;
+        clk.phase = phase;
+        clk.since = t;
+    }
+    pthread_mutex_unlock(&clk.mu);
+}
+
+void cli_phase_cb(void *user, const char *phase) {
+    (void)user;
+    cli_phase(phase);
+}
+
+void cli_aside_cb(void *user, const char *name, double seconds) {
+    (void)user;
+    if (!clk.started) return;
+    pthread_mutex_lock(&clk.mu);
+    if (clk.naside < MAX_ASIDE) {
+        clk.aside[clk.naside].name = name;
+        clk.aside[clk.naside++].seconds = seconds;
+    }
+    pthread_mutex_unlock(&clk.mu);
+}
+
+void cli_clock_quiet(void) {
+    if (!clk.ticking) return;
+    pthread_mutex_lock(&clk.mu);
+    clk.stopping = true;
+    pthread_cond_signal(&clk.cv);
+    pthread_mutex_unlock(&clk.mu);
+    pthread_join(clk.ticker, NULL);
+    clk.ticking = false;
+    pthread_mutex_lock(&clk.mu);
+    erase_line();
+    pthread_mutex_unlock(&clk.mu);
+}
+
+void cli_clock_stop(void) {
+    if (!clk.started) return;
+    cli_clock_quiet();
+    cli_phase(NULL);
+    if (clk.verbose) fprintf(stderr, "moec: %-12s %7.3f s\n", "total", now() - clk.t0);
+    clk.started = false;
+}
+
+/* ---- load and lower ---- */
 
 mc_graph *cli_load_and_lower(const cli_args *a, const char *default_passes, mc_diag *d) {
     mc_load_opts lo = {.training = a->training, .weights_path = a->weights};
+    cli_phase("load");
     mc_graph *g = mc_load_model(a->model, &lo, d);
     if (!g) return NULL;
+    cli_phase("passes");
     mc_pipeline_opts po = a->pipe;
     if (!po.passes) po.passes = default_passes;
     po.training = a->training;

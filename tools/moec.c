@@ -35,7 +35,8 @@ static const command commands[] = {
      "With --mode=train each run is a training step (docs/autodiff.md): --steps N takes\n"
      "N steps on the inputs, --save-weights writes the trained weights. Training flags:\n"
      "--train-params=a,b (default: every param), --optimizer=adamw|sgd, --lr, --momentum,\n"
-     "--weight-decay, --beta1, --beta2, --eps.\n"},
+     "--weight-decay, --beta1, --beta2, --eps.\n"
+     "-v prints the wall time of each phase to stderr.\n"},
     {"compile", cmd_compile,
      "moec compile model.json -o model.o [--header model.h] [--emit=obj|asm|llvm] [-O0..-O3]\n"
      "          [--weights=embed|external] [--mode=infer|train] [--passes=...]\n"
@@ -43,12 +44,14 @@ static const command commands[] = {
      "Writes an object (or assembly / LLVM IR with --emit) and a C header (default: -o\n"
      "with .h). Weights are embedded read-only by default; --weights=external writes\n"
      "them to -o with .safetensors, which <name>_create maps. -O3 is the default.\n"
-     "Without --target-triple the code is for this machine's CPU and features.\n"},
+     "Without --target-triple the code is for this machine's CPU and features.\n"
+     "-v prints the wall time of each phase to stderr.\n"},
     {"build", cmd_build,
      "moec build model.json -o model [-O0..-O3] [--weights=embed|external] [--cpu C] ...",
      "Compiles and links an executable with libmoert and the .npy driver:\n"
      "  ./model --input x=x.npy [--output y=y.npy] [--sym T=N] [--weights FILE] [--bench N]\n"
-     "--bench N prints min/median/max milliseconds over N runs after one warm-up.\n"},
+     "--bench N prints min/median/max milliseconds over N runs after one warm-up.\n"
+     "-v prints the wall time of each phase to stderr.\n"},
     {"init-weights", cmd_init_weights,
      "moec init-weights model.json -o weights.safetensors [--seed N]",
      "Writes every initializer (inline data, init recipes, weights file) to a\n"
@@ -71,6 +74,7 @@ static void print_usage(FILE *f) {
 }
 
 int cli_misuse(const cli_args *a, const char *fmt, ...) {
+    cli_clock_stop(); /* the -v report, then the message */
     va_list ap;
     va_start(ap, fmt);
     fputs("moec: ", stderr);
@@ -86,6 +90,7 @@ int cli_misuse(const cli_args *a, const char *fmt, ...) {
 }
 
 int cli_fail(const mc_diag *d) {
+    cli_clock_stop(); /* the -v report, then the message */
     fprintf(stderr, "%s\n", d->msg);
     return EXIT_USER;
 }
@@ -260,6 +265,7 @@ static int parse_option(cli_args *a, int argc, char **argv, int *i) {
 #undef VALUE
     if (strcmp(arg, "--verify-each") == 0) return a->pipe.verify_each = true, EXIT_OK;
     if (strcmp(arg, "--interp") == 0) return a->interp = true, EXIT_OK;
+    if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) return a->verbose = true, EXIT_OK;
     if (strlen(arg) == 3 && arg[0] == '-' && arg[1] == 'O' && arg[2] >= '0' && arg[2] <= '3')
         return a->opt_level = arg[2] - '0', a->has_opt = true, EXIT_OK;
     return cli_misuse(a, "unknown option '%s'", arg);
@@ -286,6 +292,8 @@ static int check_applicable(const cli_args *a) {
     if (strcmp(a->cmd, "build") == 0 && (a->header_path || a->emit))
         return cli_misuse(a, "--header and --emit belong to 'moec compile'");
     if (a->interp && !is_run) return cli_misuse(a, "--interp belongs to 'moec run'");
+    if (a->verbose && !is_run && !is_backend)
+        return cli_misuse(a, "-v belongs to 'moec run', 'moec compile' and 'moec build'");
     if ((a->steps || a->save_weights) && !(is_run && a->training))
         return cli_misuse(a, "--steps and --save-weights belong to 'moec run --mode=train'");
     const mc_train_opts *t = &a->pipe.train;
@@ -330,7 +338,11 @@ static int run_command(const command *c, int argc, char **argv) {
     }
     if (st == EXIT_OK && !a.model) st = cli_misuse(&a, "no model file given");
     if (st == EXIT_OK) st = check_applicable(&a);
+    bool timed = strcmp(c->name, "run") == 0 || strcmp(c->name, "compile") == 0 ||
+                 strcmp(c->name, "build") == 0;
+    if (st == EXIT_OK && timed) cli_clock_start(a.verbose);
     if (st == EXIT_OK) st = c->fn(&a);
+    cli_clock_stop();
     free_args(&a);
     return st;
 }
