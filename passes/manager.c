@@ -179,6 +179,7 @@ static bool run_step(runner *r, const mc_pass_info *s, int round, bool *changed)
     mc_graph *g = r->g;
     mc_diag *d = r->cx.d;
     *changed = false;
+    if (r->o->on_pass) r->o->on_pass(r->o->on_pass_user, s->name);
     if (!s->fn(g, &r->cx, changed)) return false;
     if (*changed && (s->breaks & MC_PROP_PLAN)) g->plan.valid = false;
     if (r->o->verify_each && !verify_after(g, s->name, d)) return false;

@@ -77,6 +77,9 @@ typedef struct mc_pipeline_opts {
     FILE *dump_out;       /* where --after dumps go (stdout for `moec dump`) */
     bool training;
     mc_train_opts train;
+    /* Told the name of each pass as it starts (for `moec -v`); NULL: not told. */
+    void (*on_pass)(void *user, const char *pass);
+    void *on_pass_user;
 } mc_pipeline_opts;
 /* Runs the pipeline; unknown pass names are an error listing the valid ones. */
 bool mc_run_pipeline(mc_graph *g, const mc_pipeline_opts *o, mc_diag *d);

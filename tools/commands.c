@@ -92,10 +92,10 @@ void cli_phase(const char *phase) {
         double t = now();
         if (clk.verbose && clk.phase) {
             erase_line();
-            fprintf(stderr, "moec: %-12s %7.3f s\n", clk.phase, t - clk.since);
+            fprintf(stderr, "moec: %-18s %7.3f s\n", clk.phase, t - clk.since);
         }
         for (int i = 0; clk.verbose && i < clk.naside; i++)
-            fprintf(stderr, "moec: %-12s %7.3f s alongside\n", clk.aside[i].name,
+            fprintf(stderr, "moec: %-18s %7.3f s alongside\n", clk.aside[i].name,
                     clk.aside[i].seconds);
         clk.naside = 0;
         clk.phase = phase;
@@ -137,7 +137,7 @@ void cli_clock_stop(void) {
     if (!clk.started) return;
     cli_clock_quiet();
     cli_phase(NULL);
-    if (clk.verbose) fprintf(stderr, "moec: %-12s %7.3f s\n", "total", now() - clk.t0);
+    if (clk.verbose) fprintf(stderr, "moec: %-18s %7.3f s\n", "total", now() - clk.t0);
     clk.started = false;
 }
 
@@ -148,10 +148,11 @@ mc_graph *cli_load_and_lower(const cli_args *a, const char *default_passes, mc_d
     cli_phase("load");
     mc_graph *g = mc_load_model(a->model, &lo, d);
     if (!g) return NULL;
-    cli_phase("passes");
+    cli_phase("infer-shapes"); /* the manager's own inference, before its first pass */
     mc_pipeline_opts po = a->pipe;
     if (!po.passes) po.passes = default_passes;
     po.training = a->training;
+    po.on_pass = cli_phase_cb; /* one phase per pass, named after it */
     if (!mc_run_pipeline(g, &po, d)) {
         mc_graph_free(g);
         return NULL;
