@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets with clang-19 (ASan + UBSan) and runs each for SECONDS
-# on a scratch copy of its committed seed corpus; any crash, leak or timeout fails.
+# Builds the libFuzzer targets with clang-19 (ASan + UBSan) from the same source lists
+# as the compiler (CMake option MOEC_FUZZ), and runs each for SECONDS on a scratch copy
+# of its committed seed corpus; any crash, leak or timeout fails.
 set -euo pipefail
 seconds=${1:-60}
 cd "$(dirname "$0")/../.."
 out=${FUZZ_BUILD:-build-fuzz}
-mkdir -p "$out"
-srcs=$(git ls-files "ir/*.c" "frontend/*.c" "passes/*.c" 2>/dev/null || ls ir/*.c frontend/*.c passes/*.c)
-flags="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -Iir -Ifrontend -Ipasses"
+CC=clang-19 cmake -S . -B "$out" -DCMAKE_BUILD_TYPE=Debug -DMOEC_FUZZ=ON \
+    -DMOEC_TESTS=OFF >/dev/null
+cmake --build "$out" -j"$(nproc)" --target fuzz_frontend fuzz_formats
 for target in frontend formats; do
-    clang-19 $flags -ffp-contract=off tests/fuzz/fuzz_$target.c $srcs -lcjson -lm -o "$out/fuzz_$target"
     work="$out/corpus_$target"
     rm -rf "$work"
     cp -r "tests/fuzz/corpus/$target" "$work"
