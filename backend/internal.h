@@ -16,7 +16,7 @@ typedef struct mb_target {
     const char *arch; /* "x86_64" | "aarch64": which kernel bitcode links in */
     char *cpu, *features;
     int vec_width; /* floats per vector register: 16 AVX-512, 8 AVX2, 4 SSE/NEON */
-    int mr, nr;    /* micro-kernel tile: mr rows by nr = 2 vectors of columns */
+    int mr, nr;    /* micro-kernel tile: mr rows by nr columns (whole vectors) */
 } mb_target;
 
 bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d);

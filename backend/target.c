@@ -162,8 +162,9 @@ bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
                         "--cpu %s / --features '%s': LLVM cannot make a target machine for %s",
                         t->cpu, t->features, t->triple);
     t->vec_width = x86 ? x86_width(t->cpu, t->features) : 4;
-    t->mr = t->vec_width == 16 ? 8 : 6;
-    t->nr = 2 * t->vec_width;
+    /* AVX-512 has 32 vector registers: a 6 x 4-vector tile; 16 elsewhere: 6 x 2. */
+    t->mr = 6;
+    t->nr = (t->vec_width == 16 ? 4 : 2) * t->vec_width;
     return true;
 }
 

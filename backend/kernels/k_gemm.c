@@ -8,10 +8,9 @@
  * form one parallel loop, so uneven expert loads balance across threads.
  * Each output element sums over k in ascending order like the interpreter, with fused
  * multiply-adds: results differ from it by rounding only (relative 1e-5 for K ~ 1e3).
- * GatherMatMul's A rows are rows of x picked by row_token: each block of up to MR rows
- * is copied, KC columns at a time, into a small buffer on the stack that the
- * micro-kernel reads, the chunks after the first accumulating into C (the same sums in
- * the same order as ExpertMatMul over Dispatch's rows, without those rows).
+ * GatherMatMul's A rows are rows of x picked by row_token: the micro-kernel takes a
+ * table of row pointers, so it reads them in place (the same sums in the same order as
+ * ExpertMatMul over Dispatch's rows, without those rows).
  * Other dtypes than f32, transposed operands and vector (rank-1) operands take a plain
  * loop, which reads B in C order: the backend packs B into panels only for uses that
  * take the fast path (backend/gemm.c, is_panel_use). */
@@ -19,7 +18,7 @@
 #include "k_math.h"
 #include "k_gemm.h"
 
-enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_TILE = 16 * 64, KC = 256, MAX_MR = 16 };
+enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_TILE = MK_MAX_MR * 64 };
 
 typedef mk_mat mat;
 typedef mk_gemm_job gemm_job;
@@ -34,24 +33,6 @@ static int64_t tasks_of(const mat *m, int64_t nr) {
 
 static const float *a_row(const mat *m, int64_t r) {
     return m->A + (m->tok ? (int64_t)m->tok[r] : r) * m->lda;
-}
-
-/* C[r, 0..NR) (+)= gathered rows [r, r+mr) times B, through buf: KC columns of the rows
- * at a time, accumulating after the first chunk (one call with K = 0 zeroes C). */
-static void gathered_block(const mat *m, int64_t r, int64_t mr, const float *B, int64_t ldb,
-                           float *C, int64_t ldc) {
-    float buf[MAX_MR * KC];
-    int64_t k0 = 0;
-    do {
-        int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
-        for (int64_t i = 0; i < mr; i++) {
-            const float *src = a_row(m, r + i) + k0;
-            for (int64_t k = 0; k < kc; k++)
-                buf[i * KC + k] = src[k];
-        }
-        mk_ukernel(kc, buf, KC, mr, B + k0 * ldb, ldb, C, ldc, k0 > 0);
-        k0 += kc;
-    } while (k0 < m->K);
 }
 
 int64_t mk_gemm_panel_cols(const mat *m, int64_t p, int64_t nr) {
@@ -80,10 +61,12 @@ static void block_into(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t n
     int64_t ldb = m->packed ? nr : m->ldb;
     if (!m->packed && mk_gemm_panel_cols(m, p, nr) < nr)
         edge_block(m, p, r, mr, nr, C);
-    else if (m->tok)
-        gathered_block(m, r, mr, B, ldb, C, ldc);
-    else
-        mk_ukernel(m->K, m->A + r * m->lda, m->lda, mr, B, ldb, C, ldc, 0);
+    else {
+        const float *rows[MK_MAX_MR];
+        for (int64_t i = 0; i < mr; i++)
+            rows[i] = a_row(m, r + i);
+        mk_ukernel(m->K, rows, mr, B, ldb, C, ldc, 0);
+    }
 }
 
 void mk_gemm_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *tile) {
@@ -95,8 +78,7 @@ static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t 
     float tile[MAX_TILE];
     for (int64_t r = r0; r < r1; r += MR) {
         int64_t mr = r1 - r < MR ? r1 - r : MR;
-        bool full = mr == MR && nn == nr;
-        if (full) {
+        if (nn == nr) {
             block_into(m, p, r, mr, nr, m->C + r * m->ldc + n0, m->ldc);
             continue;
         }
@@ -406,9 +388,6 @@ int32_t mk_MOE_GATHER_MATMUL(const mk_tensor *in, const mk_tensor *out, const mk
                               "row %lld reads token %lld but there are %lld tokens", (long long)i,
                               (long long)t, (long long)T);
     }
-    if (mk_gemm_mr() > MAX_MR)
-        return moert_fail(MOERT_ERR_INTERNAL, "moe.GatherMatMul: micro-kernel rows %lld > %d",
-                          (long long)mk_gemm_mr(), (int)MAX_MR);
     if (x->dt != MK_F32) {
         gather_plain(in, y, E);
     } else {

@@ -108,13 +108,15 @@ static inline int64_t mk_panel_floats(int64_t K, int64_t N, int64_t nr) {
 }
 
 /* The register-blocked micro-kernel, emitted by the backend as explicit vector code for
- * the target (backend/gemm.c): C[0..MR)[0..NR) (+)= A[0..MR)[0..K) * B[0..K)[0..NR), where
- * A row r is A + min(r, mr - 1) * lda (rows past mr are computed, not stored: the
- * caller passes a scratch tile for partial tiles), B row k is B + k * ldb, and C row r
- * is C + r * ldc. accumulate = 0 overwrites C. MR and NR come from mk_gemm_mr() and
- * mk_gemm_nr(), also emitted by the backend, as constants for the target. */
-void mk_ukernel(int64_t K, const float *A, int64_t lda, int64_t mr, const float *B, int64_t ldb,
-                float *C, int64_t ldc, int64_t accumulate);
+ * the target (backend/gemm.c): C[0..mr)[0..NR) (+)= A[0..mr)[0..K) * B[0..K)[0..NR), where
+ * A is a table of mr row pointers (1 <= mr <= MR: gathered rows are read in place), B
+ * row k is B + k * ldb, and C row r is C + r * ldc (all NR columns are written: a
+ * caller with fewer columns passes a scratch tile). accumulate = 0 overwrites C. MR and
+ * NR come from mk_gemm_mr() (at most MK_MAX_MR) and mk_gemm_nr(), also emitted by the
+ * backend, as constants for the target. */
+enum { MK_MAX_MR = 16 };
+void mk_ukernel(int64_t K, const float *const *A, int64_t mr, const float *B, int64_t ldb, float *C,
+                int64_t ldc, int64_t accumulate);
 int64_t mk_gemm_mr(void);
 int64_t mk_gemm_nr(void);
 
