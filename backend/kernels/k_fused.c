@@ -19,7 +19,7 @@
 #pragma STDC FP_CONTRACT OFF
 
 enum { UP_A, UP_W, UP_GATE, UP_OFFSETS, UP_TOKEN };
-enum { MAX_TILE = 16 * 64 };
+enum { MAX_TILE = MK_MAX_MR * 64 };
 
 static mk_unop unop_of(int64_t activation) {
     switch ((enum MC_A_MOE_FUSED_UP_activation_choices)activation) {
@@ -64,6 +64,28 @@ typedef struct {
     bool gated;
 } up_job;
 
+/* h[c] = act(g[c]) * u[c] (u NULL: act(g[c])) for c < n, one loop per activation with
+ * the activation a constant in it, so that each loop is vectorised whole. */
+#define ACT_LOOP(op)                                                                               \
+    do {                                                                                           \
+        if (u)                                                                                     \
+            for (int64_t c = 0; c < n; c++)                                                        \
+                h[c] = mk_unary(op, g[c]) * u[c];                                                  \
+        else                                                                                       \
+            for (int64_t c = 0; c < n; c++)                                                        \
+                h[c] = mk_unary(op, g[c]);                                                         \
+    } while (0)
+
+static void act_rows(mk_unop act, const float *restrict g, const float *restrict u,
+                     float *restrict h, int64_t n) {
+    switch (act) {
+    case U_RELU: ACT_LOOP(U_RELU); break;
+    case U_GELU: ACT_LOOP(U_GELU); break;
+    case U_GELU_TANH: ACT_LOOP(U_GELU_TANH); break;
+    default: ACT_LOOP(U_SILU); break;
+    }
+}
+
 /* Rows [r0, r1) of panel p: the up (and gate) tiles, then act(g) * u into h. */
 static void up_rows(const mk_gemm_job *j, int64_t i, const mk_mat *mu, int64_t p, int64_t r0,
                     int64_t r1) {
@@ -78,13 +100,10 @@ static void up_rows(const mk_gemm_job *j, int64_t i, const mk_mat *mu, int64_t p
         if (u->gated) mk_gemm_block(&mg, p, r, mr, nr, tg);
         for (int64_t a = 0; a < mr; a++) {
             float *h = mu->C + (r + a) * mu->ldc + n0;
-            const float *up = tu + a * nr, *gate = tg + a * nr;
             if (u->gated)
-                for (int64_t c = 0; c < nn; c++)
-                    h[c] = mk_unary(u->act, gate[c]) * up[c];
+                act_rows(u->act, tg + a * nr, tu + a * nr, h, nn);
             else
-                for (int64_t c = 0; c < nn; c++)
-                    h[c] = mk_unary(u->act, up[c]);
+                act_rows(u->act, tu + a * nr, NULL, h, nn);
         }
     }
 }
