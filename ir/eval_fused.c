@@ -183,13 +183,11 @@ static bool ew_run(const mc_kernel_ctx *k, const int64_t *p, mc_tensor *const *r
     return run_as(k, &n, ew_interp[p[0]], (const mc_tensor *[]){a, b}, out);
 }
 
-bool mc_interp_MOE_FUSED_ELEMENTWISE(const mc_kernel_ctx *k) {
+/* The node's program over regs[0..nin), its last instruction into out[0]. */
+static bool ew_program(const mc_kernel_ctx *k, mc_tensor **regs, int nin) {
     const mc_attr *prog = mc_attr_get(k->n, "program");
-    int steps = prog->n / 3, nin = k->n->nin;
+    int steps = prog->n / 3;
     mc_tensor tmp[MC_EW_MAX_STEPS] = {{0}};
-    mc_tensor *regs[3 + MC_EW_MAX_STEPS];
-    for (int i = 0; i < nin; i++)
-        regs[i] = (mc_tensor *)k->in[i];
     bool ok = true;
     for (int s = 0; ok && s < steps; s++) {
         bool last = s == steps - 1;
@@ -198,5 +196,32 @@ bool mc_interp_MOE_FUSED_ELEMENTWISE(const mc_kernel_ctx *k) {
     }
     for (int s = 0; s < steps; s++)
         mc_tensor_free(&tmp[s]);
+    return ok;
+}
+
+bool mc_interp_MOE_FUSED_ELEMENTWISE(const mc_kernel_ctx *k) {
+    mc_tensor *regs[3 + MC_EW_MAX_STEPS];
+    for (int i = 0; i < k->n->nin; i++)
+        regs[i] = (mc_tensor *)k->in[i];
+    return ew_program(k, regs, k->n->nin);
+}
+
+/* ---- moe.FusedNorm: the normalization into a temporary, then the program ---- */
+
+bool mc_interp_MOE_FUSED_NORM(const mc_kernel_ctx *k) {
+    bool rms = mc_attr_choice(k->n, "kind") == MC_A_MOE_FUSED_NORM_kind_rms;
+    mc_tensor normed = {0};
+    mc_tensor *regs[3 + MC_EW_MAX_STEPS] = {&normed};
+    mc_node n = *k->n;
+    n.op = rms ? MC_OP_RMS_NORM : MC_OP_LAYER_NORM;
+    n.nin = rms ? 2 : 3;
+    const mc_tensor *ins[3] = {k->in[0], k->in[1], opt_in(k, 2)};
+    bool ok = temp_like(k, k->in[0], &normed) &&
+              run_as(k, &n, rms ? mc_interp_RMS_NORM : mc_interp_LAYER_NORM, ins, &normed);
+    int nin = 1;
+    for (int i = 3; i < k->n->nin; i++)
+        regs[nin++] = (mc_tensor *)k->in[i];
+    ok = ok && ew_program(k, regs, nin);
+    mc_tensor_free(&normed);
     return ok;
 }

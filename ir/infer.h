@@ -27,9 +27,10 @@ bool inf_dim_eq(mc_infer_ctx *cx, const mc_shape *a, int da, const mc_shape *b, 
                 const char *sub, const char *what);
 bool inf_positive_attr(mc_infer_ctx *cx, const char *attr, int64_t lo, int64_t hi, int64_t *out);
 
-/* X at input xi and its Scale (and B) after it, as LayerNormalization and
- * RMSNormalization take them; tail: the normalised dims. (infer_std.c) */
-bool inf_norm_inputs(mc_infer_ctx *cx, int xi, mc_shape *tail);
+/* X at input xi and its Scale (and B) in the nparams inputs after it, as
+ * LayerNormalization and RMSNormalization take them; tail: the normalised dims.
+ * (infer_std.c) */
+bool inf_norm_inputs(mc_infer_ctx *cx, int xi, int nparams, mc_shape *tail);
 
 /* MoE contracts shared by the moe.* ops and their gradients (infer_moe.c). */
 bool inf_route_logits(mc_infer_ctx *cx, int i, int64_t *E);       /* f32 [T,E], E constant */

@@ -201,19 +201,55 @@ static bool ew_step(mc_infer_ctx *cx, const int64_t *p, int step, mc_shape *regs
     return inf_broadcast(cx, &regs[a], &regs[b], &regs[nregs], sub);
 }
 
-bool mc_infer_MOE_FUSED_ELEMENTWISE(mc_infer_ctx *cx) {
+/* The program over registers regs[0..nin): *out is its last register's shape. */
+static bool ew_program(mc_infer_ctx *cx, mc_shape *regs, int nin, mc_shape *out) {
     const mc_attr *prog = mc_attr_get(cx->n, "program");
-    int steps = prog->n / 3, nin = cx->n->nin;
+    int steps = prog->n / 3;
     if (prog->n % 3 || steps < 1 || steps > MC_EW_MAX_STEPS)
         return inf_fail(cx, "attrs/program", "program has %d entries; it must be 1 to %d triples",
                         prog->n, MC_EW_MAX_STEPS);
-    mc_shape regs[3 + MC_EW_MAX_STEPS];
+    for (int s = 0; s < steps; s++)
+        if (!ew_step(cx, prog->ints + 3 * s, s, regs, nin + s)) return false;
+    *out = regs[nin + steps - 1];
+    return true;
+}
+
+bool mc_infer_MOE_FUSED_ELEMENTWISE(mc_infer_ctx *cx) {
+    int nin = cx->n->nin;
+    mc_shape regs[3 + MC_EW_MAX_STEPS], y;
     for (int i = 0; i < nin; i++) {
         if (!inf_dtype(cx, i, MC_DT_F32)) return false;
         regs[i] = inf_in(cx, i)->shape;
     }
-    for (int s = 0; s < steps; s++)
-        if (!ew_step(cx, prog->ints + 3 * s, s, regs, nin + s)) return false;
-    inf_set(cx, 0, MC_DT_F32, &regs[nin + steps - 1]);
+    if (!ew_program(cx, regs, nin, &y)) return false;
+    inf_set(cx, 0, MC_DT_F32, &y);
+    return true;
+}
+
+/* ---- moe.FusedNorm(x, scale, bias?, e1?, e2?) {axis, epsilon, kind, program} -> y ----
+ * LayerNormalization (kind layer, with bias if given) or RMSNormalization (kind rms, no
+ * bias) of x, then the program with the normalized x in register 0 and e1, e2 in
+ * registers 1 and 2. y has x's shape: the program may broadcast e1 and e2 into it,
+ * never it into them. All f32. */
+bool mc_infer_MOE_FUSED_NORM(mc_infer_ctx *cx) {
+    const mc_value *x = inf_in(cx, 0);
+    int nin = 1;
+    mc_shape tail, regs[3 + MC_EW_MAX_STEPS], y;
+    bool rms = mc_attr_choice(cx->n, "kind") == MC_A_MOE_FUSED_NORM_kind_rms;
+    if (!inf_dtype(cx, 0, MC_DT_F32) || !inf_norm_inputs(cx, 0, 2, &tail)) return false;
+    if (rms && inf_in(cx, 2))
+        return inf_fail(cx, inf_sub(cx, 2), "kind rms takes no bias; omit input 2");
+    regs[0] = x->shape;
+    for (int i = 3; i < cx->n->nin; i++) {
+        if (!inf_in(cx, i))
+            return inf_fail(cx, inf_sub(cx, i), "the program's inputs (3 and 4) cannot be omitted");
+        if (!inf_dtype(cx, i, MC_DT_F32)) return false;
+        regs[nin++] = inf_in(cx, i)->shape;
+    }
+    if (!ew_program(cx, regs, nin, &y)) return false;
+    if (!mc_shape_eq(&y, &x->shape))
+        return inf_fail(cx, "attrs/program", "the program gives %s but must give x's shape %s",
+                        inf_shape(cx, &y), inf_shape(cx, &x->shape));
+    inf_set(cx, 0, MC_DT_F32, &y);
     return true;
 }

@@ -108,7 +108,7 @@ bool mc_infer_MOE_SOFTMAX_GRAD(mc_infer_ctx *cx) {
 static bool norm_grad(mc_infer_ctx *cx, bool layer) {
     const mc_value *x = inf_in(cx, 1);
     mc_shape tail;
-    if (!inf_norm_inputs(cx, 1, &tail)) return false;
+    if (!inf_norm_inputs(cx, 1, 2, &tail)) return false;
     if (!grad_matches(cx, 0, 1, &x->shape)) return false;
     int nout = layer && inf_in(cx, 3) ? 3 : 2;
     if (cx->n->nout != nout)

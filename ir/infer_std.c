@@ -142,7 +142,7 @@ bool mc_infer_LOG_SOFTMAX(mc_infer_ctx *cx) {
 
 /* LayerNormalization(X, Scale, B?) / RMSNormalization(X, Scale): normalise over the
  * dims from `axis` to the end; Scale (and B) have exactly those trailing dims. */
-bool inf_norm_inputs(mc_infer_ctx *cx, int xi, mc_shape *tail) {
+bool inf_norm_inputs(mc_infer_ctx *cx, int xi, int nparams, mc_shape *tail) {
     const mc_value *x = inf_in(cx, xi);
     int axis;
     if (!inf_float(cx, xi) ||
@@ -153,7 +153,7 @@ bool inf_norm_inputs(mc_infer_ctx *cx, int xi, mc_shape *tail) {
     *tail = (mc_shape){x->shape.rank - axis, {{0}}};
     for (int i = axis; i < x->shape.rank; i++)
         tail->d[i - axis] = x->shape.d[i];
-    for (int i = xi + 1; i < cx->n->nin; i++) {
+    for (int i = xi + 1; i <= xi + nparams && i < cx->n->nin; i++) {
         const mc_value *p = inf_in(cx, i);
         if (!p) continue;
         if (!inf_same_dtype(cx, xi, i)) return false;
@@ -168,7 +168,7 @@ bool inf_norm_inputs(mc_infer_ctx *cx, int xi, mc_shape *tail) {
 
 static bool norm(mc_infer_ctx *cx) {
     mc_shape tail;
-    if (!inf_norm_inputs(cx, 0, &tail)) return false;
+    if (!inf_norm_inputs(cx, 0, 2, &tail)) return false;
     inf_set(cx, 0, inf_in(cx, 0)->dt, &inf_in(cx, 0)->shape);
     return true;
 }

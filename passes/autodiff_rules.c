@@ -459,7 +459,8 @@ void ad_backprop(ad *a) {
     case MC_OP_MOE_FUSED_TOPK_DISPATCH:
     case MC_OP_MOE_FUSED_TOPP_DISPATCH:
     case MC_OP_MOE_FUSED_EXPERT_CHOICE_DISPATCH:
-    case MC_OP_MOE_FUSED_ELEMENTWISE: /* the manager refuses autodiff after fusion */
+    case MC_OP_MOE_FUSED_ELEMENTWISE:
+    case MC_OP_MOE_FUSED_NORM: /* the manager refuses autodiff after fusion */
         ad_fail(a, "fused ops have no gradient rule: fusion runs after autodiff");
         break;
     case MC_NUM_OPS: break;

@@ -1,4 +1,4 @@
-/* fuse-elementwise: elementwise ops become one loop (docs/fusion.md). Two rules:
+/* fuse-elementwise: elementwise ops become one loop (docs/fusion.md). Three rules:
  *
  *   y = moe.FusedDownCombine(..); z = Add(y, r) (or Add(r, y))
  *     ->  z = moe.FusedDownCombine(.., r)        r of y's shape: the residual joins the
@@ -7,9 +7,15 @@
  *     ->  z = moe.FusedElementwise(..) {program}  Sqrt, Exp, Log, Relu, Gelu, Sigmoid,
  *                                                  Tanh, moe.Silu, moe.FusedElementwise
  *
+ *   v = LayerNormalization or RMSNormalization(x, scale, bias?) (or moe.FusedNorm);
+ *   z = u(.., v, ..)                              u a chain link as above
+ *     ->  z = moe.FusedNorm(x, scale, bias?, ..) {program}: the chain reads the
+ *                                                  normalized x in register 0
+ *
  * where the intermediate (y, v) is read by nothing else and is no graph output, v has
  * z's shape (nothing recomputed per broadcast element), everything is f32, and the
- * chain reads at most 3 distinct values in at most MC_EW_MAX_STEPS instructions.
+ * chain reads at most 3 distinct values (the normalized x counting as one) in at most
+ * MC_EW_MAX_STEPS instructions. A norm heads a chain; it never joins one.
  * needs: shapes    keeps: shapes    breaks: unfused, the memory plan */
 #include "elementwise.h"
 #include "passes.h"
@@ -53,10 +59,14 @@ static bool fuse_residual(mc_graph *g, int add_id, int f_id, int r, mc_diag *d) 
 
 /* ---- chains ---- */
 
+/* A chain's inputs are values, except NORMED: the result of the norm that heads it. */
+enum { NORMED = -2 };
+
 typedef struct {
     int nin, in[3];
     int steps;
     int64_t prog[3 * MC_EW_MAX_STEPS];
+    int head; /* the norm node whose result is NORMED, or -1 */
 } chain;
 
 static int opcode_of(const mc_node *n) {
@@ -80,14 +90,33 @@ static int opcode_of(const mc_node *n) {
     }
 }
 
+static bool is_norm(const mc_node *n) {
+    return n->op == MC_OP_LAYER_NORM || n->op == MC_OP_RMS_NORM || n->op == MC_OP_MOE_FUSED_NORM;
+}
+
+/* A norm (plain, or fused with the chain it already heads) as the head of a chain. */
+static bool as_norm_chain(const mc_graph *g, int id, chain *c) {
+    const mc_node *n = mc_nod(g, id);
+    for (int i = 0; i < n->nin; i++)
+        if (n->in[i] >= 0 && mc_val(g, n->in[i])->dt != MC_DT_F32) return false;
+    *c = (chain){.nin = 1, .in = {NORMED, -1, -1}, .head = id};
+    if (n->op != MC_OP_MOE_FUSED_NORM) return true;
+    const mc_attr *p = mc_attr_get(n, "program");
+    c->steps = p->n / 3;
+    memcpy(c->prog, p->ints, sizeof(int64_t) * (size_t)p->n);
+    for (int i = 3; i < n->nin; i++)
+        c->in[c->nin++] = n->in[i];
+    return true;
+}
+
 /* Node n as a program over its inputs, or false when it is not a chain link. */
 static bool as_chain(const mc_graph *g, const mc_node *n, chain *c) {
-    if (mc_val(g, n->out[0])->dt != MC_DT_F32) return false;
+    if (mc_val(g, n->out[0])->dt != MC_DT_F32 || is_norm(n)) return false;
     for (int i = 0; i < n->nin; i++)
         if (n->in[i] < 0 || mc_val(g, n->in[i])->dt != MC_DT_F32) return false;
     if (n->op == MC_OP_MOE_FUSED_ELEMENTWISE) {
         const mc_attr *p = mc_attr_get(n, "program");
-        *c = (chain){.nin = n->nin, .steps = p->n / 3};
+        *c = (chain){.nin = n->nin, .steps = p->n / 3, .head = -1};
         memcpy(c->in, n->in, sizeof(int) * (size_t)n->nin);
         memcpy(c->prog, p->ints, sizeof(int64_t) * (size_t)p->n);
         return true;
@@ -97,7 +126,8 @@ static bool as_chain(const mc_graph *g, const mc_node *n, chain *c) {
     *c = (chain){.nin = n->nin,
                  .in = {n->in[0], n->nin > 1 ? n->in[1] : -1},
                  .steps = 1,
-                 .prog = {op, 0, n->nin > 1 ? 1 : -1}};
+                 .prog = {op, 0, n->nin > 1 ? 1 : -1},
+                 .head = -1};
     return true;
 }
 
@@ -133,7 +163,8 @@ static bool merge(const chain *p, const chain *u, int v, chain *out) {
         q[1] = remap(p, out, p->prog[3 * s + 1], out->nin);
         q[2] = remap(p, out, p->prog[3 * s + 2], out->nin);
     }
-    int64_t vreg = out->nin + p->steps - 1;
+    /* v is p's last register, or the normalized value when p is a bare norm */
+    int64_t vreg = p->steps ? out->nin + p->steps - 1 : 0;
     for (int s = 0; s < u->steps; s++, q += 3) {
         q[0] = u->prog[3 * s];
         for (int j = 1; j < 3; j++) {
@@ -143,7 +174,38 @@ static bool merge(const chain *p, const chain *u, int v, chain *out) {
         }
     }
     out->steps = p->steps + u->steps;
+    out->head = p->head;
     return true;
+}
+
+/* The producer of u's input v as a chain: a chain link or a norm. */
+static bool producer_chain(const mc_graph *g, int pid, chain *c) {
+    return is_norm(mc_nod(g, pid)) ? as_norm_chain(g, pid, c) : as_chain(g, mc_nod(g, pid), c);
+}
+
+/* The fused node for chain m in place of node uid (whose output it writes). */
+static int add_fused(mc_graph *g, int uid, const chain *m, const char *name) {
+    int out = mc_nod(g, uid)->out[0];
+    if (m->head < 0) {
+        int id = mc_graph_add_node_before(g, uid, MC_OP_MOE_FUSED_ELEMENTWISE, name, m->in, m->nin,
+                                          &out, 1);
+        mc_node_set_ints(g, mc_nod(g, id), "program", m->prog, 3 * m->steps);
+        return id;
+    }
+    const mc_node *h = mc_nod(g, m->head);
+    bool rms =
+        h->op == MC_OP_RMS_NORM || (h->op == MC_OP_MOE_FUSED_NORM &&
+                                    mc_attr_choice(h, "kind") == MC_A_MOE_FUSED_NORM_kind_rms);
+    int in[5] = {h->in[0], h->in[1], h->nin > 2 ? h->in[2] : -1, -1, -1}, nin = 3;
+    for (int i = 1; i < m->nin; i++)
+        in[nin++] = m->in[i];
+    int id = mc_graph_add_node_before(g, uid, MC_OP_MOE_FUSED_NORM, name, in, nin, &out, 1);
+    mc_node *f = mc_nod(g, id);
+    mc_node_set_int(g, f, "axis", mc_attr_int(h, "axis"));
+    mc_node_set_float(g, f, "epsilon", mc_attr_float(h, "epsilon"));
+    mc_node_set_str(g, f, "kind", rms ? "rms" : "layer");
+    mc_node_set_ints(g, f, "program", m->prog, 3 * m->steps);
+    return id;
 }
 
 /* Merges the producer of one of u's inputs into u; true (and *done) when it did. */
@@ -156,13 +218,10 @@ static bool fuse_chain(mc_graph *g, int uid, bool *done, mc_diag *d) {
         int v = u->in[i], pid = mc_val(g, v)->producer;
         if (pid < 0 || mc_value_escapes(g, v) || mc_value_single_user(g, v) != uid ||
             !mc_shape_eq(&mc_val(g, v)->shape, &mc_val(g, u->out[0])->shape) ||
-            !as_chain(g, mc_nod(g, pid), &cp) || !merge(&cp, &cu, v, &m))
+            !producer_chain(g, pid, &cp) || !merge(&cp, &cu, v, &m))
             continue;
-        int out = u->out[0];
         const char *name = mc_arena_printf(g->arena, "%s+%s", mc_nod(g, pid)->name, u->name);
-        int id = mc_graph_add_node_before(g, uid, MC_OP_MOE_FUSED_ELEMENTWISE, name, m.in, m.nin,
-                                          &out, 1);
-        mc_node_set_ints(g, mc_nod(g, id), "program", m.prog, 3 * m.steps);
+        int id = add_fused(g, uid, &m, name);
         mc_graph_remove_node(g, uid);
         mc_graph_remove_node(g, pid);
         mc_val(g, v)->dead = true;

@@ -86,7 +86,7 @@ static const mc_pass_info table[] = {
      "product and Combine -> moe.FusedDownCombine; after autodiff"},
     {"fuse-elementwise", mc_pass_fuse_elementwise, SHAPES, 0, UNFUSED | PLAN, false,
      "a residual Add joins moe.FusedDownCombine; elementwise chains -> one "
-     "moe.FusedElementwise loop"},
+     "moe.FusedElementwise loop; a norm and the chain after it -> moe.FusedNorm"},
     {"dce", mc_pass_dce, 0, 0, PLAN, false,
      "removes nodes and initializers no output or update depends on; keeps inputs"},
     {"plan-memory", mc_pass_plan_memory, SHAPES, PLAN, 0, false,

@@ -325,3 +325,77 @@ int32_t mk_MOE_FUSED_ELEMENTWISE(const mk_tensor *in, const mk_tensor *out, cons
     if (n > 0) moert_parallel_for(n, 4096, ew_task, &c);
     return MOERT_OK;
 }
+
+/* ---- moe.FusedNorm: per row the norm's statistics, then per element the normalized
+ * value (the norm kernel's formula) through the program ---- */
+
+enum { FN_X, FN_SCALE, FN_BIAS, FN_EXTRA };
+
+float mk_norm_row_stats(const mk_tensor *xt, int64_t base, int64_t n, float eps, bool rms,
+                        float *mean_out);
+
+typedef struct {
+    ew_ctx ew; /* registers: the normalized value, then the extras (ew.in), planned */
+    const mk_tensor *x;
+    const float *scale, *bias;
+    int64_t n, nextra;
+    float eps;
+    bool rms;
+} fnorm_ctx;
+
+/* Elements [j, j+len) of row `base`, the extras' offsets at cur. */
+static void fnorm_run(const fnorm_ctx *c, int64_t base, int64_t j, int64_t len, float mean,
+                      float inv, const mk_cursor *cur) {
+    const float *x = (const float *)c->x->p + base;
+    float *y = (float *)c->ew.y->p + base;
+    const mk_plan *p = &c->ew.plan;
+    for (int64_t q = j; q < j + len; q++) {
+        float r[3];
+        r[0] = (x[q] - mean) * inv * c->scale[q] + (c->bias ? c->bias[q] : 0.0f);
+        for (int64_t k = 0; k < c->nextra; k++)
+            r[1 + k] =
+                ((const float *)c->ew.in[k].p)[cur->off[k] + (q - j) * p->st[k][p->rank - 1]];
+        y[q] = ew_element(&c->ew, r);
+    }
+}
+
+static void fnorm_task(void *ctx, int64_t b, int64_t e) {
+    const fnorm_ctx *c = ctx;
+    for (int64_t row = b; row < e; row++) {
+        int64_t base = row * c->n;
+        float mean, inv = mk_norm_row_stats(c->x, base, c->n, c->eps, c->rms, &mean);
+        mk_cursor cur;
+        mk_seek(&c->ew.plan, &cur, base);
+        for (int64_t j = 0; j < c->n;) {
+            int64_t len = mk_run_len(&c->ew.plan, &cur, c->n - j);
+            fnorm_run(c, base, j, len, mean, inv, &cur);
+            mk_advance(&c->ew.plan, &cur, len);
+            j += len;
+        }
+    }
+}
+
+/* in: x, scale, bias?, e1?, e2? (f32)  out: y[x's shape]. */
+int32_t mk_MOE_FUSED_NORM(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    const mk_attr *prog = &attr[MC_A_MOE_FUSED_NORM_program];
+    const mk_tensor *x = &in[FN_X];
+    int64_t nextra = 0, n = 1;
+    while (nextra < 2 && in[FN_EXTRA + nextra].p)
+        nextra++;
+    int64_t axis = attr[MC_A_MOE_FUSED_NORM_axis].i;
+    for (int64_t i = axis < 0 ? axis + x->rank : axis; i < x->rank; i++)
+        n *= x->dims[i];
+    fnorm_ctx c = {.ew = {&in[FN_EXTRA], &out[0], prog->ints, prog->n / 3, 1 + nextra, {0}},
+                   .x = x,
+                   .scale = in[FN_SCALE].p,
+                   .bias = in[FN_BIAS].p,
+                   .n = n,
+                   .nextra = nextra,
+                   .eps = (float)attr[MC_A_MOE_FUSED_NORM_epsilon].f,
+                   .rms = attr[MC_A_MOE_FUSED_NORM_kind].i == MC_A_MOE_FUSED_NORM_kind_rms};
+    mk_bcast_init(&c.ew.plan, &out[0], &in[FN_EXTRA], (int)nextra);
+    /* Rows in chunks of at least 16384 elements, as the norm kernels do. */
+    int64_t grain = n >= 16384 ? 1 : 16384 / (n > 0 ? n : 1);
+    if (n > 0 && mk_numel(x) > 0) moert_parallel_for(mk_numel(x) / n, grain, fnorm_task, &c);
+    return MOERT_OK;
+}

@@ -357,31 +357,37 @@ typedef struct {
     bool rms;
 } norm_ctx;
 
-/* mean (LayerNorm only), then the sum of squared deviations, both ascending. */
-static float row_stats(const norm_ctx *c, int64_t base, float *mean_out) {
+/* mean (LayerNorm only), then the sum of squared deviations, both ascending. Also
+ * moe.FusedNorm's (k_fused.c), which must give the same bits. */
+float mk_norm_row_stats(const mk_tensor *xt, int64_t base, int64_t n, float eps, bool rms,
+                        float *mean_out) {
     float mean = 0, var = 0;
-    if (c->x->dt == MK_F32) {
-        const float *x = (const float *)c->x->p + base;
-        if (!c->rms) {
-            for (int64_t j = 0; j < c->n; j++)
+    if (xt->dt == MK_F32) {
+        const float *x = (const float *)xt->p + base;
+        if (!rms) {
+            for (int64_t j = 0; j < n; j++)
                 mean += x[j];
-            mean /= (float)c->n;
+            mean /= (float)n;
         }
-        for (int64_t j = 0; j < c->n; j++)
+        for (int64_t j = 0; j < n; j++)
             var += (x[j] - mean) * (x[j] - mean);
     } else {
-        if (!c->rms) {
-            for (int64_t j = 0; j < c->n; j++)
-                mean += mk_ldf(c->x, base + j);
-            mean /= (float)c->n;
+        if (!rms) {
+            for (int64_t j = 0; j < n; j++)
+                mean += mk_ldf(xt, base + j);
+            mean /= (float)n;
         }
-        for (int64_t j = 0; j < c->n; j++) {
-            float d = mk_ldf(c->x, base + j) - mean;
+        for (int64_t j = 0; j < n; j++) {
+            float d = mk_ldf(xt, base + j) - mean;
             var += d * d;
         }
     }
     *mean_out = mean;
-    return 1.0f / mk_sqrtf(var / (float)c->n + c->eps);
+    return 1.0f / mk_sqrtf(var / (float)n + eps);
+}
+
+static float row_stats(const norm_ctx *c, int64_t base, float *mean_out) {
+    return mk_norm_row_stats(c->x, base, c->n, c->eps, c->rms, mean_out);
 }
 
 static void norm_task(void *ctx, int64_t b, int64_t e) {

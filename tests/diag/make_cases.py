@@ -249,9 +249,26 @@ def loss_cases():
     write("76-ce-label-native", args="run 75-ce-label.json " + inputs)
 
 
+def fused_norm_cases():
+    """moe.FusedNorm written by hand: an RMS norm given a bias, and a program whose
+    result is not x's shape."""
+    def model(inputs, attrs, extra):
+        return {"moec": 1, "name": "fn", "symbols": {"T": {"max": 8}},
+                "inputs": [{"name": "x", "dtype": "float32", "shape": ["T", 4]},
+                           {"name": "g", "dtype": "float32", "shape": [4]},
+                           {"name": "e", "dtype": "float32", "shape": extra}],
+                "outputs": ["y"],
+                "nodes": [{"name": "fn", "op": "moe.FusedNorm", "inputs": inputs,
+                           "outputs": ["y"], "attrs": attrs}]}
+    write("78-fused-norm-rms-bias", model(["x", "g", "g"], {"kind": "rms", "program": [13, 0, -1]}, [4]))
+    write("79-fused-norm-program-shape",
+          model(["x", "g", "", "e"], {"kind": "layer", "program": [0, 0, 1]}, [3, "T", 4]))
+
+
 if __name__ == "__main__":
     os.makedirs(HERE, exist_ok=True)
     json_cases()
     weights_cases()
     run_cases()
     loss_cases()
+    fused_norm_cases()

@@ -270,6 +270,17 @@ def moe_cases():
     c.append(case("fused_elementwise", "moe.FusedElementwise",
                   [("a", "float32", ["T", 8], pos()), ("b", "float32", [8], rnd()), ("c", "float32", ["T", 1], rnd())],
                   ["y"], "transc", {"program": prog}))
+    # A norm, then a program on its result (register 0) and the extras (1, 2): gelu(n * e1) + e2
+    # after LayerNorm with bias; silu(n) * e after RMSNorm (bias omitted).
+    c.append(case("fused_norm_layer", "moe.FusedNorm",
+                  [("x", "float32", ["T", 8], rnd()), ("g", "float32", [8], rnd()), ("b", "float32", [8], rnd()),
+                   ("e1", "float32", [8], rnd()), ("e2", "float32", ["T", 1], rnd())],
+                  ["y"], "transc", {"kind": "layer", "program": [2, 0, 1, 9, 3, -1, 0, 4, 2]}))
+    rms = case("fused_norm_rms", "moe.FusedNorm",
+               [("x", "float32", ["T", 8], rnd()), ("g", "float32", [8], rnd()), ("e", "float32", ["T", 8], rnd())],
+               ["y"], "transc", {"kind": "rms", "epsilon": 1e-6, "program": [13, 0, -1, 2, 2, 1]})
+    rms["op_inputs"] = ["x", "g", "", "e"]
+    c.append(rms)
     # Router, route and Dispatch in one op: the logits come from the GEMM micro-kernel (FMA),
     # so weights match the interpreter to rounding; the random inputs leave no near-ties.
     wr = {"name": "wr", **f32(10, E), "init": {"dist": "normal", "std": 0.5, "seed": 11}}

@@ -4,7 +4,8 @@ pattern models of each shape fuse-expert-ffn rewrites (gated or not, every activ
 rows or x read through row_token, a dense shared expert, an intermediate that something
 else also reads, which must stay unfused):
   - the fused dump has the fused ops and none of the ops they replace (or, for the
-    negative pattern, keeps them); an elementwise chain becomes moe.FusedElementwise;
+    negative pattern, keeps them); an elementwise chain becomes moe.FusedElementwise, a
+    norm and the chain after it moe.FusedNorm;
   - interpreted, fused and unfused outputs are identical (the interpreter runs a fused
     op's decomposition);
   - natively at -O0 and -O3, fused and unfused outputs are identical, bit for bit: the
@@ -90,6 +91,20 @@ def patterns():
              "nodes": [node("scale", "Mul", ["x", "s"], ["xs"]), node("shift", "Add", ["xs", "b"], ["xb"]),
                        node("act", "Tanh", ["xb"], ["t"]), node("res", "Add", ["t", "x"], ["y"])]}
     yield chain, "moe.FusedElementwise"
+    # A norm and the chain after it: one moe.FusedNorm, whose program also reads x.
+    ln = {"moec": 1, "name": "layernorm_chain", "symbols": {"T": {"max": 40}},
+          "inputs": [{"name": "x", "dtype": "float32", "shape": ["T", D]}], "outputs": ["y"],
+          "initializers": [w("g", D, seed=8), w("b", D, seed=9), w("s", D, seed=10)],
+          "nodes": [node("ln", "LayerNormalization", ["x", "g", "b"], ["n"]),
+                    node("act", "Gelu", ["n"], ["a"]), node("scale", "Mul", ["a", "s"], ["m"]),
+                    node("res", "Add", ["m", "x"], ["y"])]}
+    yield ln, "moe.FusedNorm"
+    rms = {"moec": 1, "name": "rmsnorm_chain", "symbols": {"T": {"max": 40}},
+           "inputs": [{"name": "x", "dtype": "float32", "shape": ["T", D]}], "outputs": ["y"],
+           "initializers": [w("g", D, seed=11)],
+           "nodes": [node("rms", "RMSNormalization", ["x", "g"], ["n"], epsilon=1e-6),
+                     node("act", "moe.Silu", ["n"], ["y"])]}
+    yield rms, "moe.FusedNorm"
     topp = moe_model("topp_relu", [product("up", "wu", "u", False), node("act", "Relu", ["u"], ["h"])], [wu])
     topp["nodes"][1] = node("route", "moe.TopPRoute", ["z"], ["e", "w"], p=0.7, max_k=3)
     yield topp, True
@@ -142,6 +157,8 @@ def check(moec, model, x, work, expect_fused):
     fused = marker in ops
     gone = {"moe.Silu", "Relu", "Gelu", "Tanh", "Mul", "Add", "moe.Combine", "moe.Dispatch",
             "moe.TopKRoute", "moe.TopPRoute"} & set(ops)
+    if marker == "moe.FusedNorm":
+        gone |= {"LayerNormalization", "RMSNormalization"} & set(ops)
     if expect_fused is not None and fused != bool(expect_fused):
         problems.append("fused ops %s expected, dump has %s" % ("are" if expect_fused else "are not", ops))
     if expect_fused and gone:
