@@ -18,7 +18,7 @@
 #include "k_math.h"
 #include "k_gemm.h"
 
-enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_TILE = MK_MAX_MR * 64 };
+enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_NR = 64, MAX_TILE = MK_MAX_MR * MAX_NR, KC = 256 };
 
 typedef mk_mat mat;
 typedef mk_gemm_job gemm_job;
@@ -73,8 +73,36 @@ void mk_gemm_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, f
     block_into(m, p, r, mr, nr, tile, nr);
 }
 
+/* Rows [r0, r1) of a full panel p of a plain B, KC rows of the panel at a time packed
+ * into a buffer the micro-kernel walks contiguously: a plain B's rows are ldb apart, and
+ * with ldb a multiple of 4 KiB (as F = 2048 is) they all fall in the same L1 sets, so
+ * the kernel would stream B from L2. Chunks after the first accumulate into C: each
+ * element's FMAs run in the same order, and the bits are those of one unchunked walk. */
+static void packing_panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
+    int64_t MR = mk_gemm_mr(), n0 = p * nr;
+    float buf[KC * MAX_NR] __attribute__((aligned(64)));
+    const float *rows[MK_MAX_MR];
+    for (int64_t k0 = 0; k0 < m->K; k0 += KC) {
+        int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
+        for (int64_t k = 0; k < kc; k++)
+            for (int64_t j = 0; j < nr; j++)
+                buf[k * nr + j] = m->B[(k0 + k) * m->ldb + n0 + j];
+        for (int64_t r = r0; r < r1; r += MR) {
+            int64_t mr = r1 - r < MR ? r1 - r : MR;
+            for (int64_t i = 0; i < mr; i++)
+                rows[i] = a_row(m, r + i) + k0;
+            mk_ukernel(kc, rows, mr, buf, nr, m->C + r * m->ldc + n0, m->ldc, k0 > 0);
+        }
+    }
+}
+
 static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
     int64_t MR = mk_gemm_mr(), n0 = p * nr, nn = mk_gemm_panel_cols(m, p, nr);
+    /* Packing pays when the panel serves more than one tile of rows. */
+    if (!m->packed && nn == nr && nr <= MAX_NR && m->K > 0 && r1 - r0 > MR) {
+        packing_panel_rows(m, p, r0, r1, nr);
+        return;
+    }
     float tile[MAX_TILE];
     for (int64_t r = r0; r < r1; r += MR) {
         int64_t mr = r1 - r < MR ? r1 - r : MR;
