@@ -71,6 +71,10 @@ bool mc_npy_to_tensor(const mc_npy *a, mc_dtype want, mc_tensor *out, mc_diag *d
 bool mc_npy_from_tensor(const mc_tensor *t, mc_npy *out, mc_diag *d);
 
 /* ---- seeded init recipes: bit-identical on every machine (own PRNG, no libm) ---- */
+/* Uses up to as many threads as CPUs are online; the bytes never depend on it. */
 void mc_init_fill(const mc_init_recipe *r, mc_dtype dt, int64_t n, void *out_bytes);
+/* The same with at most max_threads threads (tests force the threaded path with it). */
+void mc_init_fill_threads(const mc_init_recipe *r, mc_dtype dt, int64_t n, void *out_bytes,
+                          int max_threads);
 
 #endif

@@ -95,6 +95,112 @@ Test(init, normal_statistics) {
     free(v);
 }
 
+/* ---- a serial reference of the recipes in docs/format.md, sharing no code with
+ * frontend/prng.c, so that its threaded fills are checked against the definition ---- */
+
+static uint64_t ref_splitmix64(uint64_t *state) {
+    *state += 0x9E3779B97F4A7C15ull;
+    uint64_t z = *state;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double ref_uniform01(uint64_t *state) {
+    return (double)(ref_splitmix64(state) >> 11) * 0x1.0p-53;
+}
+
+/* The logarithm as frontend/prng.c states it: x = m * 2^e with m in [sqrt(1/2),
+ * sqrt(2)), ln m = 2 atanh(t), t = (m-1)/(m+1), the series t^k/k for odd k up to 23
+ * summed from k = 1, plus e ln 2. (This file is compiled with -ffp-contract=off.) */
+static double ref_ln(double x) {
+    int e;
+    double m = frexp(x, &e);
+    if (m < 0.70710678118654752440) {
+        m = 2 * m;
+        e = e - 1;
+    }
+    double t = (m - 1) / (m + 1), power = t, series = 0;
+    for (int k = 1; k <= 23; k += 2) {
+        series = series + power / k;
+        power = power * (t * t);
+    }
+    return 2 * series + e * 0.69314718055994530942;
+}
+
+/* Element values in double, before rounding to the dtype. */
+static void ref_fill(const mc_init_recipe *r, int64_t n, double *out) {
+    uint64_t state = r->seed;
+    if (strcmp(r->dist, "uniform") == 0) {
+        for (int64_t i = 0; i < n; i++)
+            out[i] = r->low + (r->high - r->low) * ref_uniform01(&state);
+        return;
+    }
+    for (int64_t i = 0; i < n; i += 2) {
+        double u, v, s;
+        do {
+            u = 2 * ref_uniform01(&state) - 1;
+            v = 2 * ref_uniform01(&state) - 1;
+            s = u * u + v * v;
+        } while (s >= 1 || s == 0);
+        double f = sqrt(-2 * ref_ln(s) / s);
+        out[i] = r->mean + r->std * (u * f);
+        if (i + 1 < n) out[i + 1] = r->mean + r->std * (v * f);
+    }
+}
+
+/* float32 -> bfloat16 bits, round to nearest even (no NaN comes up here). */
+static uint16_t ref_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
+}
+
+/* mc_init_fill (and with three threads, whatever the machine) against the reference,
+ * bit for bit, in float32 and bfloat16. */
+static void expect_fill_matches_reference(const mc_init_recipe *r, int64_t n) {
+    double *want = malloc(sizeof(double) * (size_t)n);
+    float *f32 = malloc(sizeof(float) * (size_t)n);
+    uint16_t *bf16 = malloc(sizeof(uint16_t) * (size_t)n);
+    ref_fill(r, n, want);
+    for (int threads = 0; threads <= 3; threads += 3) {
+        if (threads) {
+            mc_init_fill_threads(r, MC_DT_F32, n, f32, threads);
+            mc_init_fill_threads(r, MC_DT_BF16, n, bf16, threads);
+        } else {
+            mc_init_fill(r, MC_DT_F32, n, f32);
+            mc_init_fill(r, MC_DT_BF16, n, bf16);
+        }
+        for (int64_t i = 0; i < n; i++) {
+            float w = (float)want[i];
+            cr_assert(memcmp(&f32[i], &w, 4) == 0,
+                      "%s n=%lld threads=%d f32 element %lld: %a vs %a", r->dist, (long long)n,
+                      threads, (long long)i, f32[i], w);
+            cr_assert_eq(bf16[i], ref_bf16(w),
+                         "%s n=%lld threads=%d bf16 element %lld: %04x vs %04x", r->dist,
+                         (long long)n, threads, (long long)i, bf16[i], ref_bf16(w));
+        }
+    }
+    free(want);
+    free(f32);
+    free(bf16);
+}
+
+/* Odd sizes spanning several 2^16-value chunks of the threaded fill, the last pair split. */
+static const int64_t MULTI_CHUNK_SIZES[] = {(5 << 16) + 12345, (2 << 16) + 1};
+
+Test(init, threaded_normal_fill_is_the_serial_definition) {
+    mc_init_recipe r = {.dist = "normal", .mean = 0.25, .std = 0.02, .seed = 11};
+    for (size_t k = 0; k < sizeof MULTI_CHUNK_SIZES / sizeof *MULTI_CHUNK_SIZES; k++)
+        expect_fill_matches_reference(&r, MULTI_CHUNK_SIZES[k]);
+}
+
+Test(init, threaded_uniform_fill_is_the_serial_definition) {
+    mc_init_recipe r = {.dist = "uniform", .low = -0.3, .high = 0.7, .seed = 12};
+    for (size_t k = 0; k < sizeof MULTI_CHUNK_SIZES / sizeof *MULTI_CHUNK_SIZES; k++)
+        expect_fill_matches_reference(&r, MULTI_CHUNK_SIZES[k]);
+}
+
 static const char *tmp_path(const char *name) {
     static char buf[256];
     snprintf(buf, sizeof buf, "/tmp/moec-test-%d-%s", (int)getpid(), name);
