@@ -118,10 +118,13 @@ static void fill_tensor(lowering *L, LLVMValueRef t, int v) {
     store_field(L, t, T_NR, 0, mb_i64(c, nr));
 }
 
+/* A node's scratch: p = NULL and 0 bytes where its layout is empty for these shapes. */
 static void fill_scratch(lowering *L, LLVMValueRef t, int node) {
     mb_ctx *c = L->c;
-    LLVMValueRef p = LLVMBuildGEP2(c->b, c->i8, L->arena,
-                                   (LLVMValueRef[]){mb_i64(c, c->g->plan.scratch_off[node])}, 1, "");
+    int64_t off = c->g->plan.scratch_off[node];
+    LLVMValueRef p =
+        off < 0 ? LLVMConstNull(c->ptr)
+                : LLVMBuildGEP2(c->b, c->i8, L->arena, (LLVMValueRef[]){mb_i64(c, off)}, 1, "");
     store_field(L, t, T_P, 0, p);
     store_field(L, t, T_DT, 0, mb_i64(c, MC_DT_I64));
     store_field(L, t, T_RANK, 0, mb_i64(c, 1));
@@ -131,7 +134,8 @@ static void fill_scratch(lowering *L, LLVMValueRef t, int node) {
 }
 
 /* n tensors from ids, then omitted ones up to `pad` (kernels index optional inputs by
- * position), then the scratch when the node has one. */
+ * position), then the scratch when the node's op has one (MC_OPF_SCRATCH: always, even
+ * when its layout is empty for these shapes, so the kernel finds it where it looks). */
 static LLVMValueRef tensor_array(lowering *L, int n, int pad, int node, const int *ids,
                                  bool scratch) {
     mb_ctx *c = L->c;
@@ -157,7 +161,8 @@ static void lower_node(lowering *L, int id) {
     const mc_node *n = mc_nod(c->g, id);
     int max_in = mc_op_infos[n->op].max_in;
     LLVMValueRef in = tensor_array(L, n->nin, max_in == MC_VARIADIC ? 0 : max_in, id, n->in, false);
-    LLVMValueRef out = tensor_array(L, n->nout, 0, id, n->out, c->g->plan.scratch_bytes[id] > 0);
+    bool scratch = mc_op_infos[n->op].flags & MC_OPF_SCRATCH;
+    LLVMValueRef out = tensor_array(L, n->nout, 0, id, n->out, scratch);
     const char *kname = mc_arena_printf(c->g->arena, "mk_%s", mb_op_id_name(n->op));
     /* A kernel the library lacks stays a declaration; mb_compile reports it. */
     LLVMValueRef fn = LLVMGetNamedFunction(c->mod, kname);

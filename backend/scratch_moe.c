@@ -1,111 +1,90 @@
-/* backend/scratch_moe.c: bytes of scratch the routing and MoE kernels (kernels/k_route.c,
- * kernels/k_moe.c) need for a node, with every symbol at its max. The backend hands the
- * kernel that many bytes, 64-byte aligned, as the tensor after its outputs. Each sum
- * below lists the kernel's scratch arrays in the order the kernel carves them, every one
- * rounded up to 64 bytes: keep the two in step. */
+/* backend/scratch_moe.c: scratch sizes of the routers, Dispatch, Combine, LoadBalanceLoss
+ * and the fused routing ops, for the memory plan. Each reads the sizes off the node, with
+ * every symbol at its max, and asks the kernel's layout (kernels/k_route_scratch.h,
+ * k_moe_scratch.h, k_fused_scratch.h) for the bytes. */
 #include "scratch.h"
 
-static int64_t r64(int64_t bytes) {
-    return (bytes + 63) & ~(int64_t)63;
+#include "kernels/k_fused_scratch.h"
+#include "kernels/k_moe_scratch.h"
+#include "kernels/k_route_scratch.h"
+
+static bool is_16bit(const mc_graph *g, int v) {
+    return g->values[v].dt != MC_DT_F32;
 }
 
-/* Dim i of value v with its symbol at the max. */
-static int64_t dim_max(const mc_graph *g, int v, int i) {
-    mc_dim d = g->values[v].shape.d[i];
-    return d.sym < 0 ? d.c : d.c * g->syms[d.sym].max;
+/* ---- routers: logits (or x) [T,E] is input 0 ---- */
+
+int64_t mb_scratch_MOE_TOPK_ROUTE(const mc_graph *g, const mc_node *n) {
+    return mk_topk_route_scratch_of(mb_dim_max(g, n->in[0], 0), mb_dim_max(g, n->in[0], 1),
+                                    mc_attr_int(n, "k"))
+        .bytes;
 }
 
-/* TopKRoute and GWRoute: s[E], q[2E], flags[2E], sel[k], key[T], count[E], visit[T],
- * tmp[T]. */
-static int64_t topk_bytes_of(int64_t T, int64_t E, int64_t k) {
-    return r64(4 * E) + r64(8 * E) + r64(2 * E) + r64(8 * k) + r64(4 * T) + r64(8 * E) +
-           2 * r64(8 * T);
+/* GWRoute's base route is TopKRoute's kernel; its broadcast needs nothing more. */
+int64_t mb_scratch_MOE_GW_ROUTE(const mc_graph *g, const mc_node *n) {
+    return mb_scratch_MOE_TOPK_ROUTE(g, n);
 }
 
-static int64_t topk_bytes(const mc_graph *g, const mc_node *n) {
-    return topk_bytes_of(dim_max(g, n->in[0], 0), dim_max(g, n->in[0], 1), mc_attr_int(n, "k"));
+int64_t mb_scratch_MOE_TOPP_ROUTE(const mc_graph *g, const mc_node *n) {
+    return mk_topp_route_scratch_of(mb_dim_max(g, n->in[0], 1)).bytes;
 }
 
-/* TopPRoute: p[E], taken[E]. */
-static int64_t topp_bytes_of(int64_t E) {
-    return r64(4 * E) + r64(E);
+int64_t mb_scratch_MOE_EXPERT_CHOICE_ROUTE(const mc_graph *g, const mc_node *n) {
+    return mk_expert_choice_route_scratch_of(mb_dim_max(g, n->in[0], 0), mb_dim_max(g, n->in[0], 1))
+        .bytes;
 }
 
-/* ExpertChoiceRoute: probs[T,E], idx[T], tmp[T]. */
-static int64_t expert_choice_bytes_of(int64_t T, int64_t E) {
-    return r64(4 * T * E) + 2 * r64(8 * T);
+/* Input 0 is x[T,D]; the experts are counted by num_experts. */
+int64_t mb_scratch_MOE_RESONANCE_ROUTE(const mc_graph *g, const mc_node *n) {
+    return mk_resonance_route_scratch_of(mb_dim_max(g, n->in[0], 0), mc_attr_int(n, "num_experts"))
+        .bytes;
 }
 
-/* ResonanceRoute: delta[T,E], grap[E], w[E], taken[E], cand[T], tmp[T]. */
-static int64_t resonance_bytes(const mc_graph *g, const mc_node *n) {
-    int64_t T = dim_max(g, n->in[0], 0), E = mc_attr_int(n, "num_experts");
-    return r64(4 * T * E) + 2 * r64(4 * E) + r64(E) + 2 * r64(8 * T);
+/* ---- Dispatch, Combine, LoadBalanceLoss ---- */
+
+/* The index input (1) is expert[T,K] or token[E,C]: its second dim. */
+int64_t mb_scratch_MOE_DISPATCH(const mc_graph *g, const mc_node *n) {
+    return mk_dispatch_scratch_of(mc_attr_int(n, "num_experts"), mb_dim_max(g, n->in[1], 1)).bytes;
 }
 
-/* Dispatch: pos[E+1], list[C], tmp[C] (C = the index input's second dim). */
-static int64_t dispatch_bytes_of(int64_t E, int64_t C) {
-    return r64(8 * (E + 1)) + 2 * r64(8 * C);
+/* out[N,D] in, y[T,D] out. */
+int64_t mb_scratch_MOE_COMBINE(const mc_graph *g, const mc_node *n) {
+    int y = n->out[0];
+    return mk_combine_scratch_of(mb_dim_max(g, y, 0), mb_dim_max(g, n->in[0], 0),
+                                 mb_dim_max(g, y, 1), is_16bit(g, y))
+        .bytes;
 }
 
-static int64_t dispatch_bytes(const mc_graph *g, const mc_node *n) {
-    return dispatch_bytes_of(mc_attr_int(n, "num_experts"), dim_max(g, n->in[1], 1));
+/* probs[T,E]. */
+int64_t mb_scratch_MOE_LOAD_BALANCE_LOSS(const mc_graph *g, const mc_node *n) {
+    return mk_load_balance_loss_scratch_of(mb_dim_max(g, n->in[0], 1)).bytes;
 }
 
-/* Combine: end[T+1], rows[N], and f32 accumulators [T,D] for a 16-bit y. */
-static int64_t combine_bytes(const mc_graph *g, const mc_node *n) {
-    const mc_value *y = &g->values[n->out[0]];
-    int64_t T = dim_max(g, n->out[0], 0), D = dim_max(g, n->out[0], 1), N = dim_max(g, n->in[0], 0);
-    return r64(8 * (T + 1)) + r64(8 * N) + (y->dt == MC_DT_F32 ? 0 : r64(4 * T * D));
+/* ---- fused ops ---- */
+
+/* h[N,F] in, y[T,D] out. */
+int64_t mb_scratch_MOE_FUSED_DOWN_COMBINE(const mc_graph *g, const mc_node *n) {
+    int y = n->out[0];
+    return mk_fused_down_combine_scratch_of(mb_dim_max(g, y, 0), mb_dim_max(g, n->in[0], 0),
+                                            mb_dim_max(g, y, 1), is_16bit(g, y))
+        .bytes;
 }
 
-/* FusedDownCombine: the down products o[N,D] f32, then Combine's scratch for o. */
-static int64_t fused_down_bytes(const mc_graph *g, const mc_node *n) {
-    int64_t N = dim_max(g, n->in[0], 0), D = dim_max(g, n->out[0], 1);
-    mc_node combine = *n;
-    combine.op = MC_OP_MOE_COMBINE;
-    return r64(4 * N * D) + combine_bytes(g, &combine);
+/* The fused routing ops: x[T,D] is input 0, W_router[R,E] input 2. */
+int64_t mb_scratch_MOE_FUSED_TOPK_DISPATCH(const mc_graph *g, const mc_node *n) {
+    return mk_fused_topk_dispatch_scratch_of(mb_dim_max(g, n->in[0], 0), mb_dim_max(g, n->in[2], 1),
+                                             mc_attr_int(n, "k"))
+        .bytes;
 }
 
-/* Fused router + route + Dispatch: logits[T,E] f32, the route's index i32 and weight f32
- * [rows,width], then the larger of the route's and Dispatch's scratch (one after the
- * other, in the same bytes). */
-static int64_t fused_route_bytes(const mc_graph *g, const mc_node *n) {
-    int64_t T = dim_max(g, n->in[0], 0), E = dim_max(g, n->in[2], 1), rows = T, width, route;
-    switch (n->op) {
-    case MC_OP_MOE_FUSED_TOPK_DISPATCH:
-        width = mc_attr_int(n, "k");
-        route = topk_bytes_of(T, E, width);
-        break;
-    case MC_OP_MOE_FUSED_TOPP_DISPATCH:
-        width = mc_attr_int(n, "max_k") ? mc_attr_int(n, "max_k") : E;
-        route = topp_bytes_of(E);
-        break;
-    default: /* expert choice */
-        rows = E;
-        width = mc_attr_int(n, "capacity");
-        route = expert_choice_bytes_of(T, E);
-        break;
-    }
-    int64_t disp = dispatch_bytes_of(E, width);
-    return r64(4 * T * E) + 2 * r64(4 * rows * width) + (route > disp ? route : disp);
+/* max_k 0 means E. */
+int64_t mb_scratch_MOE_FUSED_TOPP_DISPATCH(const mc_graph *g, const mc_node *n) {
+    int64_t E = mb_dim_max(g, n->in[2], 1), K = mc_attr_int(n, "max_k");
+    return mk_fused_topp_dispatch_scratch_of(mb_dim_max(g, n->in[0], 0), E, K ? K : E).bytes;
 }
 
-int64_t mb_scratch_moe(const mc_graph *g, const mc_node *n) {
-    switch (n->op) {
-    case MC_OP_MOE_TOPK_ROUTE:
-    case MC_OP_MOE_GW_ROUTE: return topk_bytes(g, n);
-    case MC_OP_MOE_TOPP_ROUTE: return topp_bytes_of(dim_max(g, n->in[0], 1));
-    case MC_OP_MOE_EXPERT_CHOICE_ROUTE:
-        return expert_choice_bytes_of(dim_max(g, n->in[0], 0), dim_max(g, n->in[0], 1));
-    case MC_OP_MOE_FUSED_TOPK_DISPATCH:
-    case MC_OP_MOE_FUSED_TOPP_DISPATCH:
-    case MC_OP_MOE_FUSED_EXPERT_CHOICE_DISPATCH: return fused_route_bytes(g, n);
-    case MC_OP_MOE_RESONANCE_ROUTE: return resonance_bytes(g, n);
-    case MC_OP_MOE_DISPATCH: return dispatch_bytes(g, n);
-    case MC_OP_MOE_COMBINE: return combine_bytes(g, n);
-    case MC_OP_MOE_FUSED_DOWN_COMBINE: return fused_down_bytes(g, n);
-    case MC_OP_MOE_LOAD_BALANCE_LOSS: /* P[E], cnt[E] */
-        return 2 * r64(4 * dim_max(g, n->in[0], 1));
-    default: return 0; /* not a kernel of these files */
-    }
+int64_t mb_scratch_MOE_FUSED_EXPERT_CHOICE_DISPATCH(const mc_graph *g, const mc_node *n) {
+    return mk_fused_expert_choice_dispatch_scratch_of(
+               mb_dim_max(g, n->in[0], 0), mb_dim_max(g, n->in[2], 1), mc_attr_int(n, "capacity"))
+        .bytes;
 }

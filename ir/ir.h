@@ -99,9 +99,12 @@ enum {
     MC_OPF_ROUTE = 2,
     MC_OPF_COMPOSITE = 4,
     MC_OPF_LOSS = 8,
-    MC_OPF_GRAD = 16, /* a gradient op the autodiff pass emits (docs/autodiff.md) */
+    MC_OPF_GRAD = 16,  /* a gradient op the autodiff pass emits (docs/autodiff.md) */
     MC_OPF_OPTIM = 32, /* an optimizer step */
-    MC_OPF_FUSED = 64  /* made by a fusion pass: no gradient rule, runs after autodiff */
+    MC_OPF_FUSED = 64, /* made by a fusion pass: no gradient rule, runs after autodiff */
+    /* its kernel takes a scratch tensor after its outputs, laid out beside the kernel
+     * and sized by mb_scratch_<ID> (backend/scratch.h); no other op gets one */
+    MC_OPF_SCRATCH = 128
 };
 typedef enum {
 #define OP(id, name, min_in, max_in, min_out, max_out, flags) MC_OP_##id,

@@ -10,8 +10,9 @@
  * moe.FusedDownCombine runs the down products into its scratch and then Combine's
  * token-ordered weighted sum (k_moe.c), which keeps the sum order of each token fixed:
  * scattering from concurrent tiles straight into y would make it depend on scheduling.
- * Scratch (sized in backend/scratch_moe.c): the down products [N,D] f32, then Combine's. */
+ * Scratch (laid out in k_fused_scratch.h): the down products [N,D] f32, then Combine's. */
 #include "../../runtime/moert.h"
+#include "k_fused_scratch.h"
 #include "k_gemm.h"
 #include "k_math.h"
 #include "../../ir/elementwise.h"
@@ -169,16 +170,17 @@ static void add_residual(const mk_tensor *res, const mk_tensor *y) {
 /* in: h[N,F], offsets[E+1], W_down[E,F,D], row_token[N], row_weight[N], like[T,*],
  * residual[T,D]?  out: y[T,D], scratch */
 int32_t mk_MOE_FUSED_DOWN_COMBINE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t N = in[0].dims[0], D = out[0].dims[1];
-    mk_arena a = mk_arena_of(&out[1]);
-    float *o = mk_take(&a, 4 * N * D);
-    if (!o) return moert_fail(MOERT_ERR_INTERNAL, "moe.FusedDownCombine: scratch too small");
-    mk_tensor prod[2] = {{.p = o, .dt = MK_F32, .rank = 2, .dims = {N, D}}};
+    int64_t N = in[0].dims[0], T = out[0].dims[0], D = out[0].dims[1];
+    mk_fused_down_combine_scratch l =
+        mk_fused_down_combine_scratch_of(T, N, D, out[0].dt != MK_F32);
+    if (!mk_scratch_fits(&out[1], l.bytes))
+        return moert_fail(MOERT_ERR_INTERNAL, "moe.FusedDownCombine: scratch too small");
+    mk_tensor prod[2] = {
+        {.p = mk_scratch_at(&out[1], l.o), .dt = MK_F32, .rank = 2, .dims = {N, D}}};
     int32_t st = mk_MOE_EXPERT_MATMUL(in, prod, attr);
     if (st != MOERT_OK) return st;
-    mk_tensor rest = {
-        .p = (char *)out[1].p + a.used, .dt = MK_I64, .rank = 1, .dims = {out[1].dims[0] - a.used}};
-    mk_tensor comb_in[5] = {prod[0], in[3], in[4], in[1], in[5]}, comb_out[2] = {out[0], rest};
+    mk_tensor comb_in[5] = {prod[0], in[3], in[4], in[1], in[5]},
+              comb_out[2] = {out[0], mk_scratch_rest(&out[1], l.parts)};
     st = mk_MOE_COMBINE(comb_in, comb_out, attr);
     if (st == MOERT_OK && in[6].p) add_residual(&in[6], &out[0]);
     return st;
@@ -197,6 +199,7 @@ typedef struct {
     const mk_attr *route_attr, *dispatch_attr;
     int64_t rows, width; /* the route's outputs: [T,k], [T,K] or [E,C] */
     bool bias;           /* in[3] is the route's bias */
+    mk_route_dispatch_scratch scratch;
 } route_step;
 
 /* in: x[T,D], router_in[T,R], W_router[R,E], bias[E]?  out: rows, offsets, row_token,
@@ -204,13 +207,13 @@ typedef struct {
  * scratch, which Dispatch's reuses. x and router_in are each read once. */
 static int32_t route_dispatch(const mk_tensor *in, const mk_tensor *out, const route_step *s) {
     int64_t T = in[0].dims[0], E = in[2].dims[1];
-    mk_arena a = mk_arena_of(&out[4]);
-    float *logits = mk_take(&a, 4 * T * E);
-    int32_t *idx = mk_take(&a, 4 * s->rows * s->width);
-    float *wt = mk_take(&a, 4 * s->rows * s->width);
-    if (!wt) return moert_fail(MOERT_ERR_INTERNAL, "fused route: the scratch buffer is too small");
-    mk_tensor rest = {.p = a.base + a.used, .dt = MK_I64, .rank = 1, .dims = {a.size - a.used}};
-    mk_tensor z = {.p = logits, .dt = MK_F32, .rank = 2, .dims = {T, E}};
+    const mk_route_dispatch_scratch *l = &s->scratch;
+    if (!mk_scratch_fits(&out[4], l->bytes))
+        return moert_fail(MOERT_ERR_INTERNAL, "fused route: the scratch buffer is too small");
+    int32_t *idx = mk_scratch_at(&out[4], l->idx);
+    float *wt = mk_scratch_at(&out[4], l->wt);
+    mk_tensor rest = mk_scratch_rest(&out[4], l->parts);
+    mk_tensor z = {.p = mk_scratch_at(&out[4], l->logits), .dt = MK_F32, .rank = 2, .dims = {T, E}};
     mk_tensor pair[3] = {{.p = idx, .dt = MK_I32, .rank = 2, .dims = {s->rows, s->width}},
                          {.p = wt, .dt = MK_F32, .rank = 2, .dims = {s->rows, s->width}},
                          rest};
@@ -224,31 +227,41 @@ static int32_t route_dispatch(const mk_tensor *in, const mk_tensor *out, const r
 }
 
 int32_t mk_MOE_FUSED_TOPK_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    int64_t T = in[0].dims[0], E = in[2].dims[1], k = attr[MC_A_MOE_FUSED_TOPK_DISPATCH_k].i;
     route_step s = {mk_MOE_TOPK_ROUTE,
                     attr,
                     attr + MC_A_MOE_FUSED_TOPK_DISPATCH_num_experts,
-                    in[0].dims[0],
-                    attr[MC_A_MOE_FUSED_TOPK_DISPATCH_k].i,
-                    in[3].p != NULL};
+                    T,
+                    k,
+                    in[3].p != NULL,
+                    mk_fused_topk_dispatch_scratch_of(T, E, k)};
     return route_dispatch(in, out, &s);
 }
 
 int32_t mk_MOE_FUSED_TOPP_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
-    int64_t K = attr[MC_A_MOE_FUSED_TOPP_DISPATCH_max_k].i;
-    route_step s = {
-        mk_MOE_TOPP_ROUTE,     attr, attr + MC_A_MOE_FUSED_TOPP_DISPATCH_num_experts, in[0].dims[0],
-        K ? K : in[2].dims[1], false};
+    int64_t T = in[0].dims[0], E = in[2].dims[1], K = attr[MC_A_MOE_FUSED_TOPP_DISPATCH_max_k].i;
+    K = K ? K : E;
+    route_step s = {mk_MOE_TOPP_ROUTE,
+                    attr,
+                    attr + MC_A_MOE_FUSED_TOPP_DISPATCH_num_experts,
+                    T,
+                    K,
+                    false,
+                    mk_fused_topp_dispatch_scratch_of(T, E, K)};
     return route_dispatch(in, out, &s);
 }
 
 int32_t mk_MOE_FUSED_EXPERT_CHOICE_DISPATCH(const mk_tensor *in, const mk_tensor *out,
                                             const mk_attr *attr) {
+    int64_t T = in[0].dims[0], E = in[2].dims[1],
+            C = attr[MC_A_MOE_FUSED_EXPERT_CHOICE_DISPATCH_capacity].i;
     route_step s = {mk_MOE_EXPERT_CHOICE_ROUTE,
                     attr,
                     attr + MC_A_MOE_FUSED_EXPERT_CHOICE_DISPATCH_num_experts,
-                    in[2].dims[1],
-                    attr[MC_A_MOE_FUSED_EXPERT_CHOICE_DISPATCH_capacity].i,
-                    false};
+                    E,
+                    C,
+                    false,
+                    mk_fused_expert_choice_dispatch_scratch_of(T, E, C)};
     return route_dispatch(in, out, &s);
 }
 

@@ -8,12 +8,13 @@
  * gradients are f32; SoftmaxCrossEntropyLossGrad, MSELossGrad and the optimizers take
  * f32, f16 or bf16 (widened on load, rounded on store) with an f32 fast path for the
  * optimizers' elementwise updates. Large loops run on the thread pool. Scratch:
- * LoadBalanceLossGrad's counters (backend/scratch_grad_loss.c), out[1]. */
+ * LoadBalanceLossGrad's counters (k_grad_loss_scratch.h), out[1]. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "../../runtime/moert.h"
+#include "k_grad_loss_scratch.h"
 #include "k_math.h"
 #include "mk.h"
 
@@ -86,7 +87,8 @@ int32_t mk_MOE_LOAD_BALANCE_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out,
                               (long long)T, (long long)len);
     }
     if (T == 0) return MOERT_OK;
-    if (out[1].dims[0] < 4 * E)
+    mk_load_balance_loss_grad_scratch l = mk_load_balance_loss_grad_scratch_of(E);
+    if (!mk_scratch_fits(&out[1], l.bytes))
         return moert_fail(MOERT_ERR_INTERNAL, "loss gradient kernel: the scratch is too small");
     bool over_k =
         attr[MC_A_MOE_LOAD_BALANCE_LOSS_scale].i == MC_A_MOE_LOAD_BALANCE_LOSS_scale_E_over_K;
@@ -96,7 +98,8 @@ int32_t mk_MOE_LOAD_BALANCE_LOSS_GRAD(const mk_tensor *in, const mk_tensor *out,
     float f = *(const float *)in[0].p * (float)attr[MC_A_MOE_LOAD_BALANCE_LOSS_coef].f /
               (float)(T / len) * scale;
     for (int64_t t0 = 0; t0 < T; t0 += len)
-        lbl_grad_part(in, out[0].p, out[1].p, first_only ? 1 : K, f, t0, t0 + len);
+        lbl_grad_part(in, out[0].p, mk_scratch_at(&out[1], l.cnt), first_only ? 1 : K, f, t0,
+                      t0 + len);
     return MOERT_OK;
 }
 

@@ -8,7 +8,7 @@
  * are the adjoints of the forward data movement and products.
  *
  * Calling convention beyond mk.h: in[] holds the op's maximum number of inputs, p ==
- * NULL where an optional one is omitted; scratch (sized by mb_scratch_grad_moe) is
+ * NULL where an optional one is omitted; scratch (laid out in k_grad_moe_scratch.h) is
  * out[nout]. A router gradient's scratch holds its own arrays first, then the forward
  * kernel's scratch (the rest). A gradient's attr[] are its forward op's rows (ir/attrs.def
  * writes them once for both), so it reads them by the forward op's names and hands attr
@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "../../runtime/moert.h"
+#include "k_grad_moe_scratch.h"
 #include "k_math.h"
 #include "mk.h"
 
@@ -43,12 +44,6 @@ static inline int64_t get_idx(const mk_tensor *t, int64_t i) {
 
 static inline bool mask_at(const mk_tensor *m, int64_t t) {
     return !m->p || ((const uint8_t *)m->p)[t] != 0;
-}
-
-/* The rest of the arena as a scratch tensor for a forward kernel. */
-static mk_tensor rest_of(const mk_arena *a) {
-    mk_tensor t = {a->base + a->used, MK_I64, 1, {a->size - a->used}, MK_PLAIN, 0};
-    return t;
 }
 
 static mk_tensor matrix(void *p, int64_t dt, int64_t rows, int64_t cols) {
@@ -95,22 +90,25 @@ typedef struct {
     bool *in_set;       /* [E] */
 } topk_grad;
 
-/* Carves the arrays and runs the forward TopKRoute (its rows start attr[]) on in[0..1]. */
-static int32_t topk_grad_init(const mk_tensor *in, const mk_attr *attr, mk_arena *a, topk_grad *w) {
+/* Finds the arrays in scratch and runs the forward TopKRoute (its rows start attr[]) on
+ * in[0..1]. */
+static int32_t topk_grad_init(const mk_tensor *in, const mk_attr *attr, const mk_tensor *scratch,
+                              topk_grad *w) {
     int64_t T = in[0].dims[0], E = in[0].dims[1], k = attr[MC_A_MOE_TOPK_ROUTE_k].i;
+    mk_topk_route_grad_scratch l = mk_topk_route_grad_scratch_of(T, E, k);
+    if (!mk_scratch_fits(scratch, l.bytes)) return no_scratch();
     w->k = k;
     w->score = attr[MC_A_MOE_TOPK_ROUTE_score].i;
     w->normalize = attr[MC_A_MOE_TOPK_ROUTE_normalize].i != 0;
     w->scale = (float)attr[MC_A_MOE_TOPK_ROUTE_scale].f;
-    w->ex = mk_take(a, 4 * T * k);
-    w->sel = mk_take(a, 4 * T * k);
-    w->wt = mk_take(a, 4 * T * k);
-    w->u = mk_take(a, 4 * E);
-    w->gu = mk_take(a, 4 * E);
-    w->in_set = mk_take(a, E);
-    if (!w->in_set) return no_scratch();
+    w->ex = mk_scratch_at(scratch, l.ex);
+    w->sel = mk_scratch_at(scratch, l.sel);
+    w->wt = mk_scratch_at(scratch, l.wt);
+    w->u = mk_scratch_at(scratch, l.u);
+    w->gu = mk_scratch_at(scratch, l.gu);
+    w->in_set = mk_scratch_at(scratch, l.in_set);
     mk_tensor fo[4] = {matrix(w->ex, MK_I32, T, k), matrix(w->wt, MK_F32, T, k),
-                       matrix(w->sel, MK_I32, T, k), rest_of(a)};
+                       matrix(w->sel, MK_I32, T, k), mk_scratch_rest(scratch, l.fwd)};
     return mk_MOE_TOPK_ROUTE(in, fo, attr);
 }
 
@@ -169,9 +167,8 @@ int32_t mk_MOE_TOPK_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const 
     const float *g = in[0].p, *z = in[1].p;
     int64_t T = in[1].dims[0], E = in[1].dims[1];
     float *gz = out[0].p;
-    mk_arena a = mk_arena_of(&out[1]);
     topk_grad w;
-    int32_t st = topk_grad_init(in + 1, attr, &a, &w);
+    int32_t st = topk_grad_init(in + 1, attr, &out[1], &w);
     if (st) return st;
     zero_f(gz, T * E);
     for (int64_t t = 0; t < T; t++)
@@ -201,9 +198,8 @@ int32_t mk_MOE_GW_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const mk
             M = attr[MC_A_MOE_GW_ROUTE_max_broadcast].i, seen = 0;
     bool training = attr[MC_A_MOE_GW_ROUTE_mode].i == MC_A_MOE_GW_ROUTE_mode_train;
     float *gz = out[0].p;
-    mk_arena a = mk_arena_of(&out[1]);
     topk_grad w;
-    int32_t st = topk_grad_init(in + 1, attr, &a, &w);
+    int32_t st = topk_grad_init(in + 1, attr, &out[1], &w);
     if (st) return st;
     zero_f(gz, T * E);
     for (int64_t t = 0; t < T; t++) {
@@ -227,11 +223,13 @@ int32_t mk_MOE_TOPP_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out, const 
     const float *g = in[0].p, *z = in[1].p;
     int64_t T = in[1].dims[0], E = in[1].dims[1], K = in[0].dims[1];
     float *gz = out[0].p;
-    mk_arena a = mk_arena_of(&out[1]);
-    int32_t *ex = mk_take(&a, 4 * T * K);
-    float *wt = mk_take(&a, 4 * T * K), *p = mk_take(&a, 4 * E), *gp = mk_take(&a, 4 * E);
-    if (!gp) return no_scratch();
-    mk_tensor fo[3] = {matrix(ex, MK_I32, T, K), matrix(wt, MK_F32, T, K), rest_of(&a)};
+    mk_topp_route_grad_scratch l = mk_topp_route_grad_scratch_of(T, E, K);
+    if (!mk_scratch_fits(&out[1], l.bytes)) return no_scratch();
+    int32_t *ex = mk_scratch_at(&out[1], l.ex);
+    float *wt = mk_scratch_at(&out[1], l.wt), *p = mk_scratch_at(&out[1], l.p),
+          *gp = mk_scratch_at(&out[1], l.gp);
+    mk_tensor fo[3] = {matrix(ex, MK_I32, T, K), matrix(wt, MK_F32, T, K),
+                       mk_scratch_rest(&out[1], l.fwd)};
     int32_t st = mk_MOE_TOPP_ROUTE(in + 1, fo, attr);
     if (st) return st;
     zero_f(gz, T * E);
@@ -251,11 +249,13 @@ int32_t mk_MOE_EXPERT_CHOICE_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *ou
     const float *g = in[0].p, *z = in[1].p;
     int64_t T = in[1].dims[0], E = in[1].dims[1], C = in[0].dims[1];
     float *gz = out[0].p;
-    mk_arena a = mk_arena_of(&out[1]);
-    int32_t *tok = mk_take(&a, 4 * E * C);
-    float *wt = mk_take(&a, 4 * E * C), *gp = mk_take(&a, 4 * T * E), *p = mk_take(&a, 4 * E);
-    if (!p) return no_scratch();
-    mk_tensor fo[3] = {matrix(tok, MK_I32, E, C), matrix(wt, MK_F32, E, C), rest_of(&a)};
+    mk_expert_choice_route_grad_scratch l = mk_expert_choice_route_grad_scratch_of(T, E, C);
+    if (!mk_scratch_fits(&out[1], l.bytes)) return no_scratch();
+    int32_t *tok = mk_scratch_at(&out[1], l.tok);
+    float *wt = mk_scratch_at(&out[1], l.wt), *gp = mk_scratch_at(&out[1], l.gp),
+          *p = mk_scratch_at(&out[1], l.p);
+    mk_tensor fo[3] = {matrix(tok, MK_I32, E, C), matrix(wt, MK_F32, E, C),
+                       mk_scratch_rest(&out[1], l.fwd)};
     int32_t st = mk_MOE_EXPERT_CHOICE_ROUTE(in + 1, fo, attr);
     if (st) return st;
     zero_f(gp, T * E);
@@ -312,11 +312,12 @@ int32_t mk_MOE_RESONANCE_ROUTE_GRAD(const mk_tensor *in, const mk_tensor *out,
     float *gx = out[0].p;
     zero_f(gx, T * D);
     if (mode == MC_A_MOE_RESONANCE_ROUTE_weight_mode_unit) return MOERT_OK; /* no gradient */
-    mk_arena a = mk_arena_of(&out[1]);
-    int32_t *ex = mk_take(&a, 4 * T * K);
-    float *wt = mk_take(&a, 4 * T * K), *buf = mk_take(&a, 5 * 4 * E);
-    if (!buf) return no_scratch();
-    mk_tensor fo[3] = {matrix(ex, MK_I32, T, K), matrix(wt, MK_F32, T, K), rest_of(&a)};
+    mk_resonance_route_grad_scratch l = mk_resonance_route_grad_scratch_of(T, E, K, false);
+    if (!mk_scratch_fits(&out[1], l.bytes)) return no_scratch();
+    int32_t *ex = mk_scratch_at(&out[1], l.ex);
+    float *wt = mk_scratch_at(&out[1], l.wt), *buf = mk_scratch_at(&out[1], l.buf);
+    mk_tensor fo[3] = {matrix(ex, MK_I32, T, K), matrix(wt, MK_F32, T, K),
+                       mk_scratch_rest(&out[1], l.fwd)};
     int32_t st = mk_MOE_RESONANCE_ROUTE(in + 1, fo, attr);
     if (st) return st;
     float *gw = buf + 4 * E;
@@ -403,11 +404,13 @@ int32_t mk_MOE_DISPATCH_GRAD(const mk_tensor *in, const mk_tensor *out, const mk
     bool by_expert = attr[MC_A_MOE_DISPATCH_source].i == MC_A_MOE_DISPATCH_source_expert_choice;
     int32_t st = check_indices(&in[3], by_expert, by_expert ? T : E);
     if (st != MOERT_OK) return st;
-    mk_arena a = mk_arena_of(&out[2]);
-    int64_t *row_of = mk_take(&a, 8 * Q), *row_tok = mk_take(&a, 8 * Q),
-            *pos = mk_take(&a, 8 * (E + 1)), *list = mk_take(&a, 8 * C), *tmp = mk_take(&a, 8 * C);
-    float *acc = in[2].dt == MK_F32 ? out[0].p : mk_take(&a, 4 * T * D);
-    if (!tmp || !acc) return no_scratch();
+    const mk_tensor *scratch = &out[2];
+    mk_dispatch_grad_scratch l = mk_dispatch_grad_scratch_of(E, Q, C, T, D, in[2].dt != MK_F32);
+    if (!mk_scratch_fits(scratch, l.bytes)) return no_scratch();
+    int64_t *row_of = mk_scratch_at(scratch, l.row_of),
+            *row_tok = mk_scratch_at(scratch, l.row_tok), *pos = mk_scratch_at(scratch, l.pos),
+            *list = mk_scratch_at(scratch, l.list), *tmp = mk_scratch_at(scratch, l.tmp);
+    float *acc = in[2].dt == MK_F32 ? out[0].p : mk_scratch_at(scratch, l.acc);
     if (by_expert)
         rows_expert_choice(&in[3], E, list, tmp, row_of);
     else
@@ -561,11 +564,10 @@ int32_t mk_MOE_EXPERT_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
     if (st) return st;
     if (in[3].layout != MK_PLAIN)
         return moert_fail(MOERT_ERR_INTERNAL, "moe.ExpertMatMulGrad: W must be stored plain");
-    emm_ctx c = {in, out, NULL, NULL, D, F};
-    mk_arena a = mk_arena_of(&out[2]);
-    if (in[1].dt != MK_F32 && !(c.acc = mk_take(&a, 4 * E * D * F))) return no_scratch();
-    if (in[1].dt == MK_F32 && !(c.work = mk_take(&a, 4 * (N + 64 * E) * (2 * D + F))))
-        return no_scratch();
+    mk_expert_matmul_grad_scratch l =
+        mk_expert_matmul_grad_scratch_of(N, E, D, F, in[1].dt != MK_F32);
+    if (!mk_scratch_fits(&out[2], l.bytes)) return no_scratch();
+    emm_ctx c = {in, out, mk_scratch_at(&out[2], l.acc), mk_scratch_at(&out[2], l.work), D, F};
     moert_task_fn fn = in[1].dt == MK_F32 ? emm_f32 : emm_half;
     if (N * D * F < (1 << 16))
         fn(&c, 0, E);
@@ -735,19 +737,23 @@ int32_t mk_MOE_GATHER_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
     if (st) return st;
     if (in[4].layout != MK_PLAIN)
         return moert_fail(MOERT_ERR_INTERNAL, "moe.GatherMatMulGrad: W must be stored plain");
-    mk_arena a = mk_arena_of(&out[2]);
-    int64_t *end = mk_take(&a, 8 * (T + 1)), *rows = mk_take(&a, 8 * N),
-            *row_e = mk_take(&a, 8 * N);
-    gmm_ctx c = {in, out, end, rows, row_e, NULL, NULL, NULL, NULL, D, F};
+    const mk_tensor *scratch = &out[2];
     bool f32 = in[1].dt == MK_F32;
-    if (!f32) {
-        c.acc_w = mk_take(&a, 4 * E * D * F);
-        c.acc_x = mk_take(&a, 4 * T * D);
-    } else {
-        c.work = mk_take(&a, 4 * (N + 64 * E) * (2 * D + F));
-        c.grows = mk_take(&a, 4 * N * D);
-    }
-    if (!row_e || (!f32 && !c.acc_x) || (f32 && !c.grows)) return no_scratch();
+    mk_gather_matmul_grad_scratch l = mk_gather_matmul_grad_scratch_of(T, N, E, D, F, !f32);
+    if (!mk_scratch_fits(scratch, l.bytes)) return no_scratch();
+    int64_t *end = mk_scratch_at(scratch, l.end), *rows = mk_scratch_at(scratch, l.rows),
+            *row_e = mk_scratch_at(scratch, l.row_e);
+    gmm_ctx c = {in,
+                 out,
+                 end,
+                 rows,
+                 row_e,
+                 mk_scratch_at(scratch, l.acc_w),
+                 mk_scratch_at(scratch, l.acc_x),
+                 mk_scratch_at(scratch, l.work),
+                 mk_scratch_at(scratch, l.grows),
+                 D,
+                 F};
     if ((st = gmm_group(&in[2], &in[3], T, end, rows, row_e))) return st;
     moert_task_fn experts = f32 ? gmm_experts_f32 : gmm_weights;
     moert_task_fn tokens = f32 ? gmm_tokens_f32 : gmm_inputs;

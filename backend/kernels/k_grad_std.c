@@ -8,14 +8,15 @@
  *  - BroadcastTo, SliceGrad, TopKGrad: exact (bytes are copied; TopKGrad recomputes the
  *    forward's selection with its tie rule);
  *  - UnaryGrad, LogSoftmax's SoftmaxGrad: "transc" (k_math.h in place of libm).
- * Scratch (backend/scratch_grad_std.c): the norms' row statistics, GatherGrad's f32
- * accumulators for f16/bf16 data, TopKGrad's recomputed indices.
+ * Scratch (laid out in k_grad_std_scratch.h): the norms' row statistics, GatherGrad's
+ * f32 accumulators for f16/bf16 data, TopKGrad's recomputed indices.
  */
 #include <float.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "k_grad_std_scratch.h"
 #include "k_groups.h"
 #include "mk.h"
 #include "k_math.h"
@@ -333,6 +334,10 @@ int32_t mk_MOE_SOFTMAX_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_
     return MOERT_OK;
 }
 
+static int32_t no_scratch(void) {
+    return moert_fail(MOERT_ERR_INTERNAL, "gradient kernel: the scratch buffer is too small");
+}
+
 /* ---- moe.LayerNormGrad / moe.RMSNormGrad ----
  * Pass 1, parallel over rows: the forward's mean and inv (kept in scratch) and
  * gx = (gy scale - mean(gy scale) - xhat mean(gy scale xhat)) inv. Pass 2, parallel over
@@ -468,15 +473,18 @@ static int32_t norm_grad(const mk_tensor *in, const mk_tensor *out, const mk_att
     for (int64_t i = axis; i < in[1].rank; i++)
         n *= in[1].dims[i];
     if (n <= 0) return MOERT_OK;
+    int64_t rows = mk_numel(&in[1]) / n;
+    mk_norm_grad_scratch l = mk_norm_grad_scratch_of(rows);
+    if (!mk_scratch_fits(&out[nout], l.bytes)) return no_scratch();
     ng_ctx c = {&in[0],
                 &in[1],
                 &in[2],
                 &out[0],
                 &out[1],
                 nout > 2 ? &out[2] : NULL,
-                (float *)out[nout].p,
+                mk_scratch_at(&out[nout], l.stats),
                 n,
-                mk_numel(&in[1]) / n,
+                rows,
                 (float)attr[MC_A_LAYER_NORM_epsilon].f,
                 rms};
     moert_parallel_for(c.rows, row_grain(n), ng_rows_task, &c);
@@ -545,8 +553,11 @@ int32_t mk_MOE_GATHER_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_a
                               (long long)q, (long long)n, (long long)n);
     }
     if (outer * n * inner == 0) return MOERT_OK;
-    gg_ctx c = {&in[0], ind,  gd,    gd->dt == MK_F32 ? (float *)gd->p : (float *)out[1].p,
-                n,      nind, inner, (inner + COLS_CHUNK - 1) / COLS_CHUNK};
+    mk_gather_grad_scratch l = mk_gather_grad_scratch_of(mk_numel(gd), gd->dt != MK_F32);
+    if (!mk_scratch_fits(&out[1], l.bytes)) return no_scratch();
+    gg_ctx c = {
+        &in[0], ind,  gd,    gd->dt == MK_F32 ? (float *)gd->p : mk_scratch_at(&out[1], l.acc),
+        n,      nind, inner, (inner + COLS_CHUNK - 1) / COLS_CHUNK};
     int64_t len = inner < COLS_CHUNK ? inner : COLS_CHUNK;
     moert_parallel_for(outer * c.nch, row_grain((n + nind) * len), gg_task, &c);
     return MOERT_OK;
@@ -687,7 +698,9 @@ static void tg_task(void *ctx, int64_t b, int64_t e) {
 int32_t mk_MOE_TOPK_GRAD(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     int64_t axis = norm_axis(attr[MC_A_TOPK_axis].i, in[1].rank), outer, inner;
     split_at(&in[1], axis, &outer, &inner);
-    tg_ctx c = {&in[0],           &in[1], &out[0],          (int64_t *)out[1].p,
+    mk_topk_grad_scratch l = mk_topk_grad_scratch_of(mk_numel(&in[0]));
+    if (!mk_scratch_fits(&out[1], l.bytes)) return no_scratch();
+    tg_ctx c = {&in[0],           &in[1], &out[0],          mk_scratch_at(&out[1], l.sel),
                 in[1].dims[axis], inner,  in[0].dims[axis], attr[MC_A_TOPK_largest].i != 0};
     if (c.K > c.n)
         return moert_fail(MOERT_ERR_ARGUMENT, "K is %lld but the axis has %lld elements",

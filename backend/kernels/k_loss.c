@@ -6,7 +6,7 @@
  * log-sum-exp with libm's expf/logf (through __builtin_*), and FP contraction is off, so
  * that a target with FMA rounds like the interpreter's separate multiply and add.
  * Scores, weights and the loss may be f32, f16 or bf16 (widened to float on load, the
- * loss rounded on store); labels i32 or i64. No scratch (mb_scratch_moe gives 0). */
+ * loss rounded on store); labels i32 or i64. No scratch (no MC_OPF_SCRATCH in ops.def). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

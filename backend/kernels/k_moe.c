@@ -4,7 +4,7 @@
  * element, libm through __builtin_*.
  *
  * Calling convention beyond mk.h: in[] holds the op's maximum number of inputs, p == NULL
- * where an optional one is omitted; scratch (sized by mb_scratch_moe) is out[nout].
+ * where an optional one is omitted; scratch (laid out in k_moe_scratch.h) is out[nout].
  * Dispatch's rows and Combine's out/y may be f32, f16 or bf16 (16-bit ones as uint16);
  * Combine accumulates 16-bit outputs in f32 and rounds once at the end, as the
  * interpreter does. Everything else is f32, index tensors i32 (i64 also read). Row moves
@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "../../runtime/moert.h"
+#include "k_moe_scratch.h"
 #include "mk.h"
 
 #pragma STDC FP_CONTRACT OFF
@@ -225,10 +226,10 @@ int32_t mk_MOE_DISPATCH(const mk_tensor *in, const mk_tensor *out, const mk_attr
     bool by_expert = attr[MC_A_MOE_DISPATCH_source].i == MC_A_MOE_DISPATCH_source_expert_choice;
     int32_t st = check_indices(&in[1], by_expert, by_expert ? T : E);
     if (st != MOERT_OK) return st;
-    mk_arena a = mk_arena_of(&out[4]);
-    int64_t *pos = mk_take(&a, 8 * (E + 1)), *list = mk_take(&a, 8 * in[1].dims[1]),
-            *tmp = mk_take(&a, 8 * in[1].dims[1]);
-    if (!tmp) return no_scratch();
+    mk_dispatch_scratch l = mk_dispatch_scratch_of(E, in[1].dims[1]);
+    if (!mk_scratch_fits(&out[4], l.bytes)) return no_scratch();
+    int64_t *pos = mk_scratch_at(&out[4], l.pos), *list = mk_scratch_at(&out[4], l.list),
+            *tmp = mk_scratch_at(&out[4], l.tmp);
     float *row_w = out[3].p;
     for (int64_t i = 0; i < N; i++)
         put_idx(&out[2], i, -1), row_w[i] = 0;
@@ -321,10 +322,10 @@ int32_t mk_MOE_COMBINE(const mk_tensor *in, const mk_tensor *out, const mk_attr 
     int64_t N = in[0].dims[0], D = in[0].dims[1], T = out[0].dims[0], dt = out[0].dt;
     int32_t st = check_offsets(&in[3], N);
     if (st != MOERT_OK) return st;
-    mk_arena a = mk_arena_of(&out[1]);
-    int64_t *end = mk_take(&a, 8 * (T + 1)), *rows = mk_take(&a, 8 * N);
-    float *acc = dt == MK_F32 ? NULL : mk_take(&a, 4 * T * D);
-    if (!rows || (dt != MK_F32 && !acc)) return no_scratch();
+    mk_combine_scratch l = mk_combine_scratch_of(T, N, D, dt != MK_F32);
+    if (!mk_scratch_fits(&out[1], l.bytes)) return no_scratch();
+    int64_t *end = mk_scratch_at(&out[1], l.end), *rows = mk_scratch_at(&out[1], l.rows);
+    float *acc = mk_scratch_at(&out[1], l.acc); /* NULL for an f32 y */
     st = group_rows(&in[1], get_idx(&in[3], in[3].dims[0] - 1), T, end, rows);
     if (st != MOERT_OK) return st;
     combine_ctx c = {in[0].p, in[2].p, out[0].p, acc, end, rows, D, dt};
@@ -379,9 +380,9 @@ int32_t mk_MOE_LOAD_BALANCE_LOSS(const mk_tensor *in, const mk_tensor *out, cons
                               "%lld tokens do not split into sequences of seq_len %lld",
                               (long long)T, (long long)len);
     }
-    mk_arena a = mk_arena_of(&out[1]);
-    float *P = mk_take(&a, 4 * E), *cnt = mk_take(&a, 4 * E);
-    if (!cnt) return no_scratch();
+    mk_load_balance_loss_scratch l = mk_load_balance_loss_scratch_of(E);
+    if (!mk_scratch_fits(&out[1], l.bytes)) return no_scratch();
+    float *P = mk_scratch_at(&out[1], l.P), *cnt = mk_scratch_at(&out[1], l.cnt);
     bool first_only = attr[MC_A_MOE_LOAD_BALANCE_LOSS_count].i ==
                       MC_A_MOE_LOAD_BALANCE_LOSS_count_first_rank_only;
     bool over_k =

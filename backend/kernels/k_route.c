@@ -7,9 +7,9 @@
  * Calling convention beyond mk.h:
  *  - in[] holds the op's maximum number of inputs, p == NULL where an optional one is
  *    omitted; logits, bias and x are f32, masks bool bytes (shape inference enforces it);
- *  - scratch (sized by mb_scratch_moe) follows the outputs. TopKRoute's optional third
- *    output is recognised by its rank: a rank-1 tensor at out[2] is the scratch, anything
- *    else is the choice slot (p may be NULL) and the scratch is out[3];
+ *  - scratch (laid out in k_route_scratch.h) follows the outputs. TopKRoute's optional
+ *    third output is recognised by its rank: a rank-1 tensor at out[2] is the scratch,
+ *    anything else is the choice slot (p may be NULL) and the scratch is out[3];
  *  - attributes by their ir/attrs.h names; GWRoute's base route reads TopKRoute's
  *    names, which attrs.def gives the same positions in both ops. GWRoute's `mode`
  *    attribute says whether it broadcasts: its outputs are then [T,E], else [T,k].
@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "../../runtime/moert.h"
+#include "k_route_scratch.h"
 #include "mk.h"
 
 #pragma STDC FP_CONTRACT OFF
@@ -122,18 +123,20 @@ typedef struct {
     int64_t *sel, *count, *visit, *tmp; /* sel[k], count[E], visit[T], tmp[T] */
 } topk_work;
 
-static bool topk_work_init(mk_arena *a, int64_t T, int64_t E, int64_t k, topk_work *w) {
-    w->s = mk_take(a, 4 * E);
-    w->q = mk_take(a, 8 * E);
-    bool *flags = mk_take(a, 2 * E);
-    w->sel = mk_take(a, 8 * k);
-    w->key = mk_take(a, 4 * T);
-    w->count = mk_take(a, 8 * E);
-    w->visit = mk_take(a, 8 * T);
-    w->tmp = mk_take(a, 8 * T);
-    w->allowed = flags;
-    w->taken = flags + E;
-    return w->tmp != NULL;
+static bool topk_work_init(const mk_tensor *scratch, int64_t T, int64_t E, int64_t k,
+                           topk_work *w) {
+    mk_topk_route_scratch l = mk_topk_route_scratch_of(T, E, k);
+    if (!mk_scratch_fits(scratch, l.bytes)) return false;
+    w->s = mk_scratch_at(scratch, l.s);
+    w->q = mk_scratch_at(scratch, l.q);
+    w->allowed = mk_scratch_at(scratch, l.flags);
+    w->taken = w->allowed + E;
+    w->sel = mk_scratch_at(scratch, l.sel);
+    w->key = mk_scratch_at(scratch, l.key);
+    w->count = mk_scratch_at(scratch, l.count);
+    w->visit = mk_scratch_at(scratch, l.visit);
+    w->tmp = mk_scratch_at(scratch, l.tmp);
+    return true;
 }
 
 /* Group limiting: keep the topk_groups best blocks of E/groups experts. A block scores
@@ -248,9 +251,8 @@ int32_t mk_MOE_TOPK_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_at
     int64_t T = in[0].dims[0], E = in[0].dims[1];
     bool has_slot = out[2].rank != 1;
     const mk_tensor *choice = has_slot && out[2].p ? &out[2] : NULL;
-    mk_arena a = mk_arena_of(&out[has_slot ? 3 : 2]);
     topk_work w;
-    if (!topk_work_init(&a, T, E, c.k, &w)) return no_scratch();
+    if (!topk_work_init(&out[has_slot ? 3 : 2], T, E, c.k, &w)) return no_scratch();
     topk_route(&c, in[0].p, in[1].p, T, E, c.k, &w, &out[0], out[1].p, choice);
     return MOERT_OK;
 }
@@ -294,9 +296,8 @@ static void gw_broadcast(const mk_tensor *in, const mk_tensor *out, const mk_att
 int32_t mk_MOE_GW_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     topk_cfg c = topk_config(attr);
     int64_t T = in[0].dims[0], E = in[0].dims[1];
-    mk_arena a = mk_arena_of(&out[2]);
     topk_work w;
-    if (!topk_work_init(&a, T, E, c.k, &w)) return no_scratch();
+    if (!topk_work_init(&out[2], T, E, c.k, &w)) return no_scratch();
     bool training = gw_training(attr);
     topk_route(&c, in[0].p, in[1].p, T, E, training ? E : c.k, &w, &out[0], out[1].p, NULL);
     if (training) gw_broadcast(in, out, attr, w.s);
@@ -311,10 +312,10 @@ int32_t mk_MOE_TOPP_ROUTE(const mk_tensor *in, const mk_tensor *out, const mk_at
     int64_t T = in[0].dims[0], E = in[0].dims[1], K = out[0].dims[1];
     float p_thr = (float)attr[MC_A_MOE_TOPP_ROUTE_p].f, *wt = out[1].p;
     bool inclusive = attr[MC_A_MOE_TOPP_ROUTE_inclusive].i != 0;
-    mk_arena a = mk_arena_of(&out[2]);
-    float *p = mk_take(&a, 4 * E);
-    bool *taken = mk_take(&a, E);
-    if (!taken) return no_scratch();
+    mk_topp_route_scratch l = mk_topp_route_scratch_of(E);
+    if (!mk_scratch_fits(&out[2], l.bytes)) return no_scratch();
+    float *p = mk_scratch_at(&out[2], l.p);
+    bool *taken = mk_scratch_at(&out[2], l.taken);
     for (int64_t t = 0; t < T; t++) {
         softmax_row(z + t * E, E, p);
         for (int64_t e = 0; e < E; e++)
@@ -343,10 +344,10 @@ int32_t mk_MOE_EXPERT_CHOICE_ROUTE(const mk_tensor *in, const mk_tensor *out, co
     const float *z = in[0].p;
     int64_t T = in[0].dims[0], E = in[0].dims[1], C = out[0].dims[1];
     float *wt = out[1].p;
-    mk_arena a = mk_arena_of(&out[2]);
-    float *p = mk_take(&a, 4 * T * E);
-    int64_t *idx = mk_take(&a, 8 * T), *tmp = mk_take(&a, 8 * T);
-    if (!tmp) return no_scratch();
+    mk_expert_choice_route_scratch l = mk_expert_choice_route_scratch_of(T, E);
+    if (!mk_scratch_fits(&out[2], l.bytes)) return no_scratch();
+    float *p = mk_scratch_at(&out[2], l.probs);
+    int64_t *idx = mk_scratch_at(&out[2], l.idx), *tmp = mk_scratch_at(&out[2], l.tmp);
     for (int64_t t = 0; t < T; t++)
         softmax_row(z + t * E, E, p + t * E);
     for (int64_t e = 0; e < E; e++) {
@@ -410,11 +411,13 @@ int32_t mk_MOE_RESONANCE_ROUTE(const mk_tensor *in, const mk_tensor *out, const 
             K = attr[MC_A_MOE_RESONANCE_ROUTE_k].i, cap = attr[MC_A_MOE_RESONANCE_ROUTE_capacity].i,
             mode = attr[MC_A_MOE_RESONANCE_ROUTE_weight_mode].i;
     float *wt = out[1].p;
-    mk_arena a = mk_arena_of(&out[2]);
-    float *delta = mk_take(&a, 4 * T * E), *grap = mk_take(&a, 4 * E), *w = mk_take(&a, 4 * E);
-    bool *taken = mk_take(&a, E);
-    int64_t *cand = mk_take(&a, 8 * T), *tmp = mk_take(&a, 8 * T);
-    if (!tmp) return no_scratch();
+    const mk_tensor *scratch = &out[2];
+    mk_resonance_route_scratch l = mk_resonance_route_scratch_of(T, E);
+    if (!mk_scratch_fits(scratch, l.bytes)) return no_scratch();
+    float *delta = mk_scratch_at(scratch, l.delta), *grap = mk_scratch_at(scratch, l.grap),
+          *w = mk_scratch_at(scratch, l.w);
+    bool *taken = mk_scratch_at(scratch, l.taken);
+    int64_t *cand = mk_scratch_at(scratch, l.cand), *tmp = mk_scratch_at(scratch, l.tmp);
     for (int64_t t = 0; t < T; t++) {
         float *dt = delta + t * E;
         resonance_affinity(x + t * D, D, E, dt, grap);

@@ -15,8 +15,9 @@
  *  - freestanding C11: only <stdint.h>, <stddef.h>, <stdbool.h>, <float.h>, this header
  *    (which includes ../../ir/attrs.h, the names of attribute rows and choices) and
  *    ../../runtime/moert.h; math through __builtin_* or the mk_* helpers below;
- *  - never allocate, never abort: scratch memory comes in as an extra output (see
- *    mb_scratch_bytes in the backend), errors return a moert_status after moert_fail;
+ *  - never allocate, never abort: an op marked MC_OPF_SCRATCH in ir/ops.def gets
+ *    scratch memory as an extra output, laid out as its k_<group>_scratch.h says (see
+ *    "Scratch layouts" below); errors return a moert_status after moert_fail;
  *  - semantics are those of the reference interpreter (ir/eval_*.c, ROUTING.md), with
  *    the same tie rules and summation order wherever a routing decision depends on it.
  */
@@ -74,29 +75,36 @@ static inline int64_t mk_numel(const mk_tensor *t) {
     return n;
 }
 
-/* Bump allocation from a node's scratch tensor (out[nout]) in 64-byte steps, the steps
- * the backend's scratch sizes count in (backend/scratch*.c). */
-typedef struct mk_arena {
-    unsigned char *base;
-    int64_t used, size; /* used < 0 once a request did not fit */
-} mk_arena;
+/* Scratch layouts. A kernel's scratch is a run of arrays, each starting on a 64-byte
+ * boundary. The layout of each kernel's scratch is written once, beside the kernel, in
+ * k_<group>_scratch.h: a struct with the byte offset of every array (-1 for one the
+ * node's dtypes leave out) and `bytes`, the total, computed by a function of plain sizes
+ * (T, E, k, ...). The kernel finds its arrays at those offsets; the memory plan reserves
+ * `bytes` for the node's max shapes (mb_scratch_<ID> in backend/scratch*.c calls the
+ * same function), so the two cannot disagree. */
 
-static inline mk_arena mk_arena_of(const mk_tensor *scratch) {
-    mk_arena a = {(unsigned char *)scratch->p, 0, scratch->dims[0]};
-    return a;
+/* Places an array of `bytes` at the layout's end; returns its offset. */
+static inline int64_t mk_place(int64_t *end, int64_t bytes) {
+    int64_t at = *end;
+    *end += (bytes + 63) & ~(int64_t)63;
+    return at;
 }
 
-/* NULL when the request does not fit, and for every request after that one, so checking
- * the last pointer checks them all. */
-static inline void *mk_take(mk_arena *a, int64_t bytes) {
-    int64_t n = (bytes + 63) & ~(int64_t)63;
-    if (a->used < 0 || n > a->size - a->used) {
-        a->used = -1;
-        return NULL;
-    }
-    void *p = a->base + a->used;
-    a->used += n;
-    return p;
+/* Whether the scratch tensor holds a layout of `bytes`. */
+static inline bool mk_scratch_fits(const mk_tensor *scratch, int64_t bytes) {
+    return scratch->dims[0] >= bytes;
+}
+
+/* The array at offset `at` of the scratch tensor; NULL for an absent one (at < 0). */
+static inline void *mk_scratch_at(const mk_tensor *scratch, int64_t at) {
+    return at < 0 ? NULL : (unsigned char *)scratch->p + at;
+}
+
+/* The scratch tensor's bytes from `at` on, as the scratch tensor of a kernel this one
+ * calls (a router gradient's forward router, a fused op's parts). */
+static inline mk_tensor mk_scratch_rest(const mk_tensor *scratch, int64_t at) {
+    mk_tensor t = {(unsigned char *)scratch->p + at, MK_I64, 1, {scratch->dims[0] - at}, 0, 0};
+    return t;
 }
 
 /* GEMM panel layout (MK_PANELS) of a B operand [.., K, N]: for each leading index (an
