@@ -80,6 +80,7 @@ static LLVMValueRef value_ptr(lowering *L, int v) {
     if (L->vptr[v]) return L->vptr[v];
     if (c->param_global[v]) return c->param_global[v];
     if (c->param_index[v] >= 0) return load_at(L, c->ptr, L->params, c->param_index[v]);
+    if (c->g->plan.value_in_place[v] >= 0) return value_ptr(L, c->g->plan.value_in_place[v]);
     int64_t off = c->g->plan.value_off[v];
     MC_ASSERT(off >= 0);
     return LLVMBuildGEP2(c->b, c->i8, L->arena, (LLVMValueRef[]){mb_i64(c, off)}, 1, "");
@@ -197,12 +198,14 @@ static void copy_outputs(lowering *L) {
 }
 
 /* A training step ends by writing each updated value into its param's storage (the
- * model's writable copy), after every node has read the old one. */
+ * model's writable copy), after every node has read the old one; an update the plan
+ * placed in its param's storage is there already. */
 static void write_updates(lowering *L) {
     mb_ctx *c = L->c;
     const mc_graph *g = c->g;
     for (int i = 0; i < g->nupdates; i++) {
         int dst = g->update_dst[i];
+        if (g->plan.value_in_place[g->update_src[i]] == dst) continue;
         MC_ASSERT(c->param_index[dst] >= 0);
         const mc_value *x = mc_val(g, dst);
         int64_t bytes = mc_shape_numel(&x->shape, NULL) * (int64_t)mc_dtype_size(x->dt);

@@ -197,6 +197,7 @@ typedef struct mc_plan {
     int64_t peak;           /* arena bytes */
     int64_t *value_off;     /* per value id; -1 when the value is not in the arena */
     int64_t *value_bytes;   /* per value id: the bytes reserved */
+    int *value_in_place;    /* per value id: the param it is written over, or -1 */
     int64_t *scratch_off;   /* per node id; -1 when the kernel needs no scratch */
     int64_t *scratch_bytes; /* per node id */
 } mc_plan;

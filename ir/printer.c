@@ -179,6 +179,13 @@ static void print_plan(FILE *f, const mc_graph *g) {
         const mc_node *n = &g->nodes[g->order[k]];
         for (int j = 0; j < n->nout; j++) {
             int v = n->out[j];
+            if (p->value_in_place[v] >= 0) {
+                fputs("  plan ", f);
+                print_ref(f, g, v);
+                fputs(" over ", f);
+                print_ref(f, g, p->value_in_place[v]);
+                fputc('\n', f);
+            }
             if (p->value_off[v] < 0) continue;
             fputs("  plan ", f);
             print_ref(f, g, v);

@@ -97,7 +97,7 @@ enum { NUM_PASSES = sizeof table / sizeof table[0] };
 const char mc_default_pipeline[] =
     "infer-shapes,verify,expand-moe,gw-specialize,"
     "{canonicalize,fold-constants},autodiff,optimizer,"
-    "{fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},dce,plan-memory";
+    "{canonicalize,fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},dce,plan-memory";
 
 const mc_pass_info *mc_pass_find(const char *name) {
     for (int i = 0; i < NUM_PASSES; i++)

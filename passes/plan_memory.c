@@ -4,7 +4,11 @@
  * backend lays buffers out by. Buffers whose lifetimes (first definition to last use,
  * in node order) overlap never share bytes; placement is first-fit in order of
  * decreasing size, which keeps the peak close to the largest set of simultaneously
- * live buffers on MoE graphs. Any later graph edit invalidates the plan.
+ * live buffers on MoE graphs. An optimizer step writes a param's next value over the
+ * param itself when nothing reads the param after it (the step is elementwise: element
+ * i of its outputs depends on element i of its inputs only), so the training step's
+ * updates then cost neither arena bytes nor a copy after the last node. Any later graph
+ * edit invalidates the plan.
  * needs: shapes    keeps: everything    breaks: nothing    gives: the plan */
 #include "passes.h"
 #include "scratch.h"
@@ -12,6 +16,13 @@
 #include <stdlib.h>
 
 enum { ALIGN = 64 };
+
+static int64_t *filled(mc_graph *g, int n, int64_t v) {
+    int64_t *a = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++)
+        a[i] = v;
+    return a;
+}
 
 typedef struct {
     int64_t bytes, first, last; /* lifetime in positions of g->order */
@@ -24,7 +35,8 @@ static int64_t round_up(int64_t n) {
 
 static bool in_arena(const mc_graph *g, int v) {
     const mc_value *x = mc_val(g, v);
-    return !x->dead && x->kind == MC_VK_TEMP && !x->is_output && x->producer >= 0;
+    return !x->dead && x->kind == MC_VK_TEMP && !x->is_output && x->producer >= 0 &&
+           g->plan.value_in_place[v] < 0;
 }
 
 static int by_size_desc(const void *a, const void *b) {
@@ -65,9 +77,27 @@ static int64_t *last_reads(const mc_graph *g) {
     return last;
 }
 
-static int collect(mc_graph *g, buffer *bufs) {
+/* Whether update i (src <- dst's next value) can be written into dst's storage. */
+static bool update_in_place(const mc_graph *g, int i, const int64_t *last) {
+    int src = g->update_src[i], dst = g->update_dst[i];
+    const mc_value *s = mc_val(g, src), *d = mc_val(g, dst);
+    if (s->producer < 0 || s->is_output || d->is_output || d->kind != MC_VK_PARAM) return false;
+    const mc_node *n = mc_nod(g, s->producer);
+    if (!(mc_op_infos[n->op].flags & MC_OPF_OPTIM)) return false;
+    int pos = 0;
+    while (g->order[pos] != s->producer)
+        pos++;
+    return last[dst] <= pos; /* the step itself reads element i before writing it */
+}
+
+static void plan_in_place(mc_graph *g, const int64_t *last) {
+    for (int i = 0; i < g->nupdates; i++)
+        if (update_in_place(g, i, last))
+            g->plan.value_in_place[g->update_src[i]] = g->update_dst[i];
+}
+
+static int collect(mc_graph *g, buffer *bufs, const int64_t *last) {
     mc_plan *p = &g->plan;
-    const int64_t *last = last_reads(g);
     int n = 0;
     for (int pos = 0; pos < g->norder; pos++) {
         int id = g->order[pos];
@@ -88,22 +118,21 @@ static int collect(mc_graph *g, buffer *bufs) {
     return n;
 }
 
-static int64_t *filled(mc_graph *g, int n, int64_t v) {
-    int64_t *a = mc_arena_alloc(g->arena, sizeof(int64_t) * (size_t)(n + 1));
-    for (int i = 0; i < n; i++)
-        a[i] = v;
-    return a;
-}
-
 bool mc_pass_plan_memory(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     (void)cx;
     mc_plan *p = &g->plan;
     *p = (mc_plan){.value_off = filled(g, g->nvalues, -1),
                    .value_bytes = filled(g, g->nvalues, 0),
                    .scratch_off = filled(g, g->nnodes, -1),
-                   .scratch_bytes = filled(g, g->nnodes, 0)};
+                   .scratch_bytes = filled(g, g->nnodes, 0),
+                   .value_in_place =
+                       mc_arena_alloc(g->arena, sizeof(int) * (size_t)(g->nvalues + 1))};
+    for (int v = 0; v < g->nvalues; v++)
+        p->value_in_place[v] = -1;
+    const int64_t *last = last_reads(g);
+    plan_in_place(g, last);
     buffer *bufs = mc_arena_alloc(g->arena, sizeof(buffer) * (size_t)(g->nvalues + g->nnodes + 1));
-    int n = collect(g, bufs);
+    int n = collect(g, bufs, last);
     qsort(bufs, (size_t)n, sizeof *bufs, by_size_desc);
     for (int i = 0; i < n; i++) {
         *bufs[i].off = first_fit(bufs, i, &bufs[i]);

@@ -259,11 +259,34 @@ typedef struct {
     float lr, a, b, eps, wd, c1, c2; /* SGD: a = momentum; AdamW: a, b = beta1, beta2 */
 } opt_ctx;
 
+/* Whether the step writes its outputs over its param and state inputs (plan-memory's
+ * in-place updates): out[0] over in[0], out[j] over in[j + 1]. Written over wholly or
+ * not at all, so the loops below can tell the vectorizer nothing else overlaps. */
+static bool in_place(const mk_tensor *in, const mk_tensor *out, int nout) {
+    for (int j = 0; j < nout; j++)
+        if (out[j].p != in[j ? j + 1 : 0].p) return false;
+    return true;
+}
+
+static void sgd_in_place(const opt_ctx *c, int64_t b, int64_t end, float *restrict p,
+                         const float *restrict g, float *restrict v) {
+    float lr = c->lr, mom = c->a, wd = c->wd;
+    for (int64_t i = b; i < end; i++) {
+        float vn = mom * v[i] + g[i] + wd * p[i];
+        v[i] = vn;
+        p[i] -= lr * vn;
+    }
+}
+
 /* v' = momentum v + g + wd p, p' = p - lr v'. */
 static void sgd_range(void *ctx, int64_t b, int64_t end) {
     const opt_ctx *c = ctx;
     const mk_tensor *in = c->in, *out = c->out;
     float lr = c->lr, mom = c->a, wd = c->wd;
+    if (in[0].dt == MK_F32 && in_place(in, out, 2)) {
+        sgd_in_place(c, b, end, out[0].p, in[1].p, out[1].p);
+        return;
+    }
     if (in[0].dt == MK_F32) {
         const float *p = in[0].p, *g = in[1].p, *v = in[2].p;
         float *po = out[0].p, *vo = out[1].p;
@@ -302,9 +325,19 @@ static inline float adamw_one(const opt_ctx *c, float p, float g, float m, float
     return p - c->lr * ((mn / c->c1) / (mk_sqrtf(vn / c->c2) + c->eps) + c->wd * p);
 }
 
+static void adamw_in_place(const opt_ctx *c, int64_t b, int64_t end, float *restrict p,
+                           const float *restrict g, float *restrict m, float *restrict v) {
+    for (int64_t i = b; i < end; i++)
+        p[i] = adamw_one(c, p[i], g[i], m[i], v[i], &m[i], &v[i]);
+}
+
 static void adamw_range(void *ctx, int64_t b, int64_t end) {
     const opt_ctx *c = ctx;
     const mk_tensor *in = c->in, *out = c->out;
+    if (in[0].dt == MK_F32 && in_place(in, out, 3)) {
+        adamw_in_place(c, b, end, out[0].p, in[1].p, out[1].p, out[2].p);
+        return;
+    }
     if (in[0].dt == MK_F32) {
         const float *p = in[0].p, *g = in[1].p, *m = in[2].p, *v = in[3].p;
         float *po = out[0].p, *mo = out[1].p, *vo = out[2].p;

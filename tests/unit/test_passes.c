@@ -165,10 +165,9 @@ static void expect_same(const mc_tensor *a, const mc_tensor *b) {
 
 Test(pipeline, default_order_and_a_why_for_every_pass) {
     static const char *want[] = {
-        "infer-shapes",       "verify",          "expand-moe",       "gw-specialize",
-        "canonicalize",       "fold-constants",  "autodiff",         "optimizer",
-        "fuse-gate-dispatch", "fuse-expert-ffn", "fuse-elementwise", "dce",
-        "plan-memory"};
+        "infer-shapes",     "verify",   "expand-moe", "gw-specialize",      "canonicalize",
+        "fold-constants",   "autodiff", "optimizer",  "fuse-gate-dispatch", "fuse-expert-ffn",
+        "fuse-elementwise", "dce",      "plan-memory"};
     int n = 0;
     const mc_pass_info *list = mc_pass_table(&n);
     cr_assert_eq(n, 13);
@@ -178,10 +177,11 @@ Test(pipeline, default_order_and_a_why_for_every_pass) {
         cr_expect_eq(mc_pass_find(want[i]), &list[i]);
     }
     cr_expect_null(mc_pass_find("fold"));
-    cr_expect_str_eq(mc_default_pipeline,
-                     "infer-shapes,verify,expand-moe,gw-specialize,{canonicalize,fold-constants},"
-                     "autodiff,optimizer,{fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},"
-                     "dce,plan-memory");
+    cr_expect_str_eq(
+        mc_default_pipeline,
+        "infer-shapes,verify,expand-moe,gw-specialize,{canonicalize,fold-constants},"
+        "autodiff,optimizer,{canonicalize,fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},"
+        "dce,plan-memory");
 }
 
 static mc_graph *relu_graph(void) {
@@ -339,15 +339,66 @@ Test(pipeline, the_memory_plan_is_dumped_and_invalidated_by_edits) {
     char *got = run_to_string(g, (mc_pipeline_opts){.passes = "plan-memory", .after = "all"});
     /* z and t_out are never live at once: they share bytes; y and e_out are outputs. */
     cr_expect(strstr(got, "  plan peak=64\n  plan %z offset=0 bytes=64\n"
-                          "  plan %t_out offset=0 bytes=64\n  output") == NULL, "%s", got);
+                          "  plan %t_out offset=0 bytes=64\n  output") == NULL,
+              "%s", got);
     cr_expect(strstr(got, "  plan peak=64\n  plan %z offset=0 bytes=64\n"
-                          "  plan %t_out offset=0 bytes=64\n") != NULL, "%s", got);
+                          "  plan %t_out offset=0 bytes=64\n") != NULL,
+              "%s", got);
     cr_expect(g->plan.valid);
     free(got);
     got = run_to_string(g, (mc_pipeline_opts){.passes = "dce", .after = "dce"});
     cr_expect_not(g->plan.valid);
     cr_expect_null(strstr(got, "plan "), "%s", got);
     free(got);
+    mc_graph_free(g);
+}
+
+/* An AdamW step over w (and its state m, v), updates w <- w', m <- m', v <- v'. */
+static mc_graph *adamw_graph(int *w_next) {
+    static const float zeros[4] = {0};
+    static const int64_t one = 1;
+    mc_graph *g = mc_graph_new("m");
+    g->training = true;
+    int grad = input(g, "grad", MC_DT_F32, "4");
+    int in[5] = {param(g, "w", MC_DT_F32, "4", zeros), grad, param(g, "m", MC_DT_F32, "4", zeros),
+                 param(g, "v", MC_DT_F32, "4", zeros), param(g, "step", MC_DT_I64, "1", &one)};
+    int out[3] = {temp(g, "w_next"), temp(g, "m_next"), temp(g, "v_next")};
+    mc_node *opt = mc_nod(g, mc_graph_add_node(g, MC_OP_MOE_ADAMW, "opt", in, 5, out, 3));
+    mc_node_set_float(g, opt, "lr", 0.1);
+    mc_node_fill_defaults(g, opt);
+    for (int j = 0; j < 3; j++)
+        mc_graph_add_update(g, out[j], in[j ? j + 1 : 0]);
+    output(g, op1(g, MC_OP_NEG, "n", grad, "y"));
+    *w_next = out[0];
+    return g;
+}
+
+/* The optimizer step writes over its param and state when nothing reads them after it:
+ * no arena bytes, and the dump says where each update lives. */
+Test(pipeline, an_optimizer_step_updates_its_params_in_place) {
+    int w_next;
+    mc_graph *g = adamw_graph(&w_next);
+    char *got = run_to_string(g, (mc_pipeline_opts){.passes = "plan-memory", .after = "all"});
+    cr_expect(strstr(got, "  plan %w_next over %w\n  plan %m_next over %m\n"
+                          "  plan %v_next over %v\n") != NULL,
+              "%s", got);
+    cr_expect_eq(g->plan.value_off[w_next], -1);
+    cr_expect_eq(g->plan.peak, 0, "only the updates would need bytes, and they need none");
+    free(got);
+    mc_graph_free(g);
+}
+
+/* A node that reads w after the step needs the old w: that update gets its own buffer
+ * (copied into w after the last node); m and v still go in place. */
+Test(pipeline, a_param_read_after_its_step_is_not_updated_in_place) {
+    int w_next;
+    mc_graph *g = adamw_graph(&w_next);
+    output(g, op1(g, MC_OP_NEG, "late", g->update_dst[0], "old_w"));
+    cr_assert_null(run_opts(g, (mc_pipeline_opts){.passes = "plan-memory"}));
+    cr_expect_eq(g->plan.value_in_place[w_next], -1);
+    cr_expect_geq(g->plan.value_off[w_next], 0);
+    cr_expect_eq(g->plan.value_in_place[g->update_src[1]], g->update_dst[1]);
+    cr_expect_eq(g->plan.value_in_place[g->update_src[2]], g->update_dst[2]);
     mc_graph_free(g);
 }
 
