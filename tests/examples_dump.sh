@@ -4,14 +4,15 @@
 set -euo pipefail
 moec=$1 model=$2
 out=$("$moec" dump "$model" --after=all --verify-each)
-want="infer-shapes verify expand-moe gw-specialize canonicalize fold-constants autodiff optimizer fuse-gate-dispatch fuse-expert-ffn fuse-elementwise dce plan-memory"
+want="infer-shapes verify expand-moe gw-specialize canonicalize fold-constants autodiff optimizer canonicalize fuse-gate-dispatch fuse-expert-ffn fuse-elementwise dce plan-memory"
 got=$(printf '%s\n' "$out" | sed -n 's/^# after //p' | tr '\n' ' ' | sed 's/ $//')
 if [ "$got" != "$want" ]; then
     echo "passes dumped: '$got', expected '$want'"
     exit 1
 fi
 sections=$(printf '%s\n' "$out" | grep -c '^graph ')
-[ "$sections" -eq 13 ] || { echo "expected 13 graph dumps, got $sections"; exit 1; }
+npasses=$(wc -w <<<"$want")
+[ "$sections" -eq "$npasses" ] || { echo "expected $npasses graph dumps, got $sections"; exit 1; }
 if printf '%s\n' "$out" | awk '/^# after expand-moe/{on=1} /^# after canonicalize/{on=0} on' | grep -q 'moe\.MoE('; then
     echo "moe.MoE survived expand-moe"
     exit 1

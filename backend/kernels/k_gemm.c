@@ -18,7 +18,7 @@
 #include "k_math.h"
 #include "k_gemm.h"
 
-enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_NR = 64, MAX_TILE = MK_MAX_MR * MAX_NR, KC = 256 };
+enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_NR = 64, MAX_TILE = MK_MAX_MR * MAX_NR, KC = 128 };
 
 typedef mk_mat mat;
 typedef mk_gemm_job gemm_job;
@@ -73,40 +73,58 @@ void mk_gemm_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, f
     block_into(m, p, r, mr, nr, tile, nr);
 }
 
-/* Rows [r0, r1) of a full panel p of a plain B, KC rows of the panel at a time packed
- * into a buffer the micro-kernel walks contiguously: a plain B's rows are ldb apart, and
- * with ldb a multiple of 4 KiB (as F = 2048 is) they all fall in the same L1 sets, so
- * the kernel would stream B from L2. Chunks after the first accumulate into C: each
+/* Rows [r0, r1) of a full panel p, KC rows of B at a time, so that the chunk of the
+ * panel the row tiles share stays in L1 while they walk it (a whole panel of K = 2048
+ * rows is 512 KiB, read from L2 by every tile). A plain B's chunk is packed into a
+ * buffer first: its rows are ldb apart, and with ldb a multiple of 4 KiB (as F = 2048
+ * is) they all fall in the same L1 sets. Chunks after the first accumulate into C: each
  * element's FMAs run in the same order, and the bits are those of one unchunked walk. */
-static void packing_panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
+/* Asks for the C lines of the tile at rows [r, r1) before it is written: a tile of a
+ * short K (a weight gradient's K is an expert's row count) spends little time per line
+ * of C, and would wait for each line read for ownership. */
+static void prefetch_c(const mat *m, int64_t r, int64_t r1, int64_t n0, int64_t nr) {
+    int64_t MR = mk_gemm_mr(), end = r + MR < r1 ? r + MR : r1;
+    for (; r < end; r++)
+        for (int64_t j = 0; j < nr; j += 16)
+            __builtin_prefetch(m->C + r * m->ldc + n0 + j, 1);
+}
+
+static void chunked_panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
     int64_t MR = mk_gemm_mr(), n0 = p * nr;
     float buf[KC * MAX_NR] __attribute__((aligned(64)));
     const float *rows[MK_MAX_MR];
     for (int64_t k0 = 0; k0 < m->K; k0 += KC) {
         int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
-        for (int64_t k = 0; k < kc; k++)
-            for (int64_t j = 0; j < nr; j++)
-                buf[k * nr + j] = m->B[(k0 + k) * m->ldb + n0 + j];
+        const float *B = m->B + (p * m->K + k0) * nr;
+        if (!m->packed) {
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t j = 0; j < nr; j++)
+                    buf[k * nr + j] = m->B[(k0 + k) * m->ldb + n0 + j];
+            B = buf;
+        }
         for (int64_t r = r0; r < r1; r += MR) {
             int64_t mr = r1 - r < MR ? r1 - r : MR;
+            if (k0 == 0) prefetch_c(m, r + MR, r1, n0, nr);
             for (int64_t i = 0; i < mr; i++)
                 rows[i] = a_row(m, r + i) + k0;
-            mk_ukernel(kc, rows, mr, buf, nr, m->C + r * m->ldc + n0, m->ldc, k0 > 0);
+            mk_ukernel(kc, rows, mr, B, nr, m->C + r * m->ldc + n0, m->ldc, k0 > 0);
         }
     }
 }
 
 static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
     int64_t MR = mk_gemm_mr(), n0 = p * nr, nn = mk_gemm_panel_cols(m, p, nr);
-    /* Packing pays when the panel serves more than one tile of rows. */
-    if (!m->packed && nn == nr && nr <= MAX_NR && m->K > 0 && r1 - r0 > MR) {
-        packing_panel_rows(m, p, r0, r1, nr);
+    /* Chunks pay when the panel serves more than one tile of rows, and a packed panel's
+     * only when it is longer than a chunk. */
+    if (nn == nr && nr <= MAX_NR && m->K > (m->packed ? KC : 0) && r1 - r0 > MR) {
+        chunked_panel_rows(m, p, r0, r1, nr);
         return;
     }
     float tile[MAX_TILE];
     for (int64_t r = r0; r < r1; r += MR) {
         int64_t mr = r1 - r < MR ? r1 - r : MR;
         if (nn == nr) {
+            prefetch_c(m, r + MR, r1, n0, nr);
             block_into(m, p, r, mr, nr, m->C + r * m->ldc + n0, m->ldc);
             continue;
         }
@@ -152,21 +170,30 @@ void mk_gemm_run(gemm_job *j) {
     moert_parallel_for(total, 1, gemm_tasks, j);
 }
 
+static void gemm_serial(const mat *m) {
+    int64_t nr = mk_gemm_nr();
+    for (int64_t p = 0; m->M > 0 && p < cdiv(m->N, nr); p++)
+        panel_rows(m, p, 0, m->M, nr);
+}
+
 void mk_gemm_serial(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
                     int64_t M, int64_t K, int64_t N) {
-    mat m = {.A = A,
-             .B = B,
-             .C = C,
-             .M = M,
-             .K = K,
-             .N = N,
-             .lda = lda,
-             .ldb = ldb,
-             .ldc = ldc,
-             .packed = false};
-    int64_t nr = mk_gemm_nr();
-    for (int64_t p = 0; M > 0 && p < cdiv(N, nr); p++)
-        panel_rows(&m, p, 0, M, nr);
+    gemm_serial(
+        &(mat){.A = A, .B = B, .C = C, .M = M, .K = K, .N = N, .lda = lda, .ldb = ldb, .ldc = ldc});
+}
+
+void mk_gemm_serial_panels(const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc,
+                           int64_t M, int64_t K, int64_t N) {
+    gemm_serial(&(mat){.A = A,
+                       .B = Bp,
+                       .C = C,
+                       .M = M,
+                       .K = K,
+                       .N = N,
+                       .lda = lda,
+                       .ldb = mk_gemm_nr(),
+                       .ldc = ldc,
+                       .packed = true});
 }
 
 /* ---- MatMul: batched, with numpy broadcasting of the batch dims ---- */

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "../../runtime/moert.h"
+#include "k_gemm.h"
 #include "k_grad_moe_scratch.h"
 #include "k_math.h"
 #include "mk.h"
@@ -458,32 +459,28 @@ static int32_t check_offsets(const mk_tensor *off, int64_t N) {
 typedef struct {
     const mk_tensor *in, *out;
     float *acc;  /* f32 gW accumulators for 16-bit operands, else NULL */
-    float *work; /* f32: the transposes of emm_f32_expert */
+    float *work; /* f32: the transposes of expert_grads_operands */
     int64_t D, F;
 } emm_ctx;
 
-/* <a, b> over n floats in eight interleaved partial sums (a fixed order the SLP
- * vectorizer can keep in one vector register). */
-static float dot8(const float *a, const float *b, int64_t n) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t f = 0;
-    for (; f + 8 <= n; f += 8)
-        for (int j = 0; j < 8; j++)
-            s[j] += a[f + j] * b[f + j];
-    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; f < n; f++)
-        r += a[f] * b[f];
-    return r;
+/* <a, b> over n floats. Reassociation lets the vectorizer keep several vector
+ * accumulators (strict left-to-right order would run one scalar chain, latency-bound):
+ * the order is fixed by the target's vector width, not by the data or the thread. */
+static float dot(const float *a, const float *b, int64_t n) {
+#pragma clang fp reassociate(on)
+    float s = 0;
+    for (int64_t f = 0; f < n; f++)
+        s += a[f] * b[f];
+    return s;
 }
 
-/* Experts [begin, end), f32: for each of e's rows i (streamed once), g_rows[i,d] =
- * <g_out[i], W[e,d,:]> and gW[e,d,:] += rows[i,d] * g_out[i]. */
-/* f32, one expert's n rows, through the micro-kernel (mk_gemm_serial):
- *   gW_e    = rows^T g_out                   A = rows^T, transposed into `work`
- *   g_rows  = (W_e g_out^T)^T                B = g_out^T, padded to a whole panel
+/* f32, one expert's n rows, through the micro-kernel:
+ *   gW_e    = rows^T g_out      A = rows^T, B = g_out in panels
+ *   g_rows  = (W_e g_out^T)^T   A = W_e, B = g_out^T in panels (npad columns)
  * Row i of the expert is src + i*D, or src + tok[r0+i]*D when gathered through tok.
  * Each sum runs over rows (gW) or F (g_rows) in ascending order, like the interpreter.
- * `work` holds (n + 64) * (2D + F) floats. */
+ * The operands are rearranged once per expert (expert_grads_operands) into `work`, which
+ * holds mk_grouped_grad_work_floats(n, 1, D, F) floats; slices of D then only compute. */
 typedef struct {
     const float *go, *src, *We; /* g_out's first row of the expert, the rows, W[e] */
     const mk_tensor *tok;       /* NULL: rows are contiguous */
@@ -491,45 +488,153 @@ typedef struct {
     int64_t r0, n, D, F;
 } expert_grads;
 
-static void grads_f32_expert(const expert_grads *x) {
-    int64_t D = x->D, F = x->F, n = x->n;
-    int64_t npad = (n + mk_gemm_nr() - 1) / mk_gemm_nr() * mk_gemm_nr();
-    float *rT = x->work, *gT = rT + D * n, *cT = gT + F * npad;
-    for (int64_t i = 0; i < n; i++) {
-        const float *row = x->src + (x->tok ? get_idx(x->tok, x->r0 + i) : i) * D;
-        for (int64_t d = 0; d < D; d++)
-            rT[d * n + i] = row[d];
+static int64_t whole_panels(int64_t n) {
+    return (n + mk_gemm_nr() - 1) / mk_gemm_nr() * mk_gemm_nr();
+}
+
+/* Where expert_grads_operands puts rows^T [D,n], g_out in panels [n, whole_panels(F)],
+ * g_out^T in panels [F, npad], and where the slices put g_rows^T [D, npad]. */
+typedef struct {
+    float *rT, *goP, *gTP, *cT;
+    int64_t npad;
+} grads_work;
+
+static grads_work work_of(const expert_grads *x) {
+    grads_work w = {.rT = x->work, .npad = whole_panels(x->n)};
+    w.goP = w.rT + x->D * x->n;
+    w.gTP = w.goP + x->n * whole_panels(x->F);
+    w.cT = w.gTP + x->F * w.npad;
+    return w;
+}
+
+enum { TB = 16 };
+
+/* dst[c * ldd + r] = row r [c] for c < cols; rows in [rows, rows_pad) give 0. Row r is
+ * base + r * lds, or base + tok[tok0 + r] * lds. TB columns at a time, so the TB
+ * destination lines being filled stay in L1 while r walks (a whole column at a time
+ * would touch one line per r, all in the same cache sets when ldd is 4 KiB apart).
+ * Scalar on purpose: vectorized, this loop becomes gathers, several times slower. */
+static void transpose_rows(const float *base, int64_t lds, const mk_tensor *tok, int64_t tok0,
+                           int64_t rows, int64_t rows_pad, int64_t cols, float *dst, int64_t ldd) {
+    for (int64_t c0 = 0; c0 < cols; c0 += TB) {
+        int64_t c1 = c0 + TB < cols ? c0 + TB : cols;
+        for (int64_t r = 0; r < rows_pad; r++) {
+            const float *row = r < rows ? base + (tok ? get_idx(tok, tok0 + r) : r) * lds : NULL;
+#pragma clang loop vectorize(disable)
+            for (int64_t c = c0; c < c1; c++)
+                dst[c * ldd + r] = row ? row[c] : 0.0f;
+        }
     }
-    mk_gemm_serial(rT, n, x->go, F, x->gWe, F, D, n, F);
-    for (int64_t f = 0; f < F; f++)
-        for (int64_t i = 0; i < npad; i++)
-            gT[f * npad + i] = i < n ? x->go[i * F + f] : 0.0f;
-    mk_gemm_serial(x->We, F, gT, npad, cT, npad, D, F, npad);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t d = 0; d < D; d++)
-            x->gr[i * D + d] = cT[d * npad + i];
 }
 
-/* Expert e of ExpertMatMulGrad; its scratch region starts at (r0 + 64 e) * (2D + F). */
-static void emm_f32_expert(const emm_ctx *c, int64_t e) {
+/* rows x cols (ld lds) into panels of nr columns (mk_gemm_serial_panels' B), 0-padded. */
+static void to_panels(const float *src, int64_t lds, int64_t rows, int64_t cols, float *dst) {
+    int64_t nr = mk_gemm_nr();
+    for (int64_t c0 = 0; c0 < cols; c0 += nr, dst += rows * nr) {
+        int64_t nn = cols - c0 < nr ? cols - c0 : nr;
+        for (int64_t r = 0; r < rows; r++) {
+            __builtin_memcpy(dst + r * nr, src + r * lds + c0, (size_t)nn * sizeof(float));
+            for (int64_t j = nn; j < nr; j++)
+                dst[r * nr + j] = 0.0f;
+        }
+    }
+}
+
+/* The operands every slice of the expert reads: rows^T, g_out and g_out^T in panels. */
+static void expert_grads_operands(const expert_grads *x) {
+    grads_work w = work_of(x);
+    int64_t nr = mk_gemm_nr(), n = x->n, F = x->F;
+    transpose_rows(x->src, x->D, x->tok, x->r0, n, n, x->D, w.rT, n);
+    to_panels(x->go, F, n, F, w.goP);
+    for (int64_t q = 0; q < w.npad; q += nr) /* panel q/nr holds rows [q, q + nr) of g_out */
+        transpose_rows(x->go + q * F, F, NULL, 0, n - q < nr ? n - q : nr, nr, F, w.gTP + q * F,
+                       nr);
+}
+
+/* How many of the expert's rows get g_rows from the panel product: whole panels, and
+ * the last partial panel only when it is more than half full. The few rows past them
+ * take dot products instead (about half the micro-kernel's speed), rather than a panel
+ * of mostly padding: with 64-column panels, an expert of 70 rows would otherwise pay
+ * for 128. */
+static int64_t panel_product_rows(int64_t n) {
+    int64_t nr = mk_gemm_nr(), full = n / nr * nr;
+    return n - full > nr / 2 ? n : full;
+}
+
+/* Rows [d0, d1) of gW_e and of g_rows^T, then those columns of g_rows: slices share no
+ * output, and each element's sum is the same whatever the slicing. */
+static void expert_grads_slice(const expert_grads *x, int64_t d0, int64_t d1) {
+    grads_work w = work_of(x);
+    int64_t D = x->D, F = x->F, n = x->n, np = panel_product_rows(n);
+    mk_gemm_serial_panels(w.rT + d0 * n, n, w.goP, x->gWe + d0 * F, F, d1 - d0, n, F);
+    mk_gemm_serial_panels(x->We + d0 * F, F, w.gTP, w.cT + d0 * w.npad, w.npad, d1 - d0, F, np);
+    transpose_rows(w.cT + d0 * w.npad, w.npad, NULL, 0, d1 - d0, d1 - d0, np, x->gr + d0, D);
+    for (int64_t d = d0; d < d1; d++) /* W's row d stays in L1 across the rows */
+        for (int64_t i = np; i < n; i++)
+            x->gr[i * D + d] = dot(x->go + i * F, x->We + d * F, F);
+}
+
+/* The f32 gradients of E experts as tasks: first each expert's transposes, then slices
+ * of GRAD_ROWS rows of D for every expert, so that both cores stay busy to the end
+ * however unevenly the rows fell to the experts. */
+enum { GRAD_ROWS = MK_ROWS_PER_TASK };
+
+typedef struct grads_job {
+    void (*get)(const struct grads_job *j, int64_t e, expert_grads *x);
+    const void *ctx;
+    int64_t E, D;
+} grads_job;
+
+static int64_t slices_of(const grads_job *j) {
+    return (j->D + GRAD_ROWS - 1) / GRAD_ROWS;
+}
+
+static void operand_tasks(void *ctx, int64_t begin, int64_t end) {
+    const grads_job *j = ctx;
+    for (int64_t e = begin; e < end; e++) {
+        expert_grads x;
+        j->get(j, e, &x);
+        expert_grads_operands(&x);
+    }
+}
+
+static void slice_tasks(void *ctx, int64_t begin, int64_t end) {
+    const grads_job *j = ctx;
+    int64_t S = slices_of(j);
+    for (int64_t t = begin; t < end; t++) {
+        expert_grads x;
+        j->get(j, t / S, &x);
+        int64_t d0 = t % S * GRAD_ROWS;
+        expert_grads_slice(&x, d0, d0 + GRAD_ROWS < j->D ? d0 + GRAD_ROWS : j->D);
+    }
+}
+
+static void run_grads(const grads_job *j, bool serial) {
+    int64_t tasks = j->E * slices_of(j);
+    if (serial) {
+        operand_tasks((void *)j, 0, j->E);
+        slice_tasks((void *)j, 0, tasks);
+        return;
+    }
+    moert_parallel_for(j->E, 1, operand_tasks, (void *)j);
+    moert_parallel_for(tasks, 1, slice_tasks, (void *)j);
+}
+
+/* Expert e of ExpertMatMulGrad. */
+static void emm_f32_expert(const grads_job *j, int64_t e, expert_grads *x) {
+    const emm_ctx *c = j->ctx;
     int64_t D = c->D, F = c->F, r0 = get_idx(&c->in[2], e);
-    expert_grads x = {(const float *)c->in[0].p + r0 * F,
-                      (const float *)c->in[1].p + r0 * D,
-                      (const float *)c->in[3].p + e * D * F,
-                      NULL,
-                      (float *)c->out[1].p + e * D * F,
-                      (float *)c->out[0].p + r0 * D,
-                      c->work + (r0 + 64 * e) * (2 * D + F),
-                      r0,
-                      get_idx(&c->in[2], e + 1) - r0,
-                      D,
-                      F};
-    grads_f32_expert(&x);
-}
-
-static void emm_f32(void *ctx, int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; e++)
-        emm_f32_expert(ctx, e);
+    *x = (expert_grads){(const float *)c->in[0].p + r0 * F,
+                        (const float *)c->in[1].p + r0 * D,
+                        (const float *)c->in[3].p + e * D * F,
+                        NULL,
+                        (float *)c->out[1].p + e * D * F,
+                        (float *)c->out[0].p + r0 * D,
+                        c->work + mk_grouped_grad_work_floats(r0, e, D, F),
+                        r0,
+                        get_idx(&c->in[2], e + 1) - r0,
+                        D,
+                        F};
 }
 
 /* Experts [begin, end), f16/bf16 operands: the same sums in f32, rounded once. */
@@ -568,11 +673,13 @@ int32_t mk_MOE_EXPERT_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
         mk_expert_matmul_grad_scratch_of(N, E, D, F, in[1].dt != MK_F32);
     if (!mk_scratch_fits(&out[2], l.bytes)) return no_scratch();
     emm_ctx c = {in, out, mk_scratch_at(&out[2], l.acc), mk_scratch_at(&out[2], l.work), D, F};
-    moert_task_fn fn = in[1].dt == MK_F32 ? emm_f32 : emm_half;
-    if (N * D * F < (1 << 16))
-        fn(&c, 0, E);
+    bool small = N * D * F < (1 << 16);
+    if (in[1].dt == MK_F32)
+        run_grads(&(grads_job){emm_f32_expert, &c, E, D}, small);
+    else if (small)
+        emm_half(&c, 0, E);
     else
-        moert_parallel_for(E, 1, fn, &c);
+        moert_parallel_for(E, 1, emm_half, &c);
     /* rows of no expert: zero, like the forward's */
     for (int64_t i = 0; i < get_idx(&in[2], 0) * D; i++)
         mk_stf(&out[0], i, 0.0f);
@@ -591,25 +698,21 @@ typedef struct {
     int64_t D, F;
 } gmm_ctx;
 
-/* f32 experts [begin, end): gW[e] and the rows' g_out W^T through the micro-kernel. */
-static void gmm_experts_f32(void *ctx, int64_t begin, int64_t end) {
-    const gmm_ctx *c = ctx;
-    int64_t D = c->D, F = c->F;
-    for (int64_t e = begin; e < end; e++) {
-        int64_t r0 = get_idx(&c->in[3], e);
-        expert_grads x = {(const float *)c->in[0].p + r0 * F,
-                          c->in[1].p,
-                          (const float *)c->in[4].p + e * D * F,
-                          &c->in[2],
-                          (float *)c->out[1].p + e * D * F,
-                          c->grows + r0 * D,
-                          c->work + (r0 + 64 * e) * (2 * D + F),
-                          r0,
-                          get_idx(&c->in[3], e + 1) - r0,
-                          D,
-                          F};
-        grads_f32_expert(&x);
-    }
+/* Expert e of GatherMatMulGrad (f32): gW[e] and its rows' g_out W^T into grows. */
+static void gmm_f32_expert(const grads_job *j, int64_t e, expert_grads *x) {
+    const gmm_ctx *c = j->ctx;
+    int64_t D = c->D, F = c->F, r0 = get_idx(&c->in[3], e);
+    *x = (expert_grads){(const float *)c->in[0].p + r0 * F,
+                        c->in[1].p,
+                        (const float *)c->in[4].p + e * D * F,
+                        &c->in[2],
+                        (float *)c->out[1].p + e * D * F,
+                        c->grows + r0 * D,
+                        c->work + mk_grouped_grad_work_floats(r0, e, D, F),
+                        r0,
+                        get_idx(&c->in[3], e + 1) - r0,
+                        D,
+                        F};
 }
 
 /* f32 tokens [begin, end): gx[t] = sum over t's rows, ascending, of their g_out W^T. */
@@ -681,8 +784,8 @@ static void gmm_inputs(void *ctx, int64_t begin, int64_t end) {
             int64_t i = c->rows[j], e = c->row_e[i];
             for (int64_t d = 0; d < D; d++) {
                 if (!c->acc_x) {
-                    y[d] += dot8((const float *)go->p + i * F,
-                                 (const float *)W->p + (e * D + d) * F, F);
+                    y[d] +=
+                        dot((const float *)go->p + i * F, (const float *)W->p + (e * D + d) * F, F);
                     continue;
                 }
                 float s = 0;
@@ -755,16 +858,18 @@ int32_t mk_MOE_GATHER_MATMUL_GRAD(const mk_tensor *in, const mk_tensor *out, con
                  D,
                  F};
     if ((st = gmm_group(&in[2], &in[3], T, end, rows, row_e))) return st;
-    moert_task_fn experts = f32 ? gmm_experts_f32 : gmm_weights;
     moert_task_fn tokens = f32 ? gmm_tokens_f32 : gmm_inputs;
     bool small = N * D * F < (1 << 16);
-    if (small) {
-        experts(&c, 0, E);
+    if (f32)
+        run_grads(&(grads_job){gmm_f32_expert, &c, E, D}, small);
+    else if (small)
+        gmm_weights(&c, 0, E);
+    else
+        moert_parallel_for(E, 1, gmm_weights, &c);
+    if (small)
         tokens(&c, 0, T);
-    } else {
-        moert_parallel_for(E, 1, experts, &c);
+    else
         moert_parallel_for(T, 1, tokens, &c);
-    }
     return MOERT_OK;
 }
 

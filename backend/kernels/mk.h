@@ -133,5 +133,9 @@ int64_t mk_gemm_nr(void);
  * Each element sums over k in ascending order. (backend/kernels/k_gemm.c) */
 void mk_gemm_serial(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
                     int64_t M, int64_t K, int64_t N);
+/* The same with B in panels of mk_gemm_nr() columns (mk_panel_floats(K, N, nr) floats:
+ * panel p's row k at Bp + (p K + k) nr, columns past N zero), as packed weights are. */
+void mk_gemm_serial_panels(const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc,
+                           int64_t M, int64_t K, int64_t N);
 
 #endif

@@ -157,7 +157,28 @@ def big_and_half_cases(d):
     return c
 
 
+def panel_cases(d):
+    """The f32 expert gradients through the micro-kernel with experts of more rows than a
+    panel holds (64 on AVX-512, 8 on NEON): 0 rows; 70 (a whole panel, then a few rows
+    by dot products); 100 (a panel and a padded one); 80. F = 300 is longer than a
+    K chunk and not a whole number of panels. Fixed shapes: a token-choice router over
+    T <= 33 tokens cannot give an expert more than 33 rows."""
+    case, rnd, f32 = d.case, d.rnd, d.f32
+    E, D, F, N, X = 4, 40, 300, 250, 60
+    off = ("off", "int32", [E + 1], lambda rng, shape: np.array([0, 0, 70, 170, 250], np.int32))
+    go = ("go", "float32", [N, F], rnd())
+    w = [{"name": "w1", **f32(E, D, F), "init": {"dist": "normal", "std": 0.3, "seed": 41}}]
+    rtok = ("rtok", "int32", [N], d.ints(0, X, np.int32))
+    t = ("t", "float32", ["T", 1], rnd())  # unread: the harness runs every case at T = 1, 7, 33
+    return [dict(case("expert_matmul_grad_panels", "moe.ExpertMatMulGrad",
+                      [go, ("rows", "float32", [N, D], rnd()), off, t], ["grows", "gW"], "gemm", inits=w),
+                 op_inputs=["go", "rows", "off", "w1"]),
+            dict(case("gather_matmul_grad_panels", "moe.GatherMatMulGrad",
+                      [go, ("x", "float32", [X, D], rnd()), rtok, off, t], ["gx", "gW"], "gemm", inits=w),
+                 op_inputs=["go", "x", "rtok", "off", "w1"])]
+
+
 def cases():
     import diff_ops as d  # diff_ops imports this module: import it when called
 
-    return router_cases(d) + data_cases(d) + big_and_half_cases(d)
+    return router_cases(d) + data_cases(d) + big_and_half_cases(d) + panel_cases(d)
