@@ -20,7 +20,7 @@
 #pragma STDC FP_CONTRACT OFF
 
 enum { UP_A, UP_W, UP_GATE, UP_OFFSETS, UP_TOKEN };
-enum { MAX_TILE = MK_MAX_MR * 64 };
+enum { MAX_ROWS = MK_ROWS_PER_TASK * 64 }; /* a task's rows of one panel */
 
 static mk_unop unop_of(int64_t activation) {
     switch ((enum MC_A_MOE_FUSED_UP_activation_choices)activation) {
@@ -87,25 +87,22 @@ static void act_rows(mk_unop act, const float *restrict g, const float *restrict
     }
 }
 
-/* Rows [r0, r1) of panel p: the up (and gate) tiles, then act(g) * u into h. */
+/* Rows [r0, r1) of panel p: the up (and gate) products, then act(g) * u into h. */
 static void up_rows(const mk_gemm_job *j, int64_t i, const mk_mat *mu, int64_t p, int64_t r0,
                     int64_t r1) {
     const up_job *u = (const up_job *)j;
-    mk_mat mg;
-    if (u->gated) up_mat(j, i, &j->in[UP_GATE], &mg);
-    int64_t MR = mk_gemm_mr(), nr = j->nr, n0 = p * nr, nn = mk_gemm_panel_cols(mu, p, nr);
-    float tu[MAX_TILE], tg[MAX_TILE];
-    for (int64_t r = r0; r < r1; r += MR) {
-        int64_t mr = r1 - r < MR ? r1 - r : MR;
-        mk_gemm_block(mu, p, r, mr, nr, tu);
-        if (u->gated) mk_gemm_block(&mg, p, r, mr, nr, tg);
-        for (int64_t a = 0; a < mr; a++) {
-            float *h = mu->C + (r + a) * mu->ldc + n0;
-            if (u->gated)
-                act_rows(u->act, tg + a * nr, tu + a * nr, h, nn);
-            else
-                act_rows(u->act, tu + a * nr, NULL, h, nn);
-        }
+    int64_t nr = j->nr, n0 = p * nr, nn = mk_gemm_panel_cols(mu, p, nr);
+    float tu[MAX_ROWS], tg[MAX_ROWS];
+    mk_gemm_rows(mu, p, r0, r1, nr, tu, nr);
+    if (u->gated) {
+        mk_mat mg;
+        up_mat(j, i, &j->in[UP_GATE], &mg);
+        mk_gemm_rows(&mg, p, r0, r1, nr, tg, nr);
+    }
+    for (int64_t a = 0; a < r1 - r0; a++) {
+        float *h = mu->C + (r0 + a) * mu->ldc + n0;
+        act_rows(u->act, u->gated ? tg + a * nr : tu + a * nr, u->gated ? tu + a * nr : NULL, h,
+                 nn);
     }
 }
 
@@ -135,8 +132,8 @@ static void zero_unrouted(const mk_tensor *off, const mk_tensor *h) {
 int32_t mk_MOE_FUSED_UP(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *off = &in[UP_OFFSETS], *tok = &in[UP_TOKEN], *h = &out[0];
     int64_t rows = h->dims[0];
-    if (mk_gemm_mr() * mk_gemm_nr() > MAX_TILE)
-        return moert_fail(MOERT_ERR_INTERNAL, "moe.FusedUp: micro-kernel tile too large");
+    if (mk_gemm_nr() > 64)
+        return moert_fail(MOERT_ERR_INTERNAL, "moe.FusedUp: micro-kernel panel too wide");
     int32_t st = off->p ? mk_check_offsets(off, rows) : MOERT_OK;
     if (st == MOERT_OK && tok->p) st = check_tokens(tok, off, in[UP_A].dims[0]);
     if (st != MOERT_OK) return st;

@@ -69,27 +69,25 @@ static void block_into(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t n
     }
 }
 
-void mk_gemm_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *tile) {
-    block_into(m, p, r, mr, nr, tile, nr);
-}
-
 /* Rows [r0, r1) of a full panel p, KC rows of B at a time, so that the chunk of the
  * panel the row tiles share stays in L1 while they walk it (a whole panel of K = 2048
  * rows is 512 KiB, read from L2 by every tile). A plain B's chunk is packed into a
  * buffer first: its rows are ldb apart, and with ldb a multiple of 4 KiB (as F = 2048
  * is) they all fall in the same L1 sets. Chunks after the first accumulate into C: each
  * element's FMAs run in the same order, and the bits are those of one unchunked walk. */
-/* Asks for the C lines of the tile at rows [r, r1) before it is written: a tile of a
- * short K (a weight gradient's K is an expert's row count) spends little time per line
- * of C, and would wait for each line read for ownership. */
-static void prefetch_c(const mat *m, int64_t r, int64_t r1, int64_t n0, int64_t nr) {
-    int64_t MR = mk_gemm_mr(), end = r + MR < r1 ? r + MR : r1;
-    for (; r < end; r++)
+/* Asks for the C lines of the next tile (up to MR rows from C, `rows` of them left)
+ * before it is written: a tile of a short K (a weight gradient's K is an expert's row
+ * count) spends little time per line of C, and would wait for each line read for
+ * ownership. */
+static void prefetch_rows(const float *C, int64_t ldc, int64_t rows, int64_t nr) {
+    int64_t n = rows < mk_gemm_mr() ? rows : mk_gemm_mr();
+    for (int64_t r = 0; r < n; r++)
         for (int64_t j = 0; j < nr; j += 16)
-            __builtin_prefetch(m->C + r * m->ldc + n0 + j, 1);
+            __builtin_prefetch(C + r * ldc + j, 1);
 }
 
-static void chunked_panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
+static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
+                         int64_t ldc) {
     int64_t MR = mk_gemm_mr(), n0 = p * nr;
     float buf[KC * MAX_NR] __attribute__((aligned(64)));
     const float *rows[MK_MAX_MR];
@@ -104,35 +102,41 @@ static void chunked_panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, 
         }
         for (int64_t r = r0; r < r1; r += MR) {
             int64_t mr = r1 - r < MR ? r1 - r : MR;
-            if (k0 == 0) prefetch_c(m, r + MR, r1, n0, nr);
+            if (k0 == 0) prefetch_rows(C + (r - r0 + MR) * ldc, ldc, r1 - r - MR, nr);
             for (int64_t i = 0; i < mr; i++)
                 rows[i] = a_row(m, r + i) + k0;
-            mk_ukernel(kc, rows, mr, B, nr, m->C + r * m->ldc + n0, m->ldc, k0 > 0);
+            mk_ukernel(kc, rows, mr, B, nr, C + (r - r0) * ldc, ldc, k0 > 0);
         }
     }
 }
 
-static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
-    int64_t MR = mk_gemm_mr(), n0 = p * nr, nn = mk_gemm_panel_cols(m, p, nr);
+void mk_gemm_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
+                  int64_t ldc) {
+    int64_t MR = mk_gemm_mr(), nn = mk_gemm_panel_cols(m, p, nr);
     /* Chunks pay when the panel serves more than one tile of rows, and a packed panel's
      * only when it is longer than a chunk. */
     if (nn == nr && nr <= MAX_NR && m->K > (m->packed ? KC : 0) && r1 - r0 > MR) {
-        chunked_panel_rows(m, p, r0, r1, nr);
+        chunked_rows(m, p, r0, r1, nr, C, ldc);
         return;
     }
     float tile[MAX_TILE];
     for (int64_t r = r0; r < r1; r += MR) {
         int64_t mr = r1 - r < MR ? r1 - r : MR;
+        float *Cr = C + (r - r0) * ldc;
         if (nn == nr) {
-            prefetch_c(m, r + MR, r1, n0, nr);
-            block_into(m, p, r, mr, nr, m->C + r * m->ldc + n0, m->ldc);
+            prefetch_rows(Cr + MR * ldc, ldc, r1 - r - MR, nr);
+            block_into(m, p, r, mr, nr, Cr, ldc);
             continue;
         }
-        mk_gemm_block(m, p, r, mr, nr, tile);
+        block_into(m, p, r, mr, nr, tile, nr);
         for (int64_t i = 0; i < mr; i++)
             for (int64_t j = 0; j < nn; j++)
-                m->C[(r + i) * m->ldc + n0 + j] = tile[i * nr + j];
+                Cr[i * ldc + j] = tile[i * nr + j];
     }
+}
+
+static void panel_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr) {
+    mk_gemm_rows(m, p, r0, r1, nr, m->C + r0 * m->ldc + p * nr, m->ldc);
 }
 
 static void run_task(const gemm_job *j, int64_t t) {
