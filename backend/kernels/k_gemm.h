@@ -34,7 +34,7 @@ void mk_gemm_run(mk_gemm_job *j);
 int64_t mk_gemm_panel_cols(const mk_mat *m, int64_t p, int64_t nr);
 /* C[(r-r0)*ldc + j] = (A B)[r, p*nr+j] for r in [r0, r1) (at most MK_ROWS_PER_TASK rows),
  * j < the panel's columns: the sums the micro-kernel makes, in its order, for any A and
- * B layout, in tiles of mk_gemm_mr() rows (K in chunks when that keeps B in L1). */
+ * B layout, in tiles of mk_gemm_mr() rows (K in chunks when the tiles share B). */
 void mk_gemm_rows(const mk_mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
                   int64_t ldc);
 /* offsets[E+1] rise from 0 to at most N: MOERT_OK, or a failure with the message. */
