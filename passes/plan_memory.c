@@ -77,22 +77,22 @@ static int64_t *last_reads(const mc_graph *g) {
     return last;
 }
 
-/* Whether update i (src <- dst's next value) can be written into dst's storage. */
-static bool update_in_place(const mc_graph *g, int i, const int64_t *last) {
+/* Whether update i (src <- dst's next value) can be written into dst's storage; pos:
+ * each node's position in g->order. */
+static bool update_in_place(const mc_graph *g, int i, const int64_t *last, const int64_t *pos) {
     int src = g->update_src[i], dst = g->update_dst[i];
     const mc_value *s = mc_val(g, src), *d = mc_val(g, dst);
     if (s->producer < 0 || s->is_output || d->is_output || d->kind != MC_VK_PARAM) return false;
-    const mc_node *n = mc_nod(g, s->producer);
-    if (!(mc_op_infos[n->op].flags & MC_OPF_OPTIM)) return false;
-    int pos = 0;
-    while (g->order[pos] != s->producer)
-        pos++;
-    return last[dst] <= pos; /* the step itself reads element i before writing it */
+    if (!(mc_op_infos[mc_nod(g, s->producer)->op].flags & MC_OPF_OPTIM)) return false;
+    return last[dst] <= pos[s->producer]; /* the step reads element i before writing it */
 }
 
 static void plan_in_place(mc_graph *g, const int64_t *last) {
+    int64_t *pos = filled(g, g->nnodes, -1);
+    for (int k = 0; k < g->norder; k++)
+        pos[g->order[k]] = k;
     for (int i = 0; i < g->nupdates; i++)
-        if (update_in_place(g, i, last))
+        if (update_in_place(g, i, last, pos))
             g->plan.value_in_place[g->update_src[i]] = g->update_dst[i];
 }
 

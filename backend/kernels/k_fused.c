@@ -20,7 +20,7 @@
 #pragma STDC FP_CONTRACT OFF
 
 enum { UP_A, UP_W, UP_GATE, UP_OFFSETS, UP_TOKEN };
-enum { MAX_ROWS = MK_ROWS_PER_TASK * 64 }; /* a task's rows of one panel */
+enum { MAX_ROWS = MK_ROWS_PER_TASK * MK_MAX_NR }; /* a task's rows of one panel */
 
 static mk_unop unop_of(int64_t activation) {
     switch ((enum MC_A_MOE_FUSED_UP_activation_choices)activation) {
@@ -132,7 +132,7 @@ static void zero_unrouted(const mk_tensor *off, const mk_tensor *h) {
 int32_t mk_MOE_FUSED_UP(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     const mk_tensor *off = &in[UP_OFFSETS], *tok = &in[UP_TOKEN], *h = &out[0];
     int64_t rows = h->dims[0];
-    if (mk_gemm_nr() > 64)
+    if (mk_gemm_nr() > MK_MAX_NR)
         return moert_fail(MOERT_ERR_INTERNAL, "moe.FusedUp: micro-kernel panel too wide");
     int32_t st = off->p ? mk_check_offsets(off, rows) : MOERT_OK;
     if (st == MOERT_OK && tok->p) st = check_tokens(tok, off, in[UP_A].dims[0]);
@@ -340,9 +340,6 @@ int32_t mk_MOE_FUSED_ELEMENTWISE(const mk_tensor *in, const mk_tensor *out, cons
  * value (the norm kernel's formula) through the program ---- */
 
 enum { FN_X, FN_SCALE, FN_BIAS, FN_EXTRA };
-
-float mk_norm_row_stats(const mk_tensor *xt, int64_t base, int64_t n, float eps, bool rms,
-                        float *mean_out);
 
 typedef struct {
     ew_ctx ew; /* registers: the normalized value, then the extras (ew.in), planned */

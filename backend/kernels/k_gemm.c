@@ -18,7 +18,7 @@
 #include "k_math.h"
 #include "k_gemm.h"
 
-enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_NR = 64, MAX_TILE = MK_MAX_MR * MAX_NR, KC = 384 };
+enum { ROWS_PER_TASK = MK_ROWS_PER_TASK, MAX_TILE = MK_MAX_MR * MK_MAX_NR, KC = 384 };
 
 typedef mk_mat mat;
 typedef mk_gemm_job gemm_job;
@@ -91,7 +91,7 @@ static void prefetch_rows(const float *C, int64_t ldc, int64_t rows, int64_t nr)
 static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
                          int64_t ldc) {
     int64_t MR = mk_gemm_mr(), n0 = p * nr;
-    float buf[KC * MAX_NR] __attribute__((aligned(64)));
+    float buf[KC * MK_MAX_NR] __attribute__((aligned(64)));
     const float *rows[MK_MAX_MR];
     for (int64_t k0 = 0; k0 < m->K; k0 += KC) {
         int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
@@ -117,7 +117,7 @@ void mk_gemm_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, f
     int64_t MR = mk_gemm_mr(), nn = mk_gemm_panel_cols(m, p, nr);
     /* Chunks pay when the panel serves more than one tile of rows, and a packed panel's
      * only when it is longer than a chunk. */
-    if (nn == nr && nr <= MAX_NR && m->K > (m->packed ? KC : 0) && r1 - r0 > MR) {
+    if (nn == nr && nr <= MK_MAX_NR && m->K > (m->packed ? KC : 0) && r1 - r0 > MR) {
         chunked_rows(m, p, r0, r1, nr, C, ldc);
         return;
     }
@@ -176,30 +176,21 @@ void mk_gemm_run(gemm_job *j) {
     moert_parallel_for(total, 1, gemm_tasks, j);
 }
 
-static void gemm_serial(const mat *m) {
-    int64_t nr = mk_gemm_nr();
-    for (int64_t p = 0; m->M > 0 && p < cdiv(m->N, nr); p++)
-        panel_rows(m, p, 0, m->M, nr);
-}
-
-void mk_gemm_serial(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
-                    int64_t M, int64_t K, int64_t N) {
-    gemm_serial(
-        &(mat){.A = A, .B = B, .C = C, .M = M, .K = K, .N = N, .lda = lda, .ldb = ldb, .ldc = ldc});
-}
-
 void mk_gemm_serial_panels(const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc,
                            int64_t M, int64_t K, int64_t N) {
-    gemm_serial(&(mat){.A = A,
-                       .B = Bp,
-                       .C = C,
-                       .M = M,
-                       .K = K,
-                       .N = N,
-                       .lda = lda,
-                       .ldb = mk_gemm_nr(),
-                       .ldc = ldc,
-                       .packed = true});
+    int64_t nr = mk_gemm_nr();
+    mat m = {.A = A,
+             .B = Bp,
+             .C = C,
+             .M = M,
+             .K = K,
+             .N = N,
+             .lda = lda,
+             .ldb = nr,
+             .ldc = ldc,
+             .packed = true};
+    for (int64_t p = 0; M > 0 && p < cdiv(N, nr); p++)
+        panel_rows(&m, p, 0, M, nr);
 }
 
 /* ---- MatMul: batched, with numpy broadcasting of the batch dims ---- */

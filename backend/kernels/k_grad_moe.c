@@ -733,68 +733,56 @@ static void gmm_tokens_f32(void *ctx, int64_t begin, int64_t end) {
  * rather than once per row; per element the rows still add in ascending order. */
 enum { EMM_BLOCK = 16 };
 
-/* Rows [i0, i1) of expert e into gWe. */
+/* Rows [i0, i1) of expert e into gWe (f32 accumulators of 16-bit operands). */
 static void gmm_weights_block(const gmm_ctx *c, float *gWe, int64_t i0, int64_t i1) {
     int64_t D = c->D, F = c->F;
     const mk_tensor *go = &c->in[0], *x = &c->in[1], *tok = &c->in[2];
     for (int64_t d = 0; d < D; d++) {
         float *gw = gWe + d * F;
         for (int64_t i = i0; i < i1; i++) {
-            int64_t t = get_idx(tok, i);
-            if (!c->acc_w) {
-                const float *g = (const float *)go->p + i * F;
-                float ad = ((const float *)x->p)[t * D + d];
-                for (int64_t f = 0; f < F; f++)
-                    gw[f] += ad * g[f];
-            } else {
-                float ad = mk_ldf(x, t * D + d);
-                for (int64_t f = 0; f < F; f++)
-                    gw[f] += ad * mk_ldf(go, i * F + f);
-            }
+            float ad = mk_ldf(x, get_idx(tok, i) * D + d);
+            for (int64_t f = 0; f < F; f++)
+                gw[f] += ad * mk_ldf(go, i * F + f);
         }
     }
 }
 
-/* Experts [begin, end): gW[e,d,:] = sum over e's rows i, ascending, of x[t,d] * g_out[i]
- * (t = row_token[i]). */
+/* Experts [begin, end), 16-bit operands (f32 ones go through run_grads): gW[e,d,:] = sum
+ * over e's rows i, ascending, of x[t,d] * g_out[i] (t = row_token[i]), rounded once. */
 static void gmm_weights(void *ctx, int64_t begin, int64_t end) {
     const gmm_ctx *c = ctx;
     int64_t D = c->D, F = c->F;
     const mk_tensor *off = &c->in[3];
     for (int64_t e = begin; e < end; e++) {
-        float *gWe = c->acc_w ? c->acc_w + e * D * F : (float *)c->out[1].p + e * D * F;
+        float *gWe = c->acc_w + e * D * F;
         zero_f(gWe, D * F);
         int64_t i1 = get_idx(off, e + 1);
         for (int64_t i = get_idx(off, e); i < i1; i += EMM_BLOCK)
             gmm_weights_block(c, gWe, i, i + EMM_BLOCK < i1 ? i + EMM_BLOCK : i1);
-        for (int64_t j = 0; c->acc_w && j < D * F; j++)
+        for (int64_t j = 0; j < D * F; j++)
             mk_stf(&c->out[1], e * D * F + j, gWe[j]);
     }
 }
 
-/* Tokens [begin, end): gx[t] = sum over t's rows i, ascending, of g_out[i] @ W[e_i]^T. */
+/* Tokens [begin, end), 16-bit operands: gx[t] = sum over t's rows i, ascending, of
+ * g_out[i] @ W[e_i]^T, in f32, rounded once. */
 static void gmm_inputs(void *ctx, int64_t begin, int64_t end) {
     const gmm_ctx *c = ctx;
     int64_t D = c->D, F = c->F;
     const mk_tensor *go = &c->in[0], *W = &c->in[4];
     for (int64_t t = begin; t < end; t++) {
-        float *y = c->acc_x ? c->acc_x + t * D : (float *)c->out[0].p + t * D;
+        float *y = c->acc_x + t * D;
         zero_f(y, D);
         for (int64_t j = c->end[t]; j < c->end[t + 1]; j++) {
             int64_t i = c->rows[j], e = c->row_e[i];
             for (int64_t d = 0; d < D; d++) {
-                if (!c->acc_x) {
-                    y[d] +=
-                        dot((const float *)go->p + i * F, (const float *)W->p + (e * D + d) * F, F);
-                    continue;
-                }
                 float s = 0;
                 for (int64_t f = 0; f < F; f++)
                     s += mk_ldf(go, i * F + f) * mk_ldf(W, (e * D + d) * F + f);
                 y[d] += s;
             }
         }
-        for (int64_t d = 0; c->acc_x && d < D; d++)
+        for (int64_t d = 0; d < D; d++)
             mk_stf(&c->out[0], t * D + d, y[d]);
     }
 }

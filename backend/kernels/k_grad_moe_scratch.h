@@ -113,11 +113,11 @@ mk_dispatch_grad_scratch_of(int64_t E, int64_t Q, int64_t C, int64_t T, int64_t 
 /* The f32 floats the micro-kernel GEMMs of a grouped-GEMM gradient need for N rows over
  * E experts: per expert of n rows, rows^T [D,n], g_out in panels [n, F rounded up to a
  * whole panel], g_out^T in panels [F,npad] and g_rows^T [D,npad], npad = n rounded up to
- * a whole panel. Panels are at most 64 columns, so (n + 64)(2D + 2F + 64) floats hold an
- * expert's; expert e's start at mk_grouped_grad_work_floats(r0, e, D, F), r0 its first
+ * a whole panel. Panels are at most MK_MAX_NR columns, so (n + MK_MAX_NR)(2D + 2F +
+ * MK_MAX_NR) floats hold an expert's; expert e's start at mk_grouped_grad_work_floats(r0, e, D, F), r0 its first
  * row. */
 static inline int64_t mk_grouped_grad_work_floats(int64_t N, int64_t E, int64_t D, int64_t F) {
-    return (N + 64 * E) * (2 * D + 2 * F + 64);
+    return (N + MK_MAX_NR * E) * (2 * D + 2 * F + MK_MAX_NR);
 }
 
 /* ExpertMatMulGrad of N rows [N,D] over E experts W[E,D,F]: for 16-bit operands (half)

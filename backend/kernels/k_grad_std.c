@@ -351,34 +351,6 @@ typedef struct {
     bool rms;
 } ng_ctx;
 
-/* The forward's row_stats (k_std.c): mean (LayerNorm only), then the sum of squared
- * deviations, both ascending; returns inv. */
-static float ng_stats(const ng_ctx *c, int64_t base, float *mean_out) {
-    float mean = 0, var = 0;
-    if (c->x->dt == MK_F32) {
-        const float *x = (const float *)c->x->p + base;
-        if (!c->rms) {
-            for (int64_t j = 0; j < c->n; j++)
-                mean += x[j];
-            mean /= (float)c->n;
-        }
-        for (int64_t j = 0; j < c->n; j++)
-            var += (x[j] - mean) * (x[j] - mean);
-    } else {
-        if (!c->rms) {
-            for (int64_t j = 0; j < c->n; j++)
-                mean += mk_ldf(c->x, base + j);
-            mean /= (float)c->n;
-        }
-        for (int64_t j = 0; j < c->n; j++) {
-            float d = mk_ldf(c->x, base + j) - mean;
-            var += d * d;
-        }
-    }
-    *mean_out = mean;
-    return 1.0f / mk_sqrtf(var / (float)c->n + c->eps);
-}
-
 static void ng_row_f32(const ng_ctx *c, int64_t base, float mean, float inv) {
     const float *x = (const float *)c->x->p + base, *gy = (const float *)c->gy->p + base;
     const float *s = (const float *)c->scale->p;
@@ -412,7 +384,7 @@ static void ng_row_any(const ng_ctx *c, int64_t base, float mean, float inv) {
 static void ng_rows_task(void *ctx, int64_t b, int64_t e) {
     const ng_ctx *c = ctx;
     for (int64_t r = b; r < e; r++) {
-        float mean, inv = ng_stats(c, r * c->n, &mean);
+        float mean, inv = mk_norm_row_stats(c->x, r * c->n, c->n, c->eps, c->rms, &mean);
         c->stats[2 * r] = mean;
         c->stats[2 * r + 1] = inv;
         if (c->x->dt == MK_F32)

@@ -357,8 +357,7 @@ typedef struct {
     bool rms;
 } norm_ctx;
 
-/* mean (LayerNorm only), then the sum of squared deviations, both ascending. Also
- * moe.FusedNorm's (k_fused.c), which must give the same bits. */
+/* mean (LayerNorm only), then the sum of squared deviations, both ascending (mk.h). */
 float mk_norm_row_stats(const mk_tensor *xt, int64_t base, int64_t n, float eps, bool rms,
                         float *mean_out) {
     float mean = 0, var = 0;
@@ -386,15 +385,11 @@ float mk_norm_row_stats(const mk_tensor *xt, int64_t base, int64_t n, float eps,
     return 1.0f / mk_sqrtf(var / (float)n + eps);
 }
 
-static float row_stats(const norm_ctx *c, int64_t base, float *mean_out) {
-    return mk_norm_row_stats(c->x, base, c->n, c->eps, c->rms, mean_out);
-}
-
 static void norm_task(void *ctx, int64_t b, int64_t e) {
     const norm_ctx *c = ctx;
     for (int64_t r = b; r < e; r++) {
         int64_t base = r * c->n;
-        float mean, inv = row_stats(c, base, &mean);
+        float mean, inv = mk_norm_row_stats(c->x, base, c->n, c->eps, c->rms, &mean);
         if (c->x->dt == MK_F32) {
             const float *x = (const float *)c->x->p + base, *s = (const float *)c->scale->p;
             const float *bs = c->bias ? (const float *)c->bias->p : NULL;

@@ -120,22 +120,26 @@ static inline int64_t mk_panel_floats(int64_t K, int64_t N, int64_t nr) {
  * A is a table of mr row pointers (1 <= mr <= MR: gathered rows are read in place), B
  * row k is B + k * ldb, and C row r is C + r * ldc (all NR columns are written: a
  * caller with fewer columns passes a scratch tile). accumulate = 0 overwrites C. MR and
- * NR come from mk_gemm_mr() (at most MK_MAX_MR) and mk_gemm_nr(), also emitted by the
- * backend, as constants for the target. */
-enum { MK_MAX_MR = 16 };
+ * NR come from mk_gemm_mr() (at most MK_MAX_MR) and mk_gemm_nr() (at most MK_MAX_NR: 4
+ * AVX-512 vectors), also emitted by the backend, as constants for the target. */
+enum { MK_MAX_MR = 16, MK_MAX_NR = 64 };
 void mk_ukernel(int64_t K, const float *const *A, int64_t mr, const float *B, int64_t ldb, float *C,
                 int64_t ldc, int64_t accumulate);
 int64_t mk_gemm_mr(void);
 int64_t mk_gemm_nr(void);
 
-/* C[M,N] = A[M,K] B[K,N] in f32 through the micro-kernel, B plain (row k at B + k*ldb),
- * on the calling thread: for kernels already parallel at a coarser grain (per expert).
- * Each element sums over k in ascending order. (backend/kernels/k_gemm.c) */
-void mk_gemm_serial(const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc,
-                    int64_t M, int64_t K, int64_t N);
-/* The same with B in panels of mk_gemm_nr() columns (mk_panel_floats(K, N, nr) floats:
- * panel p's row k at Bp + (p K + k) nr, columns past N zero), as packed weights are. */
+/* C[M,N] = A[M,K] B[K,N] in f32 through the micro-kernel, with B in panels of
+ * mk_gemm_nr() columns (mk_panel_floats(K, N, nr) floats: panel p's row k at
+ * Bp + (p K + k) nr, columns past N zero), as packed weights are; on the calling thread,
+ * for kernels already parallel at a coarser grain. Each element sums over k in ascending
+ * order. (backend/kernels/k_gemm.c) */
 void mk_gemm_serial_panels(const float *A, int64_t lda, const float *Bp, float *C, int64_t ldc,
                            int64_t M, int64_t K, int64_t N);
+
+/* The statistics of one row of a LayerNorm (mean, then squared deviations) or RMSNorm:
+ * returns 1 / sqrt(var + eps) and sets *mean_out (0 for RMS). The norm kernels' and
+ * moe.FusedNorm's, so that both give the same bits. (backend/kernels/k_std.c) */
+float mk_norm_row_stats(const mk_tensor *xt, int64_t base, int64_t n, float eps, bool rms,
+                        float *mean_out);
 
 #endif
