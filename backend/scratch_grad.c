@@ -1,8 +1,8 @@
 /* backend/scratch_grad.c: scratch sizes of the gradient ops whose kernels take scratch
- * (k_grad_std.c, k_grad_moe.c, k_grad_loss.c), for the memory plan. Each reads the sizes
- * off the node, with every symbol at its max, and asks the kernel's layout
- * (kernels/k_grad_std_scratch.h, k_grad_moe_scratch.h, k_grad_loss_scratch.h). A router
- * gradient's inputs are the cotangent, then the forward router's inputs. */
+ * (k_grad_std.c, k_grad_moe.c, k_grad_expert.c, k_grad_loss.c), for the memory plan.
+ * Each reads the sizes off the node, with every symbol at its max, and asks the kernel's
+ * layout (kernels/k_grad_std_scratch.h, k_grad_moe_scratch.h, k_grad_loss_scratch.h). A
+ * router gradient's inputs are the cotangent, then the forward router's inputs. */
 #include "scratch.h"
 
 #include "kernels/k_grad_loss_scratch.h"
