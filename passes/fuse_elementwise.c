@@ -183,15 +183,8 @@ static bool producer_chain(const mc_graph *g, int pid, chain *c) {
     return is_norm(mc_nod(g, pid)) ? as_norm_chain(g, pid, c) : as_chain(g, mc_nod(g, pid), c);
 }
 
-/* The fused node for chain m in place of node uid (whose output it writes). */
-static int add_fused(mc_graph *g, int uid, const chain *m, const char *name) {
-    int out = mc_nod(g, uid)->out[0];
-    if (m->head < 0) {
-        int id = mc_graph_add_node_before(g, uid, MC_OP_MOE_FUSED_ELEMENTWISE, name, m->in, m->nin,
-                                          &out, 1);
-        mc_node_set_ints(g, mc_nod(g, id), "program", m->prog, 3 * m->steps);
-        return id;
-    }
+/* moe.FusedNorm for chain m headed by a norm, before node uid, writing out. */
+static int add_fused_norm(mc_graph *g, int uid, const chain *m, const char *name, int out) {
     const mc_node *h = mc_nod(g, m->head);
     bool rms =
         h->op == MC_OP_RMS_NORM || (h->op == MC_OP_MOE_FUSED_NORM &&
@@ -205,6 +198,16 @@ static int add_fused(mc_graph *g, int uid, const chain *m, const char *name) {
     mc_node_set_float(g, f, "epsilon", mc_attr_float(h, "epsilon"));
     mc_node_set_str(g, f, "kind", rms ? "rms" : "layer");
     mc_node_set_ints(g, f, "program", m->prog, 3 * m->steps);
+    return id;
+}
+
+/* The fused node for chain m in place of node uid (whose output it writes). */
+static int add_fused(mc_graph *g, int uid, const chain *m, const char *name) {
+    int out = mc_nod(g, uid)->out[0];
+    if (m->head >= 0) return add_fused_norm(g, uid, m, name, out);
+    int id =
+        mc_graph_add_node_before(g, uid, MC_OP_MOE_FUSED_ELEMENTWISE, name, m->in, m->nin, &out, 1);
+    mc_node_set_ints(g, mc_nod(g, id), "program", m->prog, 3 * m->steps);
     return id;
 }
 

@@ -138,13 +138,13 @@ static bool on_path(const char *name) {
 }
 
 /* gold links a model's weights object two to three times faster than BFD ld (0.3 s
- * against 0.75 s for the bench's 150 MB). It is used for native links (no $CC) of
+ * against 0.75 s for the bench's 150 MB). It is used for native links (cc, no $CC) of
  * weights under 1 GiB when it is on PATH; cross builds keep their compiler's linker,
  * and bigger models BFD ld, with which the medium code model's large sections were
  * tried. */
-static bool use_gold(const char *wobj) {
+static bool use_gold(const char *cc, const char *wobj) {
     struct stat st;
-    if ((getenv("CC") && *getenv("CC")) || stat(wobj, &st) != 0) return false;
+    if (strcmp(cc, "cc") != 0 || stat(wobj, &st) != 0) return false;
     return st.st_size < ((off_t)1 << 30) && on_path("ld.gold");
 }
 #endif
@@ -160,7 +160,7 @@ static bool link_executable(const char *obj, const char *wobj, const char *exe, 
     /* No build ID: hashing a big model's weights for one took longer than the rest of
      * the link (0.3 s of 0.45 s for 150 MB with BFD ld's default SHA-1). */
     argv[n++] = "-Wl,--build-id=none";
-    if (use_gold(wobj)) argv[n++] = "-fuse-ld=gold";
+    if (use_gold(cc, wobj)) argv[n++] = "-fuse-ld=gold";
 #endif
     /* $MOEC_LDFLAGS: extra words for the link (a sanitized libmoert needs them). */
     const char *env = getenv("MOEC_LDFLAGS");
