@@ -2,16 +2,12 @@
 # against the interpreter, the generated API from C and C++, run-time misuse, and what
 # the emitted code looks like on x86-64 and AArch64.
 set(NATIVE_ENV "MOEC_LDFLAGS=${MOEC_LDFLAGS}")
-set(OPS_FLAGS "")
-if(MOEC_SANITIZE)
-  set(OPS_FLAGS --quick) # moec runs instrumented: every op once, -O3, T = 1 and max
-endif()
 add_test(NAME native.ops
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/diff_ops.py $<TARGET_FILE:moec>
-                 ${OPS_FLAGS})
+                 ${QUICK_FLAG})
 add_test(NAME native.examples
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/examples.sh $<TARGET_FILE:moec>
-                 ${PROJECT_SOURCE_DIR}/examples)
+                 ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
 add_test(NAME native.abi
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/abi.sh $<TARGET_FILE:moec> $<TARGET_FILE:moert>)
 add_test(NAME native.targets
@@ -25,7 +21,7 @@ set_tests_properties(native.train PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # the interpreter, at 1, 2 and 3 threads, on every example and each fused pattern.
 add_test(NAME native.fusion
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/fusion.py $<TARGET_FILE:moec>
-                 ${PROJECT_SOURCE_DIR}/examples ${OPS_FLAGS})
+                 ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
 set_tests_properties(native.fusion PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # -v: the phases of build, compile and run, in order, on stderr (docs/cli.md).
 add_test(NAME native.verbose

@@ -9,7 +9,10 @@ decision boundary (a top-k or priority tie, the entropy threshold, a ReLU kink) 
 redrawn, never skipped; ROUTING.md §7 allows either answer below 1e-6.
 
 Tolerances: |moec - oracle| <= rtol * (|oracle| + max |oracle|), rtol 1e-5 for the
-interpreter and 1e-4 for compiled f32 code; integer outputs exactly."""
+interpreter and 1e-4 for compiled f32 code; integer outputs exactly.
+
+--quick (the sanitizer build, where moec runs instrumented and slowly): one draw of inputs
+per layer configuration instead of LAYER_DRAWS."""
 import argparse, json, os, subprocess, sys
 import numpy as np
 import gw_ref as GW
@@ -398,6 +401,7 @@ def main():
     ap.add_argument("--moec", help="the moec binary; without it only the oracle self-checks run")
     ap.add_argument("--work", default="gw-oracle-work")
     ap.add_argument("--engines", default="interp,native")
+    ap.add_argument("--quick", action="store_true", help="the sanitizer build's subset")
     ARGS = ap.parse_args()
     ARGS.engines = ARGS.engines.split(",")
     rng = np.random.default_rng(20240613)
@@ -409,7 +413,7 @@ def main():
     if ARGS.moec:
         for i, spec in enumerate(ROUTE_SPECS):
             guarded(spec["name"], check_route, rng, spec, i)
-        for draw in range(LAYER_DRAWS):
+        for draw in range(1 if ARGS.quick else LAYER_DRAWS):
             for i, spec in enumerate(LAYER_SPECS):
                 guarded(spec["name"], check_layer, rng, spec, f"{i}-{draw}")
     for kind, d in sorted(LARGEST.items()):

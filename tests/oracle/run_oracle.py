@@ -4,7 +4,12 @@ and edge cases, and every example model at several token counts.
 
 Tolerances (ROUTING.md §7): routing decisions exactly, except rows whose deciding
 margin is below 1e-6 relative (either answer allowed); floats rtol 1e-5, atol 1e-6
-(atol 1e-5 for whole models, whose outputs sum many products)."""
+(atol 1e-5 for whole models, whose outputs sum many products).
+
+--quick (the sanitizer build, where moec runs instrumented and slowly): the routers on the
+random logits only, and each model at one token count. The compiled kernels are not
+instrumented, so the sanitizers watch moec's path for each op and the runtime, which
+these cover; the release run checks every case."""
 import argparse, json, os, subprocess, sys
 import numpy as np
 import moe_ref as R
@@ -75,6 +80,8 @@ def compare_route(name, z, got, want, E):
 def logit_cases(rng, E):
     T = 64
     yield "random", rng.standard_normal((T, E)).astype(F) * 2
+    if ARGS.quick:
+        return
     tie = rng.standard_normal((T, E)).astype(F)
     tie[::3] = 1.0
     tie[1::5, :2] = 0.5
@@ -129,7 +136,7 @@ def check_routers(rng):
 
 def check_resonance(rng):
     for mode in ("softmax_cosine", "unit", "softmax_grap_logits"):
-        for T, cap in ((64, 9), (1, 0), (7, 2)):
+        for T, cap in ((64, 9), (1, 0), (7, 2))[:1 if ARGS.quick else 3]:
             x = rng.standard_normal((T, 16)).astype(F)
             m = op_model("moe.ResonanceRoute", {"num_experts": 4, "k": 2, "capacity": cap, "weight_mode": mode}, 16, ["e", "w"])
             got = run_op(f"etr_{mode}_{T}", m, {"z": x})
@@ -167,7 +174,7 @@ def check_examples(rng):
         moec(["init-weights", path, "-o", wpath])
         weights = G.read_safetensors(wpath)
         D = model["inputs"][0]["shape"][1]
-        for T in (1, 7, 64):
+        for T in (7,) if ARGS.quick else (1, 7, 64):
             for training in ((False, True) if name == "gw_finetune" else (False,)):
                 x = rng.standard_normal((T, D)).astype(F)
                 np.save(os.path.join(d, "x.npy"), x)
@@ -191,6 +198,7 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--engine", choices=("native", "interp"), default="native",
                     help="compiled code (moec run) or the reference interpreter (--interp)")
+    ap.add_argument("--quick", action="store_true", help="the sanitizer build's subset")
     ARGS = ap.parse_args()
     os.makedirs(ARGS.work, exist_ok=True)
     rng = np.random.default_rng(7)
