@@ -2,7 +2,7 @@
 # Installs what moec needs from Debian 12's packages, skipping what is already there.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config llvm-19-dev clang-19 libclang-rt-19-dev
+packages=(build-essential cmake pkg-config llvm-19-dev libzstd-dev clang-19 libclang-rt-19-dev
           libcjson-dev libcriterion-dev python3 python3-numpy gnuplot-nox)
 
 missing=()
