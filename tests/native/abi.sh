@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The generated API from C11 and C++17 (-Wall -Wextra -Werror -pedantic), with embedded
-# and with external weights, against the interpreter; then run-time misuse.
+# and with external weights, against the interpreter; then run-time misuse; instances
+# sharing one weights file.
 # usage: abi.sh MOEC LIBMOERT   ($MOEC_LDFLAGS: extra link flags, e.g. sanitizers)
 set -euo pipefail
 moec=$(realpath "$1")
@@ -46,3 +47,19 @@ np.save('tl.npy', r.integers(0, 3, 32).astype(np.int64))"
 cc -std=c11 -Wall -Wextra -Werror -pedantic -Itrain -I"$runtime" "$src/abi_train.c" train/train_model.o \
     "$lib" "${ldflags[@]}" -lpthread -lm -o abi_train
 ./abi_train tx.npy tl.npy trained.safetensors
+
+# Instances on one weights file share its packed params (runtime/weights.c).
+mkdir shared
+"$moec" compile "$src/shared_model.json" --weights=external -o shared/shared_model.o
+sed 's/"seed": 1/"seed": 3/' "$src/shared_model.json" >shared/other.json
+"$moec" init-weights shared/other.json -o shared/other.safetensors
+cp shared/other.safetensors shared/other_copy.safetensors
+/usr/bin/python3 -c "import numpy as np; np.save('sx.npy', np.random.default_rng(2).standard_normal((11, 256)).astype(np.float32))"
+"$moec" run "$src/shared_model.json" --interp --input x=sx.npy --output y=want_s.npy \
+    --weights=shared/shared_model.safetensors
+"$moec" run "$src/shared_model.json" --interp --input x=sx.npy --output y=want_o.npy \
+    --weights=shared/other.safetensors
+cc -std=c11 -Wall -Wextra -Werror -pedantic -Ishared -I"$runtime" "$src/shared_weights.c" \
+    shared/shared_model.o "$lib" "${ldflags[@]}" -lpthread -lm -o shared_weights
+./shared_weights sx.npy want_s.npy shared/shared_model.safetensors shared/other.safetensors \
+    want_o.npy shared/other_copy.safetensors
