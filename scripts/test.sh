@@ -20,4 +20,4 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1:quarant
     UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
 echo "== fuzzing the frontend (bounded)"
-FUZZ_BUILD=build-fuzz tests/fuzz/build_and_run.sh "${MOEC_FUZZ_SECONDS:-30}"
+FUZZ_BUILD=build-fuzz tests/fuzz/build_and_run.sh "${MOEC_FUZZ_SECONDS:-20}"
