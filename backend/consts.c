@@ -46,6 +46,7 @@ typedef struct {
     const void *data;
     size_t bytes; /* as stored: packed when nr > 0 */
     int64_t lead, K, N;
+    size_t elem;      /* bytes per element */
     int nr;           /* panel width, or 0: the bytes as they are */
     const char *name; /* the global's */
     LLVMValueRef *slot;
@@ -53,7 +54,11 @@ typedef struct {
 
 static weight weight_of(mb_ctx *c, int v, LLVMValueRef *slot) {
     const mc_value *x = mc_val(c->g, v);
-    weight w = {.data = x->data, .bytes = x->nbytes, .nr = c->panel_nr[v], .slot = slot};
+    weight w = {.data = x->data,
+                .bytes = x->nbytes,
+                .elem = mc_dtype_size(x->dt),
+                .nr = c->panel_nr[v],
+                .slot = slot};
     w.name = mc_arena_printf(c->g->arena, "%s.w.%s", c->g->name, x->name);
     if (!w.nr) return w;
     const mc_shape *s = &x->shape;
@@ -62,23 +67,23 @@ static weight weight_of(mb_ctx *c, int v, LLVMValueRef *slot) {
     w.lead = 1;
     for (int i = 0; i < s->rank - 2; i++)
         w.lead *= s->d[i].c;
-    w.bytes = (size_t)(w.lead * ((w.N + w.nr - 1) / w.nr) * w.K * w.nr) * sizeof(float);
+    w.bytes = (size_t)(w.lead * ((w.N + w.nr - 1) / w.nr) * w.K * w.nr) * w.elem;
     return w;
 }
 
 /* One buffer for the largest packed param, reused for each: NULL if none is packed. */
-static float *pack_buffer(const weight *ws, int n, bool *ok) {
+static char *pack_buffer(const weight *ws, int n, bool *ok) {
     size_t most = 0;
     for (int i = 0; i < n; i++)
         if (ws[i].nr && ws[i].bytes > most) most = ws[i].bytes;
-    float *buf = most ? malloc(most) : NULL;
+    char *buf = most ? malloc(most) : NULL;
     *ok = !most || buf;
     return buf;
 }
 
 typedef struct {
     const weight *w;
-    float *dst;
+    char *dst;
 } pack_task;
 
 static void pack_slices(void *ctx, int64_t begin, int64_t end) {
@@ -86,14 +91,14 @@ static void pack_slices(void *ctx, int64_t begin, int64_t end) {
     const weight *w = p->w;
     int64_t panels = (w->N + w->nr - 1) / w->nr;
     for (int64_t l = begin; l < end; l++)
-        moert_pack_panels((const float *)w->data + l * w->K * w->N, 1, w->K, w->N, w->nr,
-                          p->dst + l * panels * w->K * w->nr);
+        moert_pack_panels((const char *)w->data + l * w->K * w->N * (int64_t)w->elem, w->elem, 1,
+                          w->K, w->N, w->nr, p->dst + l * panels * w->K * w->nr * (int64_t)w->elem);
 }
 
 /* w's bytes as stored: its own, or packed into buf (the layout _create uses too), the
  * matrices of a batch in parallel unless this is the weights thread (the other cores
  * are busy with the code then). */
-static const char *stored_bytes(const weight *w, float *buf, bool parallel) {
+static const char *stored_bytes(const weight *w, char *buf, bool parallel) {
     if (!w->nr) return w->data;
     pack_task p = {w, buf};
     if (parallel)
@@ -115,7 +120,7 @@ static LLVMValueRef define_weight(LLVMContextRef cx, LLVMModuleRef m, const weig
 
 static bool define_weights(mb_ctx *c, const weight *ws, int n) {
     bool ok;
-    float *buf = pack_buffer(ws, n, &ok);
+    char *buf = pack_buffer(ws, n, &ok);
     if (!ok) return mc_error(c->d, "", "cannot allocate memory to pack the weights");
     for (int i = 0; i < n; i++) {
         *ws[i].slot = define_weight(c->cx, c->mod, &ws[i], stored_bytes(&ws[i], buf, true));
@@ -249,7 +254,7 @@ static int write_elf(struct mb_weights *j, FILE *f) {
     size_t tail_len;
     unsigned char *tail = elf_tail(j, end, &tail_len, &shoff), h[EHDR];
     bool ok;
-    float *buf = pack_buffer(j->ws, j->n, &ok);
+    char *buf = pack_buffer(j->ws, j->n, &ok);
     if (!tail || !ok) {
         free(tail);
         free(buf);
@@ -292,7 +297,7 @@ static void *write_weights(void *arg) {
     LLVMSetModuleDataLayout(m, dl);
     LLVMDisposeTargetData(dl);
     bool ok;
-    float *buf = pack_buffer(j->ws, j->n, &ok);
+    char *buf = pack_buffer(j->ws, j->n, &ok);
     for (int i = 0; ok && i < j->n; i++)
         LLVMSetVisibility(define_weight(cx, m, &j->ws[i], stored_bytes(&j->ws[i], buf, false)),
                           LLVMHiddenVisibility);

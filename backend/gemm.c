@@ -8,13 +8,20 @@
  * per row into nv FMAs: 24 FMAs for 10 loads on AVX-512, which keeps both FMA ports
  * busy where 8 x 2 (16 FMAs for 10 loads) left them waiting on loads.
  * A comes as a table of row pointers, so gathered rows (moe.GatherMatMul, FusedUp)
- * are read where they lie; a tile of fewer rows than mr runs a loop of its own. */
+ * are read where they lie; a tile of fewer rows than mr runs a loop of its own.
+ * mk_ukernel_bf16 and mk_ukernel_f16 are the same kernel over B stored in 16 bits: each
+ * B vector is widened exactly to f32 in registers (bf16: zero-extend and shift; f16: the
+ * target's conversion, vcvtph2ps on x86 with F16C, fcvtl on AArch64), so they sum the
+ * same products in the same order as mk_ukernel over the widened values. */
 #include "internal.h"
 
 #include <string.h>
 
+typedef enum { B_F32, B_BF16, B_F16 } b_kind;
+
 typedef struct {
     mb_ctx *c;
+    b_kind bk; /* how B is stored */
     LLVMTypeRef vec;
     LLVMValueRef fma;
     LLVMTypeRef fma_ty;
@@ -82,14 +89,33 @@ static void store_acc(ukernel *u, int mr, LLVMValueRef *acc) {
         }
 }
 
+/* The f32 vector of B at element idx, widened from 16 bits when B is stored so. */
+static LLVMValueRef load_b(ukernel *u, LLVMValueRef idx) {
+    mb_ctx *c = u->c;
+    LLVMValueRef base = LLVMGetParam(u->fn, P_B);
+    if (u->bk == B_F32) return load_vec(u, base, idx);
+    unsigned w = (unsigned)c->t->vec_width;
+    LLVMTypeRef el = u->bk == B_F16 ? LLVMHalfTypeInContext(c->cx) : LLVMInt16TypeInContext(c->cx);
+    LLVMTypeRef vt = LLVMVectorType(el, w);
+    LLVMValueRef v = LLVMBuildLoad2(c->b, vt, LLVMBuildGEP2(c->b, el, base, &idx, 1, ""), "");
+    LLVMSetAlignment(v, 2);
+    if (u->bk == B_F16) return LLVMBuildFPExt(c->b, v, u->vec, "");
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, w);
+    LLVMValueRef wide = LLVMBuildZExt(c->b, v, i32v, "");
+    LLVMValueRef sixteen[MAX_ACC]; /* a bf16 is the high half of its f32 */
+    for (unsigned i = 0; i < w; i++)
+        sixteen[i] = LLVMConstInt(c->i32, 16, 0);
+    wide = LLVMBuildShl(c->b, wide, LLVMConstVector(sixteen, w), "");
+    return LLVMBuildBitCast(c->b, wide, u->vec, "");
+}
+
 /* One step of K: nv B vectors, one broadcast of A per row, mr*nv FMAs. */
 static void k_step(ukernel *u, int mr, LLVMValueRef k, LLVMValueRef *arow, LLVMValueRef *acc,
                    LLVMValueRef *next) {
     mb_ctx *c = u->c;
     LLVMValueRef brow = LLVMBuildMul(c->b, k, LLVMGetParam(u->fn, P_LDB), ""), bv[MAX_ACC];
     for (int j = 0; j < u->nv; j++)
-        bv[j] = load_vec(u, LLVMGetParam(u->fn, P_B),
-                         LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width), ""));
+        bv[j] = load_b(u, LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width), ""));
     for (int r = 0; r < mr; r++) {
         LLVMValueRef av = splat(u, LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], k), ""));
         for (int j = 0; j < u->nv; j++) {
@@ -159,12 +185,13 @@ static void emit_const_fn(mb_ctx *c, const char *name, int64_t v) {
     LLVMBuildRet(c->b, mb_i64(c, v));
 }
 
-void mb_emit_ukernel(mb_ctx *c) {
+static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk) {
     ukernel u = {.c = c,
+                 .bk = bk,
                  .vec = LLVMVectorType(c->f32, (unsigned)c->t->vec_width),
                  .nv = c->t->nr / c->t->vec_width};
     LLVMTypeRef params[NUM_P] = {c->i64, c->ptr, c->i64, c->ptr, c->i64, c->ptr, c->i64, c->i64};
-    u.fn = LLVMAddFunction(c->mod, "mk_ukernel", LLVMFunctionType(c->vd, params, NUM_P, 0));
+    u.fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, NUM_P, 0));
     char width[16];
     snprintf(width, sizeof width, "%d", 32 * c->t->vec_width);
     /* Without this the x86 backend may split 512-bit vectors on CPUs that prefer 256. */
@@ -173,19 +200,28 @@ void mb_emit_ukernel(mb_ctx *c) {
     u.fma = LLVMGetIntrinsicDeclaration(c->mod, id, &u.vec, 1);
     u.fma_ty = LLVMIntrinsicGetType(c->cx, id, &u.vec, 1);
     emit_body(&u);
+}
+
+/* The micro-kernels (unused ones go when the kernels are linked) and their tile. */
+void mb_emit_ukernel(mb_ctx *c) {
+    emit_ukernel(c, "mk_ukernel", B_F32);
+    emit_ukernel(c, "mk_ukernel_bf16", B_BF16);
+    emit_ukernel(c, "mk_ukernel_f16", B_F16);
     emit_const_fn(c, "mk_gemm_mr", c->t->mr);
     emit_const_fn(c, "mk_gemm_nr", c->t->nr);
 }
 
 /* A param is stored as panels when every use is the B operand of a GEMM the kernels
- * run through the micro-kernel: exactly the fast paths of kernels/k_gemm.c (f32, A a
- * matrix or a batch of them, neither operand transposed). Any other use reads B plain. */
+ * run through the micro-kernel: exactly the fast paths of kernels/k_gemm.c (A f32, a
+ * matrix or a batch of them, neither operand transposed; B f32, f16 or bf16). Any other
+ * use reads B plain. */
 static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
     const mc_value *a = mc_val(g, n->in[0]);
     bool f32_matrix_a = a->dt == MC_DT_F32 && a->shape.rank >= 2;
     if (n->op == MC_OP_MATMUL) return slot == 1 && mc_val(g, v)->shape.rank == 2 && f32_matrix_a;
     if (n->op == MC_OP_GEMM)
-        return slot == 1 && mc_attr_int(n, "transA") == 0 && mc_attr_int(n, "transB") == 0;
+        return slot == 1 && mc_attr_int(n, "transA") == 0 && mc_attr_int(n, "transB") == 0 &&
+               a->dt == MC_DT_F32;
     if (n->op == MC_OP_MOE_GATHER_MATMUL) return slot == 3 && f32_matrix_a; /* A: x */
     if (n->op == MC_OP_MOE_FUSED_UP) return (slot == 1 || slot == 2) && f32_matrix_a;
     if (n->op == MC_OP_MOE_FUSED_DOWN_COMBINE) return slot == 2 && f32_matrix_a;
@@ -198,7 +234,8 @@ static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
 int mb_param_panel_nr(const mc_graph *g, int v, const mb_target *t) {
     const mc_value *x = mc_val(g, v);
     /* Training rewrites params every step: they stay plain. */
-    if (g->training || x->dt != MC_DT_F32 || x->is_output || x->shape.rank < 2) return 0;
+    bool float_dt = x->dt == MC_DT_F32 || x->dt == MC_DT_F16 || x->dt == MC_DT_BF16;
+    if (g->training || !float_dt || x->is_output || x->shape.rank < 2) return 0;
     for (int i = 0; i < x->nuses; i++)
         if (!is_panel_use(g, mc_nod(g, x->uses[i].node), x->uses[i].slot, v)) return 0;
     return x->nuses > 0 ? t->nr : 0;

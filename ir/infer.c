@@ -75,6 +75,15 @@ bool inf_same_dtype(mc_infer_ctx *cx, int a, int b) {
                     mc_dtype_name(inf_in(cx, a)->dt));
 }
 
+bool inf_weight(mc_infer_ctx *cx, int a, int w) {
+    mc_dtype at = inf_in(cx, a)->dt, wt = inf_in(cx, w)->dt;
+    if (at == wt || (at == MC_DT_F32 && (wt == MC_DT_F16 || wt == MC_DT_BF16))) return true;
+    return inf_fail(cx, inf_sub(cx, w),
+                    "input %d (%s) is %s but input %d (%s) is %s; a weight must match its "
+                    "activations, or be f16 or bf16 next to f32 ones",
+                    w, in_name(cx, w), mc_dtype_name(wt), a, in_name(cx, a), mc_dtype_name(at));
+}
+
 bool inf_broadcast(mc_infer_ctx *cx, const mc_shape *a, const mc_shape *b, mc_shape *out,
                    const char *sub) {
     int r = a->rank > b->rank ? a->rank : b->rank;

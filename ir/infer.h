@@ -16,6 +16,9 @@ bool inf_dtype(mc_infer_ctx *cx, int i, mc_dtype want);
 bool inf_int_index(mc_infer_ctx *cx, int i); /* i32 or i64 */
 bool inf_rank(mc_infer_ctx *cx, int i, int rank);
 bool inf_same_dtype(mc_infer_ctx *cx, int a, int b);
+/* A product's weight at w against its activations at a: the same dtype, or f16/bf16
+ * storage next to f32 activations (widened exactly, summed in f32). */
+bool inf_weight(mc_infer_ctx *cx, int a, int w);
 /* numpy broadcasting of two shapes; a symbolic dim only matches itself or 1. */
 bool inf_broadcast(mc_infer_ctx *cx, const mc_shape *a, const mc_shape *b, mc_shape *out,
                    const char *sub);

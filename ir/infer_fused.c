@@ -16,9 +16,9 @@
 
 enum { UP_A, UP_W, UP_GATE, UP_OFFSETS, UP_TOKEN };
 
-/* Input i, if given, is f32. */
-static bool f32_or_absent(mc_infer_ctx *cx, int i) {
-    return !inf_in(cx, i) || inf_dtype(cx, i, MC_DT_F32);
+/* Weight input i, if given, suits f32 activations at UP_A. */
+static bool weight_or_absent(mc_infer_ctx *cx, int i) {
+    return !inf_in(cx, i) || inf_weight(cx, UP_A, i);
 }
 
 /* The rows FusedUp computes: a's rows, or one per row_token entry. */
@@ -55,8 +55,8 @@ static bool up_weights(mc_infer_ctx *cx, mc_dim rows, mc_shape *out) {
 }
 
 bool mc_infer_MOE_FUSED_UP(mc_infer_ctx *cx) {
-    if (!inf_dtype(cx, UP_A, MC_DT_F32) || !inf_rank(cx, UP_A, 2) ||
-        !inf_dtype(cx, UP_W, MC_DT_F32) || !f32_or_absent(cx, UP_GATE))
+    if (!inf_dtype(cx, UP_A, MC_DT_F32) || !inf_rank(cx, UP_A, 2) || !inf_weight(cx, UP_A, UP_W) ||
+        !weight_or_absent(cx, UP_GATE))
         return false;
     mc_dim rows = mc_dim_const(0);
     mc_shape out;
@@ -74,10 +74,9 @@ enum { DN_H, DN_OFFSETS, DN_W, DN_TOKEN, DN_WEIGHT, DN_LIKE, DN_RESIDUAL };
 bool mc_infer_MOE_FUSED_DOWN_COMBINE(mc_infer_ctx *cx) {
     int64_t E = 0;
     if (!inf_dtype(cx, DN_H, MC_DT_F32) || !inf_rank(cx, DN_H, 2) ||
-        !inf_offsets(cx, DN_OFFSETS, &E) || !inf_dtype(cx, DN_W, MC_DT_F32) ||
-        !inf_rank(cx, DN_W, 3) || !inf_dtype(cx, DN_TOKEN, MC_DT_I32) ||
-        !inf_rank(cx, DN_TOKEN, 1) || !inf_dtype(cx, DN_WEIGHT, MC_DT_F32) ||
-        !inf_rank(cx, DN_WEIGHT, 1))
+        !inf_offsets(cx, DN_OFFSETS, &E) || !inf_weight(cx, DN_H, DN_W) || !inf_rank(cx, DN_W, 3) ||
+        !inf_dtype(cx, DN_TOKEN, MC_DT_I32) || !inf_rank(cx, DN_TOKEN, 1) ||
+        !inf_dtype(cx, DN_WEIGHT, MC_DT_F32) || !inf_rank(cx, DN_WEIGHT, 1))
         return false;
     mc_shape o;
     if (!inf_expert_weights(cx, DN_H, DN_W, E, &o)) return false;

@@ -196,7 +196,7 @@ bool inf_expert_weights(mc_infer_ctx *cx, int rows, int weights, int64_t E, mc_s
 bool mc_infer_MOE_EXPERT_MATMUL(mc_infer_ctx *cx) {
     int64_t E = 0;
     if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_offsets(cx, 1, &E) ||
-        !inf_same_dtype(cx, 0, 2) || !inf_rank(cx, 2, 3))
+        !inf_weight(cx, 0, 2) || !inf_rank(cx, 2, 3))
         return false;
     mc_shape out;
     if (!inf_expert_weights(cx, 0, 2, E, &out)) return false;
@@ -209,7 +209,7 @@ bool mc_infer_MOE_EXPERT_MATMUL(mc_infer_ctx *cx) {
 bool mc_infer_MOE_GATHER_MATMUL(mc_infer_ctx *cx) {
     int64_t E = 0;
     if (!inf_float(cx, 0) || !inf_rank(cx, 0, 2) || !inf_dtype(cx, 1, MC_DT_I32) ||
-        !inf_rank(cx, 1, 1) || !inf_offsets(cx, 2, &E) || !inf_same_dtype(cx, 0, 3) ||
+        !inf_rank(cx, 1, 1) || !inf_offsets(cx, 2, &E) || !inf_weight(cx, 0, 3) ||
         !inf_rank(cx, 3, 3))
         return false;
     const mc_shape *x = &inf_in(cx, 0)->shape, *w = &inf_in(cx, 3)->shape;
@@ -248,7 +248,7 @@ bool mc_infer_MOE_COMBINE(mc_infer_ctx *cx) {
 static bool weight_is(mc_infer_ctx *cx, int i, const mc_shape *want, const char *role) {
     const mc_value *w = inf_in(cx, i);
     if (!w) return true;
-    if (!inf_same_dtype(cx, 0, i)) return false;
+    if (!inf_weight(cx, 0, i)) return false;
     if (mc_shape_eq(&w->shape, want)) return true;
     return inf_fail(cx, inf_sub(cx, i), "%s (%s) has shape %s but must be %s", role, w->name,
                     inf_shape(cx, &w->shape), inf_shape(cx, want));

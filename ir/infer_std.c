@@ -6,7 +6,7 @@
  * vector (its dim is removed from the result), as numpy.matmul. */
 bool mc_infer_MATMUL(mc_infer_ctx *cx) {
     const mc_value *a = inf_in(cx, 0), *b = inf_in(cx, 1);
-    if (!inf_float(cx, 0) || !inf_same_dtype(cx, 0, 1)) return false;
+    if (!inf_float(cx, 0) || !inf_weight(cx, 0, 1)) return false;
     if (a->shape.rank < 1 || b->shape.rank < 1)
         return inf_fail(cx, NULL, "MatMul needs inputs of rank >= 1");
     mc_shape sa = a->shape, sb = b->shape;
@@ -35,8 +35,7 @@ bool mc_infer_MATMUL(mc_infer_ctx *cx) {
 /* Gemm: alpha * A' @ B' + beta * C, A' = transA ? A^T : A ([M,K]), B' ([K,N]); C
  * broadcasts to [M,N]. */
 bool mc_infer_GEMM(mc_infer_ctx *cx) {
-    if (!inf_float(cx, 0) || !inf_same_dtype(cx, 0, 1) || !inf_rank(cx, 0, 2) ||
-        !inf_rank(cx, 1, 2))
+    if (!inf_float(cx, 0) || !inf_weight(cx, 0, 1) || !inf_rank(cx, 0, 2) || !inf_rank(cx, 1, 2))
         return false;
     const mc_shape *a = &inf_in(cx, 0)->shape, *b = &inf_in(cx, 1)->shape;
     bool ta = mc_attr_int(cx->n, "transA") != 0, tb = mc_attr_int(cx->n, "transB") != 0;

@@ -13,17 +13,18 @@ typedef struct model_impl {
     const moert_model_desc *desc;
 } model_impl;
 
-void moert_pack_panels(const float *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
-                       float *dst) {
+void moert_pack_panels(const void *src, size_t elem, int64_t lead, int64_t K, int64_t N, int64_t nr,
+                       void *dst) {
     if (nr <= 0) return;
     int64_t panels = (N + nr - 1) / nr;
     for (int64_t l = 0; l < lead; l++)
         for (int64_t p = 0; p < panels; p++)
             for (int64_t k = 0; k < K; k++) {
-                const float *row = src + (l * K + k) * N;
-                float *d = dst + ((l * panels + p) * K + k) * nr;
-                for (int64_t j = 0; j < nr; j++)
-                    d[j] = p * nr + j < N ? row[p * nr + j] : 0.0f;
+                const char *row = (const char *)src + ((l * K + k) * N + p * nr) * (int64_t)elem;
+                char *d = (char *)dst + (((l * panels + p) * K + k) * nr) * (int64_t)elem;
+                size_t have = (size_t)(N - p * nr < nr ? N - p * nr : nr) * elem;
+                memcpy(d, row, have);
+                memset(d + have, 0, (size_t)nr * elem - have); /* zero bits: 0.0 in each */
             }
 }
 

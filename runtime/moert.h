@@ -112,10 +112,10 @@ void moert_model_destroy(moert_model *m);
 /* Training: every param (weights and optimizer state) as a safetensors file. */
 moert_status moert_model_save_weights(moert_model *m, const char *path);
 
-/* B[.., K, N] (lead = product of leading dims) into GEMM panels of width nr (mk.h):
- * dst holds lead * ceil(N/nr) * K * nr floats. */
-void moert_pack_panels(const float *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
-                       float *dst);
+/* B[.., K, N] of elem-byte elements (lead = product of leading dims) into GEMM panels of
+ * width nr (mk.h): dst holds lead * ceil(N/nr) * K * nr elements. */
+void moert_pack_panels(const void *src, size_t elem, int64_t lead, int64_t K, int64_t N, int64_t nr,
+                       void *dst);
 
 /* ---- safetensors, read-only, mapped ---- */
 typedef struct moert_st_tensor {

@@ -73,28 +73,23 @@ static moert_status check_param(const char *path, const moert_tensor_info *p,
                       moert_dtype_name(t->dtype), have);
 }
 
-/* The file's bytes as floats; a misaligned tensor is copied first, since reading it
- * through a float pointer would be undefined. */
+/* The file's matrix in GEMM panels (f32, f16 or bf16; packing copies bytes, so a
+ * tensor the file left misaligned needs no copy first). */
 static moert_status pack_param(moert_weight_set *w, int64_t i, const moert_st_tensor *t,
                                int64_t nr) {
-    if (t->dtype != MOERT_F32 || t->rank < 2)
+    bool packable = t->dtype == MOERT_F32 || t->dtype == MOERT_F16 || t->dtype == MOERT_BF16;
+    if (!packable || t->rank < 2)
         return moert_fail(MOERT_ERR_INTERNAL,
-                          "param '%s' is packed into panels but is not an f32 matrix", t->name);
+                          "param '%s' is packed into panels but is not a float matrix", t->name);
     int64_t K = t->dims[t->rank - 2], N = t->dims[t->rank - 1], lead = 1;
     for (int64_t k = 0; k < t->rank - 2; k++)
         lead *= t->dims[k];
     int64_t dims[3] = {lead, (N + nr - 1) / nr, K * nr};
     int ok;
-    size_t bytes = moert_nbytes(dims, 3, sizeof(float), &ok);
-    float *dst = ok ? alloc_aligned(bytes) : NULL;
-    void *copy = (uintptr_t)t->data % sizeof(float) ? malloc(t->nbytes + 1) : NULL;
-    if (!dst || (!copy && (uintptr_t)t->data % sizeof(float))) {
-        free(dst);
-        return moert_fail(MOERT_ERR_MEMORY, "cannot allocate panels for param '%s'", t->name);
-    }
-    if (copy) memcpy(copy, t->data, t->nbytes);
-    moert_pack_panels(copy ? copy : t->data, lead, K, N, nr, dst);
-    free(copy);
+    size_t elem = moert_dtype_size(t->dtype), bytes = moert_nbytes(dims, 3, elem, &ok);
+    void *dst = ok ? alloc_aligned(bytes) : NULL;
+    if (!dst) return moert_fail(MOERT_ERR_MEMORY, "cannot allocate panels for param '%s'", t->name);
+    moert_pack_panels(t->data, elem, lead, K, N, nr, dst);
     w->owned[i] = dst;
     w->params[i] = dst;
     return MOERT_OK;

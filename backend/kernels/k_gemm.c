@@ -11,9 +11,12 @@
  * GatherMatMul's A rows are rows of x picked by row_token: the micro-kernel takes a
  * table of row pointers, so it reads them in place (the same sums in the same order as
  * ExpertMatMul over Dispatch's rows, without those rows).
- * Other dtypes than f32, transposed operands and vector (rank-1) operands take a plain
- * loop, which reads B in C order: the backend packs B into panels only for uses that
- * take the fast path (backend/gemm.c, is_panel_use). */
+ * f16 and bf16 weights (B) next to f32 activations go through the same tiles with
+ * micro-kernels that widen B in registers (mk_ukernel_bf16/_f16): the same sums, in the
+ * same order, as f32 weights holding the widened values. Other dtypes of A, transposed operands and
+ * vector (rank-1) operands take a plain loop, which reads B in C order: the backend
+ * packs B into panels only for uses that take the fast path (backend/gemm.c,
+ * is_panel_use). */
 #include "../../runtime/moert.h"
 #include "k_math.h"
 #include "k_gemm.h"
@@ -40,6 +43,32 @@ int64_t mk_gemm_panel_cols(const mat *m, int64_t p, int64_t nr) {
     return m->N - n0 < nr ? m->N - n0 : nr;
 }
 
+/* B as f32 (bdt MK_F32 only). */
+static const float *b_f32(const mat *m) {
+    return (const float *)m->B;
+}
+
+/* Element i of B, widened to f32. */
+static float b_elem(const mat *m, int64_t i) {
+    const uint16_t *h = m->B;
+    switch (m->bdt) {
+    case MK_BF16: return mk_bf16_to_f32(h[i]);
+    case MK_F16: return mk_f16_to_f32(h[i]);
+    default: return b_f32(m)[i];
+    }
+}
+
+/* The micro-kernel for B's dtype, over B from element `at` on. */
+static void ukernel(const mat *m, int64_t K, const float *const *rows, int64_t mr, int64_t at,
+                    int64_t ldb, float *C, int64_t ldc, int64_t accumulate) {
+    const uint16_t *h = (const uint16_t *)m->B + at;
+    switch (m->bdt) {
+    case MK_BF16: mk_ukernel_bf16(K, rows, mr, h, ldb, C, ldc, accumulate); break;
+    case MK_F16: mk_ukernel_f16(K, rows, mr, h, ldb, C, ldc, accumulate); break;
+    default: mk_ukernel(K, rows, mr, b_f32(m) + at, ldb, C, ldc, accumulate); break;
+    }
+}
+
 /* An unpacked B's panel that is not full: a plain loop, into tile (ld nr). */
 static void edge_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *tile) {
     int64_t n0 = p * nr, nn = mk_gemm_panel_cols(m, p, nr);
@@ -48,7 +77,7 @@ static void edge_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t n
         for (int64_t n = 0; n < nn; n++) {
             float s = 0;
             for (int64_t k = 0; k < m->K; k++)
-                s += A[k] * m->B[k * m->ldb + n0 + n];
+                s += A[k] * b_elem(m, k * m->ldb + n0 + n);
             tile[i * nr + n] = s;
         }
     }
@@ -57,16 +86,15 @@ static void edge_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t n
 /* Rows [r, r+mr) of panel p into C (ldc): the micro-kernel, or the plain edge loop. */
 static void block_into(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *C,
                        int64_t ldc) {
-    const float *B = m->packed ? m->B + p * m->K * nr : m->B + p * nr;
-    int64_t ldb = m->packed ? nr : m->ldb;
-    if (!m->packed && mk_gemm_panel_cols(m, p, nr) < nr)
+    if (!m->packed && mk_gemm_panel_cols(m, p, nr) < nr) {
         edge_block(m, p, r, mr, nr, C);
-    else {
-        const float *rows[MK_MAX_MR];
-        for (int64_t i = 0; i < mr; i++)
-            rows[i] = a_row(m, r + i);
-        mk_ukernel(m->K, rows, mr, B, ldb, C, ldc, 0);
+        return;
     }
+    const float *rows[MK_MAX_MR];
+    for (int64_t i = 0; i < mr; i++)
+        rows[i] = a_row(m, r + i);
+    ukernel(m, m->K, rows, mr, m->packed ? p * m->K * nr : p * nr, m->packed ? nr : m->ldb, C, ldc,
+            0);
 }
 
 /* Asks for the C lines of the next tile (up to MR rows from C, `rows` of them left)
@@ -80,34 +108,43 @@ static void prefetch_rows(const float *C, int64_t ldc, int64_t rows, int64_t nr)
             __builtin_prefetch(C + r * ldc + j, 1);
 }
 
+/* Rows [k0, k0+kc) of a plain B's full panel p into buf as f32: its rows are ldb apart,
+ * and with ldb a multiple of 4 KiB (as F = 2048 is) they would all fall in the same L1
+ * sets. */
+static void gather_chunk(const mat *m, int64_t p, int64_t k0, int64_t kc, int64_t nr,
+                         float *restrict buf) {
+    for (int64_t k = 0; k < kc; k++) {
+        int64_t at = (k0 + k) * m->ldb + p * nr;
+        for (int64_t j = 0; j < nr; j++)
+            buf[k * nr + j] = b_elem(m, at + j);
+    }
+}
+
 /* Rows [r0, r1) of a full panel p, KC rows of B at a time, so that the chunk of the
  * panel the row tiles share stays close while they walk it (a whole panel of K = 2048
  * rows is 512 KiB). Measured on the Mixtral prefill (1 thread): chunks of 128 rows (in
  * L1, but each tile's call then loads and stores C every 128 steps) 29.0 ms; 256 to
- * 1024 rows (in L2) 27.5-28 ms; no chunks 30 ms. A plain B's chunk is packed into a
- * buffer first: its rows are ldb apart, and with ldb a multiple of 4 KiB (as F = 2048
- * is) they all fall in the same L1 sets. Chunks after the first accumulate into C: each
- * element's FMAs run in the same order, and the bits are those of one unchunked walk. */
+ * 1024 rows (in L2) 27.5-28 ms; no chunks 30 ms. A packed panel's chunk is read where it
+ * lies (f16/bf16 widened in registers); a plain B's is gathered into a buffer as f32
+ * first. Chunks after the first accumulate into C: each element's FMAs run in the same
+ * order, and the bits are those of one unchunked walk. */
 static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
                          int64_t ldc) {
-    int64_t MR = mk_gemm_mr(), n0 = p * nr;
+    int64_t MR = mk_gemm_mr();
     float buf[KC * MK_MAX_NR] __attribute__((aligned(64)));
     const float *rows[MK_MAX_MR];
     for (int64_t k0 = 0; k0 < m->K; k0 += KC) {
         int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
-        const float *B = m->B + (p * m->K + k0) * nr;
-        if (!m->packed) {
-            for (int64_t k = 0; k < kc; k++)
-                for (int64_t j = 0; j < nr; j++)
-                    buf[k * nr + j] = m->B[(k0 + k) * m->ldb + n0 + j];
-            B = buf;
-        }
+        if (!m->packed) gather_chunk(m, p, k0, kc, nr, buf);
         for (int64_t r = r0; r < r1; r += MR) {
             int64_t mr = r1 - r < MR ? r1 - r : MR;
             if (k0 == 0) prefetch_rows(C + (r - r0 + MR) * ldc, ldc, r1 - r - MR, nr);
             for (int64_t i = 0; i < mr; i++)
                 rows[i] = a_row(m, r + i) + k0;
-            mk_ukernel(kc, rows, mr, B, nr, C + (r - r0) * ldc, ldc, k0 > 0);
+            if (m->packed)
+                ukernel(m, kc, rows, mr, (p * m->K + k0) * nr, nr, C + (r - r0) * ldc, ldc, k0 > 0);
+            else
+                mk_ukernel(kc, rows, mr, buf, nr, C + (r - r0) * ldc, ldc, k0 > 0);
         }
     }
 }
@@ -221,8 +258,9 @@ static void matmul_get(const gemm_job *j, int64_t bi, mat *m) {
     m->packed = b->layout == MK_PANELS;
     m->tok = NULL;
     m->A = (const float *)a->p + batch_offset(a, y, yb, bi) * m->M * K;
-    m->B = (const float *)b->p +
-           batch_offset(b, y, yb, bi) * (m->packed ? mk_panel_floats(K, m->N, j->nr) : K * m->N);
+    m->bdt = b->dt;
+    m->B = mk_elem_ptr(b, batch_offset(b, y, yb, bi) *
+                              (m->packed ? mk_panel_floats(K, m->N, j->nr) : K * m->N));
     m->C = (float *)y->p + bi * m->M * m->N;
 }
 
@@ -278,6 +316,7 @@ static void gemm_get(const gemm_job *j, int64_t i, mat *m) {
     m->tok = NULL;
     m->A = a->p;
     m->B = j->in[1].p;
+    m->bdt = j->in[1].dt;
     m->C = y->p;
 }
 
@@ -339,7 +378,8 @@ static void expert_get(const gemm_job *j, int64_t e, mat *m) {
     m->packed = W->layout == MK_PANELS;
     m->tok = NULL;
     m->A = (const float *)rows->p + r0 * D;
-    m->B = (const float *)W->p + e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F);
+    m->bdt = W->dt;
+    m->B = mk_elem_ptr(W, e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F));
     m->C = (float *)j->out[0].p + r0 * F;
 }
 
@@ -407,7 +447,8 @@ static void gather_get(const gemm_job *j, int64_t e, mat *m) {
     m->packed = W->layout == MK_PANELS;
     m->tok = (const int32_t *)j->in[1].p + r0;
     m->A = x->p;
-    m->B = (const float *)W->p + e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F);
+    m->bdt = W->dt;
+    m->B = mk_elem_ptr(W, e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F));
     m->C = (float *)j->out[0].p + r0 * F;
 }
 

@@ -4,16 +4,24 @@
 #ifndef K_GEMM_H
 #define K_GEMM_H
 
+#include "k_math.h"
 #include "mk.h"
 
 /* One product C[M,N] = A[M,K] B[K,N]. */
 typedef struct mk_mat {
-    const float *A, *B;
+    const float *A;
+    const void *B; /* elements of dtype bdt */
     float *C;
     int64_t M, K, N, lda, ldb, ldc;
-    bool packed;        /* B in panels: panel p at B + p*K*nr */
+    int64_t bdt;        /* MK_F32, or MK_F16 / MK_BF16 weights, widened a chunk at a time */
+    bool packed;        /* B in panels: panel p at B + p*K*nr elements */
     const int32_t *tok; /* gathered A: row r at A + tok[r]*lda; NULL: A + r*lda */
 } mk_mat;
+
+/* Element i of tensor t's storage (any dtype), as a B operand starts. */
+static inline const void *mk_elem_ptr(const mk_tensor *t, int64_t i) {
+    return (const char *)t->p + i * mk_dtsize(t->dt);
+}
 
 /* A set of products run as one parallel loop over tasks of one B panel (nr columns) by
  * up to MK_ROWS_PER_TASK rows. `rows`, when set, replaces the plain writing of C: it is

@@ -107,10 +107,10 @@ static inline mk_tensor mk_scratch_rest(const mk_tensor *scratch, int64_t at) {
     return t;
 }
 
-/* GEMM panel layout (MK_PANELS) of a B operand [.., K, N]: for each leading index (an
- * expert), ceil(N / nr) panels, panel p holding B[k][p*nr + j] at [p][k][j] for k < K,
- * j < nr, zero beyond N. The backend packs constant weights this way at compile time and
- * the runtime packs external weights at create time (moert_pack_panels). */
+/* GEMM panel layout (MK_PANELS) of a B operand [.., K, N] (f32, f16 or bf16 elements):
+ * for each leading index (an expert), ceil(N / nr) panels, panel p holding B[k][p*nr + j]
+ * at [p][k][j] for k < K, j < nr, zero beyond N. The backend packs constant weights this way at
+ * compile time and the runtime packs external weights at create time (moert_pack_panels). */
 static inline int64_t mk_panel_floats(int64_t K, int64_t N, int64_t nr) {
     return ((N + nr - 1) / nr) * K * nr;
 }
@@ -125,6 +125,12 @@ static inline int64_t mk_panel_floats(int64_t K, int64_t N, int64_t nr) {
 enum { MK_MAX_MR = 16, MK_MAX_NR = 64 };
 void mk_ukernel(int64_t K, const float *const *A, int64_t mr, const float *B, int64_t ldb, float *C,
                 int64_t ldc, int64_t accumulate);
+/* The same over B stored as bf16 or f16 (ldb in elements), widened exactly in registers:
+ * the sums of mk_ukernel over the widened values, in its order. */
+void mk_ukernel_bf16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
+                     float *C, int64_t ldc, int64_t accumulate);
+void mk_ukernel_f16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
+                    float *C, int64_t ldc, int64_t accumulate);
 int64_t mk_gemm_mr(void);
 int64_t mk_gemm_nr(void);
 

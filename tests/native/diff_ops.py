@@ -171,6 +171,25 @@ def half_cases():
     return out
 
 
+NARROW_WEIGHTS = ("matmul", "gemm", "expert_matmul", "gather_matmul", "gather_matmul_wide",
+                  "fused_up_silu", "fused_up_dense", "fused_down_combine")
+
+
+def weight_dtype_cases(cases):
+    """f16 and bf16 weights next to f32 activations (what --weight-dtype makes): the
+    products read them in panels and widen them in registers, the interpreter widens the
+    same values; a weight init recipe fills its declared dtype."""
+    out = []
+    for c in cases:
+        if c["name"] not in NARROW_WEIGHTS:
+            continue
+        for dt, tag in (("float16", "f16"), ("bfloat16", "bf16")):
+            inits = [dict(i, dtype=dt) if "init" in i and len(i["shape"]) >= 2 else i for i in c["inits"]]
+            assert inits != c["inits"], c["name"]
+            out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits))
+    return out
+
+
 def route_input(E):
     return [("z", "float32", ["T", E], rnd(2))]
 
@@ -436,6 +455,7 @@ def main():
     rng = np.random.default_rng(20261123)
     every = (std_cases() + tensor_cases() + half_cases() + moe_cases() + loss_cases() +
              cases_grad_std.cases() + cases_grad_moe.cases() + cases_grad_loss.cases())
+    every += weight_dtype_cases(every)
     cases = [c for c in every if not only or c["name"] == only]
     if "--quick" in sys.argv and not only:
         cases = first_case_per_op(cases)

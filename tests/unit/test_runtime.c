@@ -414,7 +414,7 @@ Test(pack, panels_of_four_over_five_columns) {
                             4, 0, 0, 0, 14, 0,  0,  0,  24, 0,  0,  0};
     float got[24];
     memset(got, 0xFF, sizeof got);
-    moert_pack_panels(b, 1, 3, 5, 4, got);
+    moert_pack_panels(b, sizeof(float), 1, 3, 5, 4, got);
     for (int i = 0; i < 24; i++)
         cr_assert_eq(got[i], want[i], "element %d: %g != %g", i, got[i], want[i]);
     /* Two experts: the second's panels follow the first's. */
@@ -422,7 +422,7 @@ Test(pack, panels_of_four_over_five_columns) {
     memcpy(b2, b, sizeof b);
     for (int i = 0; i < 15; i++)
         b2[15 + i] = b[i] + 100;
-    moert_pack_panels(b2, 2, 3, 5, 4, got2);
+    moert_pack_panels(b2, sizeof(float), 2, 3, 5, 4, got2);
     for (int i = 0; i < 24; i++) {
         int real = i < 12 || i % 4 == 0;
         cr_assert_eq(got2[i], want[i]);
@@ -459,7 +459,7 @@ static void check_toy(const moert_model *m) {
     const float *panels = m->params[0], *b = m->params[1];
     cr_assert_eq((uintptr_t)panels % MOERT_ALIGN, 0, "panels are 64-byte aligned");
     float want[24];
-    moert_pack_panels(toy_w, 1, 3, 5, 4, want);
+    moert_pack_panels(toy_w, sizeof(float), 1, 3, 5, 4, want);
     cr_assert_eq(memcmp(panels, want, sizeof want), 0);
     cr_assert_eq(panels[4], 10.0f); /* row 1 of panel 0, hand-checked */
     cr_assert_eq((uintptr_t)b % 4, 0);
