@@ -171,6 +171,7 @@ typedef struct mc_value {
     mc_init_recipe init; /* when src == MC_SRC_INIT */
     const char *file_key; /* when src == MC_SRC_FILE */
     void *rw;             /* a writable copy of data, once a training step updated it */
+    bool narrowed_from_f32; /* quantize-weights stored it in dt (--weight-dtype) */
     /* Every live node input that reads this value, kept by the graph calls below (add,
      * remove, set inputs, replace uses): passes find users here, never by a scan. */
     mc_use *uses;

@@ -165,6 +165,7 @@ static void print_initializers(FILE *f, const mc_graph *g) {
         print_typed(f, g, i);
         fputc(' ', f);
         print_source(f, v);
+        if (v->narrowed_from_f32) fputs(" (from f32: quantize-weights)", f);
         fputc('\n', f);
     }
 }

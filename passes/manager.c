@@ -217,7 +217,7 @@ bool mc_run_pipeline(mc_graph *g, const mc_pipeline_opts *o, mc_diag *d) {
     if (p.steps[0].pass->fn != mc_pass_infer_shapes && !mc_infer_shapes(g, d)) return false;
     bool training = o->training || g->training;
     if (!check_needs(g, &p, props_of(g), training, d)) return false;
-    runner r = {g, o, {d, training, &o->train}, 0};
+    runner r = {g, o, {d, training, &o->train, o->weight_dtype}, 0};
     for (int i = 0; i < p.n;) {
         int end = i;
         while (p.steps[i].group && end + 1 < p.n && p.steps[end + 1].group == p.steps[i].group)

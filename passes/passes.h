@@ -17,6 +17,7 @@ typedef struct mc_pass_ctx {
     mc_diag *d;
     bool training;
     const mc_train_opts *train; /* never NULL */
+    mc_dtype weight_dtype;      /* --weight-dtype; MC_DT_F32: weights stay as they are */
 } mc_pass_ctx;
 
 /* Each returns false on error (with a diagnostic); *changed says whether it rewrote. */
@@ -34,6 +35,7 @@ bool mc_pass_dce(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_fuse_gate_dispatch(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_fuse_expert_ffn(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_fuse_elementwise(mc_graph *g, mc_pass_ctx *cx, bool *changed);
+bool mc_pass_quantize_weights(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 bool mc_pass_plan_memory(mc_graph *g, mc_pass_ctx *cx, bool *changed);
 
 /* Dispatch `node` stops copying its rows when every reader can read them in place
@@ -77,6 +79,7 @@ typedef struct mc_pipeline_opts {
     FILE *dump_out;       /* where --after dumps go (stdout for `moec dump`) */
     bool training;
     mc_train_opts train;
+    mc_dtype weight_dtype; /* --weight-dtype (quantize-weights); MC_DT_F32: none */
     /* Told the name of each pass as it starts (for `moec -v`); NULL: not told. */
     void (*on_pass)(void *user, const char *pass);
     void *on_pass_user;

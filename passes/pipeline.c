@@ -89,6 +89,9 @@ static const mc_pass_info table[] = {
      "moe.FusedElementwise loop; a norm and the chain after it -> moe.FusedNorm"},
     {"dce", mc_pass_dce, 0, 0, PLAN, false,
      "removes nodes and initializers no output or update depends on; keeps inputs"},
+    {"quantize-weights", mc_pass_quantize_weights, SHAPES, 0, PLAN, false,
+     "--weight-dtype=f16|bf16: FFN and expert weights stored narrower, routers and norms "
+     "f32; after fusion, whose ops show which param is whose weight"},
     {"plan-memory", mc_pass_plan_memory, SHAPES, PLAN, 0, false,
      "last: a byte range in one arena for every temp and kernel scratch, by liveness"},
 };
@@ -97,7 +100,8 @@ enum { NUM_PASSES = sizeof table / sizeof table[0] };
 const char mc_default_pipeline[] =
     "infer-shapes,verify,expand-moe,gw-specialize,"
     "{canonicalize,fold-constants},autodiff,optimizer,"
-    "{canonicalize,fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},dce,plan-memory";
+    "{canonicalize,fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},dce,quantize-weights,"
+    "plan-memory";
 
 const mc_pass_info *mc_pass_find(const char *name) {
     for (int i = 0; i < NUM_PASSES; i++)

@@ -4,7 +4,7 @@
 set -euo pipefail
 moec=$1 model=$2
 out=$("$moec" dump "$model" --after=all --verify-each)
-want="infer-shapes verify expand-moe gw-specialize canonicalize fold-constants autodiff optimizer canonicalize fuse-gate-dispatch fuse-expert-ffn fuse-elementwise dce plan-memory"
+want="infer-shapes verify expand-moe gw-specialize canonicalize fold-constants autodiff optimizer canonicalize fuse-gate-dispatch fuse-expert-ffn fuse-elementwise dce quantize-weights plan-memory"
 got=$(printf '%s\n' "$out" | sed -n 's/^# after //p' | tr '\n' ' ' | sed 's/ $//')
 if [ "$got" != "$want" ]; then
     echo "passes dumped: '$got', expected '$want'"

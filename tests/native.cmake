@@ -8,6 +8,12 @@ add_test(NAME native.ops
 add_test(NAME native.examples
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/examples.sh $<TARGET_FILE:moec>
                  ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
+# --weight-dtype=f16|bf16 on every example: dumps, native against the interpreter,
+# external weights, accuracy against f32, misuse.
+add_test(NAME native.weight_dtype
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/weight_dtype.py
+                 $<TARGET_FILE:moec> ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
+set_tests_properties(native.weight_dtype PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 add_test(NAME native.abi
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/abi.sh $<TARGET_FILE:moec> $<TARGET_FILE:moert>)
 add_test(NAME native.targets

@@ -22,13 +22,15 @@ static const command commands[] = {
      "Loads the model, infers shapes, verifies it and prints a one-line summary.\n"},
     {"dump", cmd_dump,
      "moec dump model.json [--after=PASS|all] [--format=text|dot] [--mode=infer|train]\n"
-     "          [--passes=a,b,...] [--verify-each] [--dump-dir=DIR] [--weights=FILE]",
+     "          [--passes=a,b,...] [--verify-each] [--dump-dir=DIR] [--weights=FILE]\n"
+     "          [--weight-dtype=f16|bf16]",
      "Runs the pass pipeline and prints the IR: after PASS, after every pass (all), or\n"
      "once at the end. --dump-dir writes NN-pass.txt (.dot) for every pass.\n"},
     {"run", cmd_run,
      "moec run model.json --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]\n"
      "          [--sym T=N] [--mode=infer|train] [--passes=...] [--weights=FILE] [--interp]\n"
-     "          [--steps N] [--save-weights FILE] [--optimizer=adamw|sgd] [--lr X] ...",
+     "          [--weight-dtype=f16|bf16] [--steps N] [--save-weights FILE]\n"
+     "          [--optimizer=adamw|sgd] [--lr X] ...",
      "Compiles the model for this machine and runs it on .npy inputs; --interp runs\n"
      "the reference interpreter instead. Outputs named with --output are written as\n"
      ".npy; the others are summarised on stdout. --sym checks a symbol's value.\n"
@@ -36,18 +38,23 @@ static const command commands[] = {
      "N steps on the inputs, --save-weights writes the trained weights. Training flags:\n"
      "--train-params=a,b (default: every param), --optimizer=adamw|sgd, --lr, --momentum,\n"
      "--weight-decay, --beta1, --beta2, --eps.\n"
+     "--weight-dtype=f16|bf16 stores the FFN and expert weights in that dtype (inference).\n"
      "-v prints the wall time of each phase to stderr.\n"},
     {"compile", cmd_compile,
      "moec compile model.json -o model.o [--header model.h] [--emit=obj|asm|llvm] [-O0..-O3]\n"
      "          [--weights=embed|external] [--mode=infer|train] [--passes=...]\n"
-     "          [--target-triple T] [--cpu C] [--features F] [--weights-file=FILE]",
+     "          [--target-triple T] [--cpu C] [--features F] [--weights-file=FILE]\n"
+     "          [--weight-dtype=f16|bf16]",
      "Writes an object (or assembly / LLVM IR with --emit) and a C header (default: -o\n"
      "with .h). Weights are embedded read-only by default; --weights=external writes\n"
      "them to -o with .safetensors, which <name>_create maps. -O3 is the default.\n"
      "Without --target-triple the code is for this machine's CPU and features.\n"
+     "--weight-dtype=f16|bf16 stores the FFN and expert weights in that dtype: half the\n"
+     "bytes, summed in f32 (routers and norms stay f32; inference only).\n"
      "-v prints the wall time of each phase to stderr.\n"},
     {"build", cmd_build,
-     "moec build model.json -o model [-O0..-O3] [--weights=embed|external] [--cpu C] ...",
+     "moec build model.json -o model [-O0..-O3] [--weights=embed|external]\n"
+     "          [--weight-dtype=f16|bf16] [--cpu C] ...",
      "Compiles and links an executable with libmoert and the .npy driver:\n"
      "  ./model --input x=x.npy [--output y=y.npy] [--sym T=N] [--weights FILE] [--bench N]\n"
      "--bench N prints min/median/max milliseconds over N runs after one warm-up.\n"
@@ -195,6 +202,17 @@ static int parse_format(cli_args *a, const char *v) {
     return EXIT_OK;
 }
 
+/* --weight-dtype=f16|bf16: the storage of FFN and expert weights (quantize-weights). */
+static int parse_weight_dtype(cli_args *a, const char *v) {
+    if (strcmp(v, "bf16") == 0)
+        a->pipe.weight_dtype = MC_DT_BF16;
+    else if (strcmp(v, "f16") == 0)
+        a->pipe.weight_dtype = MC_DT_F16;
+    else
+        return cli_misuse(a, "--weight-dtype takes bf16 or f16, got '%s'", v);
+    return EXIT_OK;
+}
+
 static int parse_option(cli_args *a, int argc, char **argv, int *i) {
     const char *arg = argv[*i];
     int st = EXIT_OK;
@@ -240,6 +258,8 @@ static int parse_option(cli_args *a, int argc, char **argv, int *i) {
                        ? parse_hyper(a, hypers[h].flag, v,
                                      (double *)((char *)&a->pipe.train + hypers[h].offset))
                        : st;
+    if (is_opt(arg, "--weight-dtype"))
+        return VALUE("--weight-dtype") ? parse_weight_dtype(a, v) : st;
     if (is_opt(arg, "--passes")) return VALUE("--passes") ? (a->pipe.passes = v, EXIT_OK) : st;
     if (is_opt(arg, "--after")) return VALUE("--after") ? (a->pipe.after = v, EXIT_OK) : st;
     if (is_opt(arg, "--dump-dir"))
@@ -296,6 +316,10 @@ static int check_applicable(const cli_args *a) {
         return cli_misuse(a, "-v belongs to 'moec run', 'moec compile' and 'moec build'");
     if ((a->steps || a->save_weights) && !(is_run && a->training))
         return cli_misuse(a, "--steps and --save-weights belong to 'moec run --mode=train'");
+    if (a->pipe.weight_dtype != MC_DT_F32 && !(is_run || is_dump || is_backend))
+        return cli_misuse(a, "--weight-dtype belongs to 'moec run', 'dump', 'compile' and 'build'");
+    if (a->pipe.weight_dtype != MC_DT_F32 && a->training)
+        return cli_misuse(a, "--weight-dtype applies to inference; training updates f32 params");
     const mc_train_opts *t = &a->pipe.train;
     bool hyper = t->params || t->optimizer || t->lr >= 0 || t->momentum >= 0 ||
                  t->weight_decay >= 0 || t->beta1 >= 0 || t->beta2 >= 0 || t->eps >= 0;

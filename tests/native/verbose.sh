@@ -17,7 +17,7 @@ fail() {
 
 # The phase names of a -v report, one per line, "name" or "name+" for work done alongside;
 # the passes (one phase each, docs/ir.md) collapse into one "passes".
-PASSES='infer-shapes|verify|expand-moe|gw-specialize|canonicalize|fold-constants|autodiff|optimizer|fuse-[a-z-]*|dce|plan-memory'
+PASSES='infer-shapes|verify|expand-moe|gw-specialize|canonicalize|fold-constants|autodiff|optimizer|fuse-[a-z-]*|dce|quantize-weights|plan-memory'
 phases() {
     sed -n 's/^moec: \([a-z-]*\) *[0-9][0-9]*\.[0-9][0-9][0-9] s\( alongside\)\{0,1\}$/\1\2/p' "$1" |
         sed 's/ alongside$/+/' | sed -E "s/^($PASSES)$/passes/" | uniq | tr '\n' ' '

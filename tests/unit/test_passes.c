@@ -165,12 +165,12 @@ static void expect_same(const mc_tensor *a, const mc_tensor *b) {
 
 Test(pipeline, default_order_and_a_why_for_every_pass) {
     static const char *want[] = {
-        "infer-shapes",     "verify",   "expand-moe", "gw-specialize",      "canonicalize",
-        "fold-constants",   "autodiff", "optimizer",  "fuse-gate-dispatch", "fuse-expert-ffn",
-        "fuse-elementwise", "dce",      "plan-memory"};
+        "infer-shapes",     "verify",   "expand-moe",       "gw-specialize",      "canonicalize",
+        "fold-constants",   "autodiff", "optimizer",        "fuse-gate-dispatch", "fuse-expert-ffn",
+        "fuse-elementwise", "dce",      "quantize-weights", "plan-memory"};
     int n = 0;
     const mc_pass_info *list = mc_pass_table(&n);
-    cr_assert_eq(n, 13);
+    cr_assert_eq(n, 14);
     for (int i = 0; i < n; i++) {
         cr_expect_str_eq(list[i].name, want[i]);
         cr_expect(list[i].why && *list[i].why, "%s has no 'why'", list[i].name);
@@ -181,7 +181,7 @@ Test(pipeline, default_order_and_a_why_for_every_pass) {
         mc_default_pipeline,
         "infer-shapes,verify,expand-moe,gw-specialize,{canonicalize,fold-constants},"
         "autodiff,optimizer,{canonicalize,fuse-gate-dispatch,fuse-expert-ffn,fuse-elementwise},"
-        "dce,plan-memory");
+        "dce,quantize-weights,plan-memory");
 }
 
 static mc_graph *relu_graph(void) {
@@ -202,13 +202,14 @@ Test(pipeline, unknown_pass_lists_the_valid_names) {
         run_opts(g, (mc_pipeline_opts){.passes = "infer-shapes,fold"}),
         "t.json: error: unknown pass 'fold'; the passes are: infer-shapes, verify, "
         "expand-moe, gw-specialize, canonicalize, fold-constants, autodiff, optimizer, "
-        "fuse-gate-dispatch, fuse-expert-ffn, fuse-elementwise, dce, plan-memory");
+        "fuse-gate-dispatch, fuse-expert-ffn, fuse-elementwise, dce, quantize-weights, "
+        "plan-memory");
     cr_expect_str_eq(
         run_opts(g, (mc_pipeline_opts){.passes = "dce,,verify"}),
         "t.json: error: --passes takes a comma-separated list of pass names, with {a,b} for a "
         "group run to a fixed point (infer-shapes, verify, expand-moe, gw-specialize, "
         "canonicalize, fold-constants, autodiff, optimizer, fuse-gate-dispatch, "
-        "fuse-expert-ffn, fuse-elementwise, dce, plan-memory)");
+        "fuse-expert-ffn, fuse-elementwise, dce, quantize-weights, plan-memory)");
     mc_graph_free(g);
 }
 
@@ -847,4 +848,61 @@ Test(pipeline, a_second_run_finds_nothing_to_do) {
     for (int i = 0; i < n; i++)
         expect_idle(g, list[i].name);
     mc_graph_free(g);
+}
+
+/* ---- quantize-weights ---- */
+
+static mc_dtype dtype_of(const mc_graph *g, const char *name) {
+    return mc_val(g, mc_graph_find_value(g, name))->dt;
+}
+
+/* x[T,2] -> MatMul(x, w_head[2,3]): a head, not an FFN weight. */
+static mc_graph *head_graph(void) {
+    mc_graph *g = mc_graph_new("m");
+    mc_graph_add_symbol(g, "T", 8);
+    float w[6] = {1, 2, 3, 4, 5, 6};
+    int x = input(g, "x", MC_DT_F32, "T,2");
+    output(g, op2(g, MC_OP_MATMUL, "head", x, param(g, "w_head", MC_DT_F32, "2,3", w), "y"));
+    return g;
+}
+
+Test(quantize_weights, ffn_weights_narrow_to_bf16_rounded_to_nearest_even) {
+    static const char *ffn[] = {"w_up", "w_down", "w_gate", "s_up", "s_down", "s_gate"};
+    mc_graph *g = moe_graph(true);
+    float before[12];
+    memcpy(before, mc_val(g, mc_graph_find_value(g, "w_up"))->data, sizeof before);
+    cr_assert_null(run_opts(g, (mc_pipeline_opts){.weight_dtype = MC_DT_BF16}));
+    for (size_t i = 0; i < sizeof ffn / sizeof *ffn; i++)
+        cr_expect_eq(dtype_of(g, ffn[i]), MC_DT_BF16, "%s", ffn[i]);
+    const mc_value *up = mc_val(g, mc_graph_find_value(g, "w_up"));
+    cr_assert_eq(up->nbytes, 12 * sizeof(uint16_t));
+    cr_expect(up->narrowed_from_f32);
+    for (int i = 0; i < 12; i++)
+        cr_expect_eq(((const uint16_t *)up->data)[i], mc_f32_to_bf16(before[i]), "w_up[%d]", i);
+    char *d = dump(g);
+    cr_expect(strstr(d, "param %w_up:bf16[3,2,2] data <12 elements> (from f32: quantize-weights)"),
+              "%s", d);
+    free(d);
+}
+
+Test(quantize_weights, heads_stay_f32_and_nothing_changes_without_the_option) {
+    mc_graph *g = head_graph();
+    cr_assert_null(run_opts(g, (mc_pipeline_opts){.weight_dtype = MC_DT_F16}));
+    cr_expect_eq(dtype_of(g, "w_head"), MC_DT_F32);
+    mc_graph *a = moe_graph(true), *b = moe_graph(true);
+    infer(a);
+    cr_expect_not(run(a, "quantize-weights"), "no --weight-dtype: no change");
+    cr_assert_null(run_opts(b, (mc_pipeline_opts){0}));
+    cr_expect_eq(dtype_of(b, "w_up"), MC_DT_F32);
+}
+
+Test(quantize_weights, training_is_refused) {
+    mc_graph *g = moe_graph(true);
+    infer(g);
+    static const mc_train_opts train = {0};
+    mc_pass_ctx cx = {&diag, true, &train, MC_DT_BF16};
+    bool changed = false;
+    mc_diag_init(&diag, "t.json");
+    cr_expect_not(mc_pass_quantize_weights(g, &cx, &changed));
+    cr_expect(strstr(diag.msg, "--weight-dtype applies to inference"), "%s", diag.msg);
 }

@@ -1,0 +1,76 @@
+/* quantize-weights: stores the weights of the expert and dense FFN products in the
+ * dtype --weight-dtype names (f16 or bf16), so that the code reads half the bytes per
+ * weight; activations stay f32 and the products sum in f32 (the kernels widen each
+ * weight exactly, docs/backend.md). Without --weight-dtype it changes nothing.
+ *
+ * A param is narrowed when it is f32 and every node that reads it reads it as an FFN
+ * weight: of moe.ExpertMatMul, moe.GatherMatMul, moe.FusedUp (up and gate, of experts or
+ * of a dense or shared FFN), moe.FusedDownCombine, or the MatMul / Gemm that takes a
+ * dense FFN's hidden activation (FusedUp's output) down. Routers (whose logits decide
+ * the routing; inside moe.Fused*Dispatch after fusion), heads, embeddings, norms, biases
+ * and anything else stay f32. The pass runs after fusion, whose ops say which product
+ * is an FFN's; a pipeline without the fusion passes narrows only expert products. Each value is
+ * rounded to nearest even, as the interpreter's f32 -> f16/bf16 conversion.
+ * Training updates f32 params, so --weight-dtype is inference only (the CLI refuses it).
+ * needs: shapes    keeps: shapes, verify    breaks: plan */
+#include "passes.h"
+
+#include <string.h>
+
+/* Whether value v is the hidden activation of a dense FFN (FusedUp's output). */
+static bool is_ffn_hidden(const mc_graph *g, int v) {
+    int p = mc_val(g, v)->producer;
+    return p >= 0 && mc_nod(g, p)->op == MC_OP_MOE_FUSED_UP;
+}
+
+static bool is_weight_use(const mc_graph *g, const mc_value *w, mc_use u) {
+    const mc_node *n = mc_nod(g, u.node);
+    switch (n->op) {
+    case MC_OP_MOE_EXPERT_MATMUL: return u.slot == 2;
+    case MC_OP_MOE_GATHER_MATMUL: return u.slot == 3;
+    case MC_OP_MOE_FUSED_UP: return u.slot == 1 || u.slot == 2;
+    case MC_OP_MOE_FUSED_DOWN_COMBINE: return u.slot == 2;
+    case MC_OP_MATMUL:
+    case MC_OP_GEMM: return u.slot == 1 && w->shape.rank >= 2 && is_ffn_hidden(g, n->in[0]);
+    default: return false;
+    }
+}
+
+static bool narrowable(const mc_graph *g, const mc_value *v) {
+    if (v->dead || v->kind != MC_VK_PARAM || v->is_output || v->dt != MC_DT_F32 || !v->data ||
+        v->nuses == 0)
+        return false;
+    for (int u = 0; u < v->nuses; u++)
+        if (!is_weight_use(g, v, v->uses[u])) return false;
+    return true;
+}
+
+static void narrow(mc_graph *g, mc_value *v, mc_dtype dt) {
+    size_t n = v->nbytes / sizeof(float);
+    uint16_t *out = mc_arena_alloc(g->arena, n * sizeof *out + 1);
+    for (size_t i = 0; i < n; i++) {
+        float x;
+        memcpy(&x, (const char *)v->data + i * sizeof x, sizeof x); /* may be unaligned */
+        out[i] = dt == MC_DT_BF16 ? mc_f32_to_bf16(x) : mc_f32_to_f16(x);
+    }
+    v->data = out;
+    v->nbytes = n * sizeof *out;
+    v->dt = dt;
+    v->narrowed_from_f32 = true;
+}
+
+bool mc_pass_quantize_weights(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
+    *changed = false;
+    if (cx->weight_dtype == MC_DT_F32) return true;
+    if (cx->training)
+        return mc_error(cx->d, "",
+                        "--weight-dtype applies to inference; training updates f32 "
+                        "params");
+    for (int i = 0; i < g->nvalues; i++) {
+        mc_value *v = mc_val(g, i);
+        if (!narrowable(g, v)) continue;
+        narrow(g, v, cx->weight_dtype);
+        *changed = true;
+    }
+    return true;
+}

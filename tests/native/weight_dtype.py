@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""--weight-dtype=f16|bf16 (quantize-weights, docs/backend.md) on every example, in
+inference:
+  - the dump shows the FFN and expert weights narrowed ("from f32: quantize-weights")
+    and routers, norms, biases and heads still f32;
+  - compiled code (embedded weights, and --weights=external, whose file holds the
+    narrowed tensors) against the interpreter with the same flag: (1e-4, 1e-5);
+  - accuracy against the f32 model (interpreter): relative L2 error of the output
+    below the documented bound, bf16 1e-2 and f16 1e-3; a block's routing is unchanged,
+    since routers stay f32;
+  - misuse: another dtype, training, a command that does not compile: exit 2.
+usage: weight_dtype.py MOEC EXAMPLES_DIR [--quick]
+--quick (the sanitizer build): mixtral_block and deepseek_moe (shared experts) only."""
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+BOUND = {"bf16": 1e-2, "f16": 1e-3}
+ST_NAME = {"bf16": "BF16", "f16": "F16"}
+# Params that must stay f32 whatever the dtype: not FFN weights.
+KEEP_F32 = re.compile(r"^(w_router|norm_scale|bias|w_cls)$")
+
+
+def run(cmd, ok=True):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if ok and r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), r.returncode, r.stderr.strip()))
+    return r
+
+
+def params(dump):
+    """{name: (dtype, narrowed)} from a dump's param lines."""
+    out = {}
+    for m in re.finditer(r"^  param %([\w.]+):(\w+)\[.*$", dump, re.M):
+        out[m.group(1)] = (m.group(2), "(from f32: quantize-weights)" in m.group(0))
+    return out
+
+
+def st_dtypes(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    return {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
+
+
+def check_dump(moec, model, dt):
+    problems = []
+    ps = params(run([moec, "dump", model, "--weight-dtype=" + dt]).stdout)
+    narrowed = [n for n, (t, mark) in ps.items() if mark]
+    if not narrowed:
+        problems.append("no param narrowed")
+    for n, (t, mark) in ps.items():
+        if mark and t != dt:
+            problems.append("%s marked narrowed but is %s" % (n, t))
+        if KEEP_F32.match(n) and t != "f32":
+            problems.append("%s is %s; it must stay f32" % (n, t))
+    return problems, narrowed
+
+
+def check_example(moec, ex, dt, work):
+    model, x = os.path.join(ex, "model.json"), os.path.join(ex, "x.npy")
+    outs = json.load(open(model))["outputs"]
+    problems, narrowed = check_dump(moec, model, dt)
+
+    def outputs(tag, cmd):
+        files = {o: os.path.join(work, "%s_%s.npy" % (tag, o)) for o in outs}
+        run(cmd + sum([["--output", "%s=%s" % kv] for kv in files.items()], []))
+        return {o: np.load(p) for o, p in files.items()}
+
+    flag = "--weight-dtype=" + dt
+    f32 = outputs("f32", [moec, "run", model, "--interp", "--input", "x=" + x])
+    want = outputs("want", [moec, "run", model, "--interp", flag, "--input", "x=" + x])
+    exe = os.path.join(work, "model")
+    run([moec, "build", model, "-o", exe, flag])
+    got = outputs("got", [exe, "--input", "x=" + x])
+    exe_ext = os.path.join(work, "model_ext")
+    run([moec, "build", model, "-o", exe_ext, flag, "--weights=external"])
+    stored = st_dtypes(exe_ext + ".safetensors")
+    for n in narrowed:
+        if stored.get(n) != ST_NAME[dt]:
+            problems.append("external weights hold %s as %s" % (n, stored.get(n)))
+    got_ext = outputs("ext", [exe_ext, "--input", "x=" + x, "--weights", exe_ext + ".safetensors"])
+    for o in outs:
+        if not np.allclose(got[o], want[o], rtol=1e-4, atol=1e-5):
+            problems.append("%s: native differs from the interpreter by %g" % (o, np.abs(got[o] - want[o]).max()))
+        if got_ext[o].tobytes() != got[o].tobytes():
+            problems.append("%s: external weights give other bits than embedded ones" % o)
+        if f32[o].dtype.kind != "f":
+            if not np.array_equal(f32[o], want[o]):
+                problems.append("%s (routing) changed with %s weights" % (o, dt))
+            continue
+        err = np.linalg.norm(want[o] - f32[o]) / max(np.linalg.norm(f32[o]), 1e-30)
+        if err > BOUND[dt]:
+            problems.append("%s: relative error %.3g against f32 over the bound %g" % (o, err, BOUND[dt]))
+        print("  %s %s %s: relative error against f32 %.2e" % (os.path.basename(ex), dt, o, err))
+    return problems
+
+
+def check_misuse(moec, model):
+    problems = []
+    for args in (["run", model, "--weight-dtype=int3", "--input", "x=x.npy"],
+                 ["run", model, "--weight-dtype=bf16", "--mode=train", "--input", "x=x.npy"],
+                 ["check", model, "--weight-dtype=bf16"]):
+        r = run([moec] + args, ok=False)
+        if r.returncode != 2 or "--weight-dtype" not in r.stderr:
+            problems.append("moec %s: exit %d, %s" % (" ".join(args), r.returncode, r.stderr.strip()))
+    return problems
+
+
+def main():
+    moec, examples = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    failed = total = 0
+    with tempfile.TemporaryDirectory() as work:
+        for name in sorted(os.listdir(examples)):
+            ex = os.path.join(examples, name)
+            if not os.path.exists(os.path.join(ex, "model.json")):
+                continue
+            if "--quick" in sys.argv and name not in ("mixtral_block", "deepseek_moe"):
+                continue
+            for dt in ("bf16", "f16"):
+                total += 1
+                try:
+                    problems = check_example(moec, ex, dt, work)
+                except RuntimeError as e:
+                    problems = [str(e)]
+                for p in problems:
+                    print("FAIL %s %s: %s" % (name, dt, p))
+                failed += bool(problems)
+        problems = check_misuse(moec, os.path.join(examples, "mixtral_block", "model.json"))
+        for p in problems:
+            print("FAIL misuse: %s" % p)
+        failed += bool(problems)
+    print("%d checks, %d failed" % (total + 1, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
