@@ -296,9 +296,11 @@ static bool syntax_error(ld_ctx *c, const char *json, size_t len) {
 }
 
 static bool load_all(ld_ctx *c, const cJSON *root) {
-    return load_header(c, root) && load_symbols(c, root) && load_inputs(c, root) &&
-           load_initializers(c, root) &&
-           ld_nodes(c, cJSON_GetObjectItemCaseSensitive(root, "nodes")) && load_outputs(c, root);
+    bool ok = load_header(c, root) && load_symbols(c, root) && load_inputs(c, root) &&
+              load_initializers(c, root) &&
+              ld_nodes(c, cJSON_GetObjectItemCaseSensitive(root, "nodes")) && load_outputs(c, root);
+    if (ok) ld_legalize_narrow(c);
+    return ok;
 }
 
 mc_graph *mc_load_model_from_memory(const char *json, size_t len, const char *file,

@@ -29,5 +29,8 @@ bool ld_shape(ld_ctx *c, const cJSON *j, const char *path, bool allow_syms, mc_s
 bool ld_nodes(ld_ctx *c, const cJSON *nodes);
 /* load_data.c: an initializer's bytes from inline data, an init recipe or a file. */
 bool ld_initializer_data(ld_ctx *c, const cJSON *init, const char *path, int value);
+/* After the nodes: f16/bf16 file tensors of params declared f32 stay as stored where
+ * only products read them as weights, and are widened to f32 elsewhere. */
+void ld_legalize_narrow(ld_ctx *c);
 
 #endif

@@ -172,18 +172,27 @@ static const char *dims_str(ld_ctx *c, int rank, const int64_t *dims) {
     return mc_arena_printf(c->g->arena, "%s]", s);
 }
 
-/* Takes the bytes from tensor `t` of `file` after checking dtype and shape. */
+/* Takes the bytes from tensor `t` of `file` after checking dtype and shape. An f16 or
+ * bf16 tensor for a param the model declares f32 is taken as stored (ld_legalize_narrow
+ * widens it after the nodes are loaded if something other than a product reads it). */
 static bool from_tensor(ld_ctx *c, const mc_st_tensor *t, const char *file, const char *path,
                         mc_value *v) {
     int64_t want[MC_MAX_RANK];
     mc_shape_eval(&v->shape, NULL, want);
-    bool same = t->dt == v->dt && t->rank == v->shape.rank;
+    bool narrow =
+        v->dt == MC_DT_F32 && (t->dt == MC_DT_F16 || t->dt == MC_DT_BF16) && v->kind == MC_VK_PARAM;
+    bool same = (t->dt == v->dt || narrow) && t->rank == v->shape.rank;
     for (int i = 0; same && i < t->rank; i++)
         same = t->dims[i] == want[i];
     if (!same)
         return ld_fail(c, path, "%s holds '%s' as %s %s but the model declares %s %s", file,
                        t->name, st_dtype(t->dt), dims_str(c, t->rank, t->dims), st_dtype(v->dt),
                        dims_str(c, v->shape.rank, want));
+    if (narrow) {
+        v->dt = t->dt;
+        v->nbytes = t->nbytes;
+        v->stored_narrow = true;
+    }
     v->data = t->data;
     v->src = MC_SRC_FILE;
     v->file_key = mc_arena_strdup(c->g->arena, t->name);
@@ -228,4 +237,34 @@ bool ld_initializer_data(ld_ctx *c, const cJSON *init, const char *path, int val
     const mc_st_tensor *t = mc_st_find(st, name);
     if (!t) return ld_fail(c, path, "tensor '%s' is not in %s", name, c->weights_file);
     return from_tensor(c, t, c->weights_file, path, v);
+}
+
+/* Whether every node reading param v reads it as a product's weight (in inference:
+ * training updates f32 params). */
+static bool only_weight_uses(const ld_ctx *c, const mc_value *v) {
+    if (c->g->training || v->is_output || v->shape.rank < 2) return false;
+    for (int u = 0; u < v->nuses; u++)
+        if (!mc_weight_slot(mc_nod(c->g, v->uses[u].node)->op, v->uses[u].slot)) return false;
+    return true;
+}
+
+static void widen(ld_ctx *c, mc_value *v) {
+    size_t n = v->nbytes / 2;
+    float *out = mc_arena_alloc(c->g->arena, n * sizeof *out + 1);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, (const char *)v->data + 2 * i, sizeof h); /* may be unaligned */
+        out[i] = v->dt == MC_DT_BF16 ? mc_bf16_to_f32(h) : mc_f16_to_f32(h);
+    }
+    v->data = out;
+    v->nbytes = n * sizeof *out;
+    v->dt = MC_DT_F32;
+    v->stored_narrow = false;
+}
+
+void ld_legalize_narrow(ld_ctx *c) {
+    for (int i = 0; i < c->g->nvalues; i++) {
+        mc_value *v = mc_val(c->g, i);
+        if (v->stored_narrow && !only_weight_uses(c, v)) widen(c, v);
+    }
 }

@@ -122,6 +122,19 @@ bool mc_value_escapes(const mc_graph *g, int value) {
     return false;
 }
 
+bool mc_weight_slot(mc_op op, int slot) {
+    switch (op) {
+    case MC_OP_MATMUL:
+    case MC_OP_GEMM: return slot == 1;
+    case MC_OP_MOE_EXPERT_MATMUL:
+    case MC_OP_MOE_FUSED_DOWN_COMBINE: return slot == 2;
+    case MC_OP_MOE_GATHER_MATMUL: return slot == 3;
+    case MC_OP_MOE_FUSED_UP: return slot == 1 || slot == 2;
+    case MC_OP_MOE_MOE: return (slot >= 2 && slot <= 4) || (slot >= 6 && slot <= 8);
+    default: return false;
+    }
+}
+
 static int new_node(mc_graph *g, mc_op op, const char *name, const int *in, int nin, const int *out,
                     int nout) {
     g->nodes = grow(g->arena, g->nodes, g->nnodes, &g->cap_nodes, sizeof(mc_node));

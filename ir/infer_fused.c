@@ -109,7 +109,7 @@ enum { RD_X, RD_ROUTER_IN, RD_W, RD_BIAS };
 static bool route_operands(mc_infer_ctx *cx, int64_t *E) {
     if (!inf_dtype(cx, RD_X, MC_DT_F32) || !inf_rank(cx, RD_X, 2) ||
         !inf_dtype(cx, RD_ROUTER_IN, MC_DT_F32) || !inf_rank(cx, RD_ROUTER_IN, 2) ||
-        !inf_dtype(cx, RD_W, MC_DT_F32) || !inf_rank(cx, RD_W, 2))
+        !inf_weight(cx, RD_ROUTER_IN, RD_W) || !inf_rank(cx, RD_W, 2))
         return false;
     const mc_shape *x = &inf_in(cx, RD_X)->shape, *r = &inf_in(cx, RD_ROUTER_IN)->shape,
                    *w = &inf_in(cx, RD_W)->shape;

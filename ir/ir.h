@@ -172,6 +172,7 @@ typedef struct mc_value {
     const char *file_key; /* when src == MC_SRC_FILE */
     void *rw;             /* a writable copy of data, once a training step updated it */
     bool narrowed_from_f32; /* quantize-weights stored it in dt (--weight-dtype) */
+    bool stored_narrow;     /* declared f32, taken as the f16/bf16 its weights file holds */
     /* Every live node input that reads this value, kept by the graph calls below (add,
      * remove, set inputs, replace uses): passes find users here, never by a scan. */
     mc_use *uses;
@@ -265,6 +266,10 @@ int mc_value_single_user(const mc_graph *g, int value);
 /* Whether anything but node inputs reads the value: a graph output or a training
  * step's state write. Fusion must keep such values materialised. */
 bool mc_value_escapes(const mc_graph *g, int value);
+/* Whether input `slot` of op is a product's weight, which may be f16 or bf16 next to f32
+ * activations (MatMul, Gemm B, the expert products, the fused FFN ops, moe.MoE's FFN
+ * weights). */
+bool mc_weight_slot(mc_op op, int slot);
 void mc_graph_set_producer(mc_graph *g, int node);     /* out values' producer = node */
 /* A copy of g->order (in the arena) for passes that remove nodes while they walk it. */
 int *mc_graph_order_copy(mc_graph *g, int *out_n);

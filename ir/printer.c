@@ -166,6 +166,7 @@ static void print_initializers(FILE *f, const mc_graph *g) {
         fputc(' ', f);
         print_source(f, v);
         if (v->narrowed_from_f32) fputs(" (from f32: quantize-weights)", f);
+        if (v->stored_narrow) fputs(" (declared f32, read as the file stores it)", f);
         fputc('\n', f);
     }
 }

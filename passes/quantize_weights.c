@@ -23,17 +23,11 @@ static bool is_ffn_hidden(const mc_graph *g, int v) {
     return p >= 0 && mc_nod(g, p)->op == MC_OP_MOE_FUSED_UP;
 }
 
+/* A product's weight slot, and for MatMul / Gemm only a dense FFN's down product. */
 static bool is_weight_use(const mc_graph *g, const mc_value *w, mc_use u) {
     const mc_node *n = mc_nod(g, u.node);
-    switch (n->op) {
-    case MC_OP_MOE_EXPERT_MATMUL: return u.slot == 2;
-    case MC_OP_MOE_GATHER_MATMUL: return u.slot == 3;
-    case MC_OP_MOE_FUSED_UP: return u.slot == 1 || u.slot == 2;
-    case MC_OP_MOE_FUSED_DOWN_COMBINE: return u.slot == 2;
-    case MC_OP_MATMUL:
-    case MC_OP_GEMM: return u.slot == 1 && w->shape.rank >= 2 && is_ffn_hidden(g, n->in[0]);
-    default: return false;
-    }
+    if (!mc_weight_slot(n->op, u.slot) || w->shape.rank < 2) return false;
+    return (n->op != MC_OP_MATMUL && n->op != MC_OP_GEMM) || is_ffn_hidden(g, n->in[0]);
 }
 
 static bool narrowable(const mc_graph *g, const mc_value *v) {

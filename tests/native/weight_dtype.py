@@ -8,6 +8,10 @@ inference:
   - accuracy against the f32 model (interpreter): relative L2 error of the output
     below the documented bound, bf16 1e-2 and f16 1e-3; a block's routing is unchanged,
     since routers stay f32;
+  - a weights file holding bf16 tensors for params declared f32 (as Hugging Face
+    checkpoints do): product weights are read as stored (the dump says so) and give the
+    interpreter's output of the same values widened to f32, bit for bit; a norm scale
+    and training get f32;
   - misuse: another dtype, training, a command that does not compile: exit 2.
 usage: weight_dtype.py MOEC EXAMPLES_DIR [--quick]
 --quick (the sanitizer build): mixtral_block and deepseek_moe (shared experts) only."""
@@ -102,6 +106,61 @@ def check_example(moec, ex, dt, work):
     return problems
 
 
+def write_st(path, arrays, shapes, st_dtype):
+    """A safetensors file of uint16 (BF16) or float32 arrays."""
+    header, blobs, off = {}, [], 0
+    for k in sorted(arrays):
+        b = arrays[k].tobytes()
+        header[k] = {"dtype": st_dtype, "shape": shapes[k], "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def to_bf16(a):
+    """Round to nearest even, as moec does."""
+    u = a.astype(np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def check_stored_bf16(moec, ex, work):
+    """Every tensor of the file in bf16, the model declaring f32."""
+    model, x = os.path.join(ex, "model.json"), os.path.join(ex, "x.npy")
+    shapes = {i["name"]: i["shape"] for i in json.load(open(model))["initializers"]}
+    w32 = os.path.join(work, "w32.safetensors")
+    run([moec, "init-weights", model, "-o", w32])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from safetensors_np import tensors
+    narrow = {k: to_bf16(v) for k, v in tensors(w32).items()}
+    wide = {k: (v.astype(np.uint32) << 16).view(np.float32) for k, v in narrow.items()}
+    w16, wwide = os.path.join(work, "w16.safetensors"), os.path.join(work, "wwide.safetensors")
+    write_st(w16, narrow, shapes, "BF16")
+    write_st(wwide, wide, shapes, "F32")
+    problems = []
+    ps = params(run([moec, "dump", model, "--weights=" + w16]).stdout)
+    for n, (t, _) in ps.items():
+        want = "f32" if n == "norm_scale" else "bf16"
+        if t != want:
+            problems.append("stored bf16 file: %s is %s, expected %s" % (n, t, want))
+    if params(run([moec, "dump", model, "--weights=" + w16, "--mode=train"]).stdout)["w_up"][0] != "f32":
+        problems.append("stored bf16 file: training does not widen w_up to f32")
+    out = {}
+    for tag, cmd in (("interp16", ["--interp", "--weights=" + w16]),
+                     ("interp32", ["--interp", "--weights=" + wwide]),
+                     ("native16", ["--weights=" + w16])):
+        y = os.path.join(work, tag + ".npy")
+        run([moec, "run", model, "--input", "x=" + x, "--output", "y=" + y] + cmd)
+        out[tag] = np.load(y)
+    if out["interp16"].tobytes() != out["interp32"].tobytes():
+        problems.append("stored bf16 file: the interpreter differs from the widened f32 weights")
+    if not np.allclose(out["native16"], out["interp16"], rtol=1e-4, atol=1e-5):
+        problems.append("stored bf16 file: native differs from the interpreter")
+    return problems
+
+
 def check_misuse(moec, model):
     problems = []
     for args in (["run", model, "--weight-dtype=int3", "--input", "x=x.npy"],
@@ -133,10 +192,14 @@ def main():
                     print("FAIL %s %s: %s" % (name, dt, p))
                 failed += bool(problems)
         problems = check_misuse(moec, os.path.join(examples, "mixtral_block", "model.json"))
+        try:
+            problems += check_stored_bf16(moec, os.path.join(examples, "mixtral_block"), work)
+        except RuntimeError as e:
+            problems.append(str(e))
         for p in problems:
             print("FAIL misuse: %s" % p)
         failed += bool(problems)
-    print("%d checks, %d failed" % (total + 1, failed))
+    print("%d checks, %d failed" % (total + 1, failed))  # +1: misuse and the stored file
     return 1 if failed else 0
 
 
