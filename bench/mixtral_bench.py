@@ -11,6 +11,11 @@ last call's in cache. FLOPs counted:
 6*T*k*D*F (the three expert projections; the router's 2*T*D*E is left out).
 
 usage: bench/setup.sh && bench/mixtral_bench.py [--moec build/moec] [--runs 20] [--threads 2]
+                                               [--weight-dtype bf16|f16]
+--weight-dtype adds a "moec bf16" (or f16) engine: the same model compiled with that
+--weight-dtype (expert weights in 16 bits, docs/backend.md), timed in the same run; its
+decode lines compare with the weight-read bound of 2-byte weights, and its output is
+compared with moec's f32 output (the peers stay f32).
 See docs/bench.md for what each line means. The PyTorch side is the Hugging Face Mixtral
 sparse block (gate Linear, a ModuleList of experts with w1/w2/w3 Linear layers; route,
 then per expert: gather, SwiGLU, weighted index_add), the code a PyTorch user runs; the
@@ -80,18 +85,21 @@ def system_blas():
 
 # ---- moec: `moec compile` and bench/rotate.c ----
 
-def build_rotate(moec, work):
-    """Compiles the model and links bench/rotate.c against it; returns (exe, compile s)."""
+def build_rotate(moec, work, flags=(), tag=""):
+    """Compiles the model (with flags) and links bench/rotate.c against it; returns
+    (exe, compile s)."""
     model = os.path.join(work, "model.json")
-    obj, header = os.path.join(work, NAME + ".o"), os.path.join(work, NAME + ".h")
+    out = os.path.join(work, "build" + tag)
+    os.makedirs(out, exist_ok=True)
+    obj, header = os.path.join(out, NAME + ".o"), os.path.join(out, NAME + ".h")
     t0 = time.time()
-    subprocess.run([moec, "compile", model, "-o", obj, "--header", header], check=True)
+    subprocess.run([moec, "compile", model, "-o", obj, "--header", header] + list(flags), check=True)
     compile_s = time.time() - t0
-    exe = os.path.join(work, "rotate")
+    exe = os.path.join(out, "rotate")
     runtime = os.path.join(HERE, "..", "runtime")
     libmoert = os.path.join(os.path.dirname(moec), "libmoert.a")
     subprocess.run([os.environ.get("CC", "cc"), "-O2", "-DMODEL=" + NAME, '-DMODEL_HEADER="%s.h"' % NAME,
-                    "-I" + work, "-I" + runtime, os.path.join(HERE, "rotate.c"), obj, libmoert,
+                    "-I" + out, "-I" + runtime, os.path.join(HERE, "rotate.c"), obj, libmoert,
                     "-lpthread", "-lm", "-o", exe], check=True)
     return exe, compile_s
 
@@ -235,10 +243,13 @@ def line(name, threads, t, fl, note=""):
     return "  %-8s %d thr  %8.3f ms  %7.1f GFLOP/s  %s" % (name, threads, t * 1e3, fl / t / 1e9, note)
 
 
-def run_engines(a, work, moec_exe, block, onnx, pool, calls):
+def run_engines(a, work, moec_exe, block, onnx, pool, calls, narrow_exe=None):
     """{engine: (per-call seconds, outputs)} for moec at a.threads (and 1 thread for the
-    prefill pool), PyTorch at 1 and a.threads, ONNX Runtime at a.threads."""
+    prefill pool), moec with narrow weights, PyTorch at 1 and a.threads, ONNX Runtime at
+    a.threads."""
     r = {"moec": bench_moec(moec_exe, work, pool, calls, a.threads)}
+    if narrow_exe:
+        r["moec " + a.weight_dtype] = bench_moec(narrow_exe, work, pool, calls, a.threads)
     if pool.shape[1] == T:
         r["moec 1"] = bench_moec(moec_exe, work, pool, calls, 1)
     r["pytorch"] = bench_torch(block, pool, calls, a.threads)
@@ -255,8 +266,21 @@ def ratios(r, t_moec, threads):
     if "onnxrt" in r:
         s += ", %.2fx onnxrt" % (np.median(r["onnxrt"][0]) / t_moec)
     y = r["moec"][1]
-    diff = max(float(np.abs(y - v[1]).max()) for k, v in r.items() if k != "moec")
+    diff = max(float(np.abs(y - v[1]).max()) for k, v in r.items() if not k.startswith("moec"))
     return s, diff
+
+
+def narrow_line(a, r, t_f32, bound=None):
+    """The narrow-weight engine: time, speedup over f32 moec, output difference."""
+    name = "moec " + (a.weight_dtype or "")
+    if name not in r:
+        return
+    t = np.median(r[name][0])
+    rel = np.linalg.norm(r[name][1] - r["moec"][1]) / np.linalg.norm(r["moec"][1])
+    note = "" if bound is None else "%5.2fx the %s weight-read bound, " % (
+        np.median(r[name][0] / bound), a.weight_dtype)
+    print("  %-13s %8.3f ms  %s%.2fx moec f32; relative difference from it %.1e"
+          % (name, t * 1e3, note, t_f32 / t, rel))
 
 
 def report_prefill(a, r, m, compile_s):
@@ -273,6 +297,7 @@ def report_prefill(a, r, m, compile_s):
             peak = peak1 if thr == 1 else peak2
             print(line(name.split()[0], thr, t, fl, "%3.0f%% of the %s peak" % (
                 100 * fl / t / peak, "1-core" if thr == 1 else "%d-thread" % a.threads)))
+    narrow_line(a, r, t2)
     s, diff = ratios(r, t2, a.threads)
     print("  moec: %.0f%% of the %d-thread peak, %s   max |y_moec - y_other| = %.1e"
           % (100 * fl / t2 / peak2, a.threads, s, diff))
@@ -296,6 +321,7 @@ def report_decode(a, r, m, t, experts, calls):
             over = np.median(r[name][0] / bound)
             print(line(name.split()[0], thr, np.median(r[name][0]), flops(t),
                        "%5.2fx the weight-read bound (%3.0f%% of read bandwidth)" % (over, 100 / over)))
+    narrow_line(a, r, np.median(r["moec"][0]), bound / 2)
     over = np.median(r["moec"][0] / bound)
     s, diff = ratios(r, np.median(r["moec"][0]), a.threads)
     print("  moec: %.0f%% of read bandwidth (%.2fx the bound), %s   max |y_moec - y_other| = %.1e"
@@ -308,6 +334,8 @@ def main():
     ap.add_argument("--moec", default=os.path.join(HERE, "..", "build", "moec"))
     ap.add_argument("--runs", type=int, default=20, help="timed prefill runs (decode: at least 2 x %d)" % POOL)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--weight-dtype", choices=("bf16", "f16"),
+                    help="also time moec with 16-bit expert weights")
     a = ap.parse_args()
     moec = os.path.abspath(a.moec)
     import torch
@@ -319,16 +347,19 @@ def main():
                         os.path.join(work, "w.safetensors")], check=True)
         w = read_safetensors(os.path.join(work, "w.safetensors"))
         rotate, compile_s = build_rotate(moec, work)
+        narrow = None
+        if a.weight_dtype:
+            narrow = build_rotate(moec, work, ["--weight-dtype=" + a.weight_dtype], "_" + a.weight_dtype)[0]
         block = torch_block(w).eval()
         onnx = export_onnx(block, work)
         rng = np.random.default_rng(0)
         pool = rng.standard_normal((1, T, D)).astype(np.float32)
-        prefill = run_engines(a, work, rotate, block, onnx, pool, a.runs)
+        prefill = run_engines(a, work, rotate, block, onnx, pool, a.runs, narrow)
         calls = max(a.runs, 2 * POOL)
         decode = []
         for t in DECODE_T:
             pool, experts = decode_pool(rng, t, w["w_router"])
-            decode.append((t, experts, run_engines(a, work, rotate, block, onnx, pool, calls)))
+            decode.append((t, experts, run_engines(a, work, rotate, block, onnx, pool, calls, narrow)))
         m = best(m, probe(work, a.threads))  # probed before and after the engines
     print(describe(m))
     print("Mixtral MoE block D=%d F=%d E=%d k=%d fp32; torch %s (BLAS: %s), %s"
