@@ -13,9 +13,9 @@
  * ExpertMatMul over Dispatch's rows, without those rows).
  * f16 and bf16 weights (B) next to f32 activations go through the same tiles with
  * micro-kernels that widen B in registers (mk_ukernel_bf16/_f16): the same sums, in the
- * same order, as f32 weights holding the widened values. Other dtypes of A, transposed operands and
- * vector (rank-1) operands take a plain loop, which reads B in C order: the backend
- * packs B into panels only for uses that take the fast path (backend/gemm.c,
+ * same order, as f32 weights holding the widened values. Other dtypes of A, transposed
+ * operands and vector (rank-1) operands take a plain loop, which reads B in C order: the
+ * backend packs B into panels only for uses that take the fast path (backend/gemm.c,
  * is_panel_use). */
 #include "../../runtime/moert.h"
 #include "k_math.h"
@@ -115,8 +115,22 @@ static void gather_chunk(const mat *m, int64_t p, int64_t k0, int64_t kc, int64_
                          float *restrict buf) {
     for (int64_t k = 0; k < kc; k++) {
         int64_t at = (k0 + k) * m->ldb + p * nr;
-        for (int64_t j = 0; j < nr; j++)
-            buf[k * nr + j] = b_elem(m, at + j);
+        const uint16_t *h = (const uint16_t *)m->B + at;
+        float *dst = buf + k * nr;
+        switch (m->bdt) { /* one loop per dtype, each vectorized */
+        case MK_BF16:
+            for (int64_t j = 0; j < nr; j++)
+                dst[j] = mk_bf16_to_f32(h[j]);
+            break;
+        case MK_F16:
+            for (int64_t j = 0; j < nr; j++)
+                dst[j] = mk_f16_to_f32(h[j]);
+            break;
+        default:
+            for (int64_t j = 0; j < nr; j++)
+                dst[j] = b_f32(m)[at + j];
+            break;
+        }
     }
 }
 

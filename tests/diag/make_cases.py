@@ -182,7 +182,7 @@ def weights_cases():
         "34-st-offsets-outside": safetensors_bytes(
             {"w_gate": ("F32", good)},
             header_override=lambda h: h["w_gate"].update(data_offsets=[0, 4096])),
-        "35-st-dtype-mismatch": safetensors_bytes({"w_gate": ("F16", good.astype(np.float16))}),
+        "35-st-dtype-mismatch": safetensors_bytes({"w_gate": ("I32", (good * 64).astype(np.int32))}),
         "36-st-shape-mismatch": safetensors_bytes({"w_gate": ("F32", good.reshape(8, 8))}),
         "37-st-tensor-missing": safetensors_bytes({"w_other": ("F32", good)}),
         "38-st-size-lies": safetensors_bytes(

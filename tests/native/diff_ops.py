@@ -171,8 +171,8 @@ def half_cases():
     return out
 
 
-NARROW_WEIGHTS = ("matmul", "gemm", "expert_matmul", "gather_matmul", "gather_matmul_wide",
-                  "fused_up_silu", "fused_up_dense", "fused_down_combine")
+NARROW_WEIGHTS = ("matmul", "expert_matmul", "gather_matmul_wide", "fused_up_silu",
+                  "fused_down_combine")
 
 
 def weight_dtype_cases(cases):
