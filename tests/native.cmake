@@ -21,7 +21,8 @@ add_test(NAME native.targets
 set_tests_properties(native.ops native.examples native.abi native.targets
                      PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # Training: compiled vs interpreted steps with both optimizers, and a loss that falls.
-add_test(NAME native.train COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/train.sh $<TARGET_FILE:moec>)
+add_test(NAME native.train COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/train.sh $<TARGET_FILE:moec>
+                                   ${QUICK_FLAG})
 set_tests_properties(native.train PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # Fusion: fused and unfused pipelines agree bit for bit, natively at -O0 and -O3 and in
 # the interpreter, at 1, 2 and 3 threads, on every example and each fused pattern.

@@ -3,7 +3,9 @@
 # weight by weight, with AdamW and with SGD (momentum); then a longer compiled run must
 # cut the cross-entropy at least 5-fold on its batch (32 tokens, random labels, which a
 # model of 1.5k weights can fit).
-# usage: train.sh MOEC
+# usage: train.sh MOEC [--quick]
+# --quick (the sanitizer build, where each compile of the training step takes seconds):
+# AdamW only, and resuming checked in the interpreter only.
 set -euo pipefail
 moec=$(realpath "$1")
 here=$(dirname "$(realpath "$0")")
@@ -41,7 +43,11 @@ print("steps %d, tensors %d: compiled = interpreter" % (len(a), len(ta)))
 PY
 }
 
-for opt in "--optimizer=adamw --lr 0.01" "--optimizer=sgd --lr 0.05 --momentum 0.9"; do
+quick=${2:-}
+optimizers=("--optimizer=adamw --lr 0.01" "--optimizer=sgd --lr 0.05 --momentum 0.9")
+engines=(--interp "")
+[ "$quick" != --quick ] || { optimizers=("${optimizers[0]}"); engines=(--interp); }
+for opt in "${optimizers[@]}"; do
     read -r -a flags <<<"$opt"
     "$moec" run "$model" --mode=train --interp "${flags[@]}" "${data[@]}" --steps 6 \
         --save-weights interp.safetensors >interp.log
@@ -69,7 +75,7 @@ PY
 
 # Resuming from saved weights continues the optimizer: 3 steps + 2 steps = 5 steps, with
 # the same weights and state as 5 steps in one run (interpreter, then compiled).
-for engine in --interp ""; do
+for engine in "${engines[@]}"; do
     "$moec" run "$model" --mode=train $engine --lr 0.01 "${data[@]}" --steps 3 --save-weights a.st >/dev/null
     "$moec" run "$model" --mode=train $engine --lr 0.01 "${data[@]}" --steps 2 --weights=a.st \
         --save-weights b.st >/dev/null

@@ -883,6 +883,7 @@ Test(quantize_weights, ffn_weights_narrow_to_bf16_rounded_to_nearest_even) {
     cr_expect(strstr(d, "param %w_up:bf16[3,2,2] data <12 elements> (from f32: quantize-weights)"),
               "%s", d);
     free(d);
+    mc_graph_free(g);
 }
 
 Test(quantize_weights, heads_stay_f32_and_nothing_changes_without_the_option) {
@@ -894,6 +895,9 @@ Test(quantize_weights, heads_stay_f32_and_nothing_changes_without_the_option) {
     cr_expect_not(run(a, "quantize-weights"), "no --weight-dtype: no change");
     cr_assert_null(run_opts(b, (mc_pipeline_opts){0}));
     cr_expect_eq(dtype_of(b, "w_up"), MC_DT_F32);
+    mc_graph_free(g);
+    mc_graph_free(a);
+    mc_graph_free(b);
 }
 
 Test(quantize_weights, training_is_refused) {
@@ -905,4 +909,5 @@ Test(quantize_weights, training_is_refused) {
     mc_diag_init(&diag, "t.json");
     cr_expect_not(mc_pass_quantize_weights(g, &cx, &changed));
     cr_expect(strstr(diag.msg, "--weight-dtype applies to inference"), "%s", diag.msg);
+    mc_graph_free(g);
 }
