@@ -233,6 +233,32 @@ static bool load_inputs(ld_ctx *c, const cJSON *root) {
     return true;
 }
 
+/* "weight_dtype": the storage quantize-weights gives this param, whatever
+ * --weight-dtype says (docs/format.md). */
+static bool weight_dtype(ld_ctx *c, const cJSON *in, const char *path, int value) {
+    const cJSON *w = cJSON_GetObjectItemCaseSensitive(in, "weight_dtype");
+    if (!w) return true;
+    static const struct {
+        const char *name;
+        mc_dtype dt;
+    } kinds[] = {{"f32", MC_DT_F32}, {"f16", MC_DT_F16}, {"bf16", MC_DT_BF16}};
+    for (size_t k = 0; cJSON_IsString(w) && k < sizeof kinds / sizeof *kinds; k++)
+        if (strcmp(w->valuestring, kinds[k].name) == 0) {
+            mc_value *v = mc_val(c->g, value);
+            if (v->dt != MC_DT_F32)
+                return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
+                               "weight_dtype applies to float32 params; '%s' is %s", v->name,
+                               mc_dtype_json_name(v->dt));
+            v->weight_dtype = kinds[k].dt;
+            v->has_weight_dtype = true;
+            return true;
+        }
+    return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
+                   "weight_dtype must be \"f32\", \"f16\" or \"bf16\", found %s",
+                   cJSON_IsString(w) ? mc_arena_printf(c->g->arena, "\"%s\"", w->valuestring)
+                                     : ld_kind(w));
+}
+
 static bool load_initializers(ld_ctx *c, const cJSON *root) {
     const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "initializers");
     if (!arr) return true;
@@ -242,9 +268,10 @@ static bool load_initializers(ld_ctx *c, const cJSON *root) {
     int i = 0;
     for (const cJSON *in = arr->child; in; in = in->next, i++) {
         const char *path = ld_path(c, "/initializers/%d", i);
-        int v = load_decl(c, in, path, "an initializer", "name|dtype|shape|data|init|key",
-                          MC_VK_PARAM, i);
-        if (v < 0 || !ld_initializer_data(c, in, path, v)) return false;
+        int v = load_decl(c, in, path, "an initializer",
+                          "name|dtype|shape|data|init|key|weight_dtype", MC_VK_PARAM, i);
+        if (v < 0 || !ld_initializer_data(c, in, path, v) || !weight_dtype(c, in, path, v))
+            return false;
     }
     return true;
 }

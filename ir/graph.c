@@ -127,7 +127,10 @@ bool mc_weight_slot(mc_op op, int slot) {
     case MC_OP_MATMUL:
     case MC_OP_GEMM: return slot == 1;
     case MC_OP_MOE_EXPERT_MATMUL:
-    case MC_OP_MOE_FUSED_DOWN_COMBINE: return slot == 2;
+    case MC_OP_MOE_FUSED_DOWN_COMBINE:
+    case MC_OP_MOE_FUSED_TOPK_DISPATCH:
+    case MC_OP_MOE_FUSED_TOPP_DISPATCH:
+    case MC_OP_MOE_FUSED_EXPERT_CHOICE_DISPATCH: return slot == 2;
     case MC_OP_MOE_GATHER_MATMUL: return slot == 3;
     case MC_OP_MOE_FUSED_UP: return slot == 1 || slot == 2;
     case MC_OP_MOE_MOE: return (slot >= 2 && slot <= 4) || (slot >= 6 && slot <= 8);

@@ -173,6 +173,8 @@ typedef struct mc_value {
     void *rw;             /* a writable copy of data, once a training step updated it */
     bool narrowed_from_f32; /* quantize-weights stored it in dt (--weight-dtype) */
     bool stored_narrow;     /* declared f32, taken as the f16/bf16 its weights file holds */
+    bool has_weight_dtype;  /* the JSON's "weight_dtype": quantize-weights stores it so */
+    mc_dtype weight_dtype;
     /* Every live node input that reads this value, kept by the graph calls below (add,
      * remove, set inputs, replace uses): passes find users here, never by a scan. */
     mc_use *uses;
@@ -267,8 +269,8 @@ int mc_value_single_user(const mc_graph *g, int value);
  * step's state write. Fusion must keep such values materialised. */
 bool mc_value_escapes(const mc_graph *g, int value);
 /* Whether input `slot` of op is a product's weight, which may be f16 or bf16 next to f32
- * activations (MatMul, Gemm B, the expert products, the fused FFN ops, moe.MoE's FFN
- * weights). */
+ * activations (MatMul, Gemm B, the expert products, the fused FFN ops and routers,
+ * moe.MoE's FFN weights). */
 bool mc_weight_slot(mc_op op, int slot);
 void mc_graph_set_producer(mc_graph *g, int node);     /* out values' producer = node */
 /* A copy of g->order (in the arena) for passes that remove nodes while they walk it. */

@@ -11,7 +11,11 @@
  * and anything else stay f32. The pass runs after fusion, whose ops say which product
  * is an FFN's; a pipeline without the fusion passes narrows only expert products. Each value is
  * rounded to nearest even, as the interpreter's f32 -> f16/bf16 conversion.
- * Training updates f32 params, so --weight-dtype is inference only (the CLI refuses it).
+ * An initializer's "weight_dtype" (docs/format.md) overrides both the option and the
+ * rule for its param: "f32" keeps it, "f16"/"bf16" narrows it (a router, a head) as long
+ * as only products read it as their weight, else it is an error naming the reader.
+ * Training updates f32 params: --weight-dtype is inference only (the CLI refuses it),
+ * and a training graph keeps its params f32 whatever "weight_dtype" says.
  * needs: shapes    keeps: shapes, verify    breaks: plan */
 #include "passes.h"
 
@@ -23,10 +27,14 @@ static bool is_ffn_hidden(const mc_graph *g, int v) {
     return p >= 0 && mc_nod(g, p)->op == MC_OP_MOE_FUSED_UP;
 }
 
-/* A product's weight slot, and for MatMul / Gemm only a dense FFN's down product. */
+/* A product's weight slot but a router's, and for MatMul / Gemm only a dense FFN's down
+ * product. */
 static bool is_weight_use(const mc_graph *g, const mc_value *w, mc_use u) {
     const mc_node *n = mc_nod(g, u.node);
-    if (!mc_weight_slot(n->op, u.slot) || w->shape.rank < 2) return false;
+    bool router = n->op == MC_OP_MOE_FUSED_TOPK_DISPATCH ||
+                  n->op == MC_OP_MOE_FUSED_TOPP_DISPATCH ||
+                  n->op == MC_OP_MOE_FUSED_EXPERT_CHOICE_DISPATCH;
+    if (router || !mc_weight_slot(n->op, u.slot) || w->shape.rank < 2) return false;
     return (n->op != MC_OP_MATMUL && n->op != MC_OP_GEMM) || is_ffn_hidden(g, n->in[0]);
 }
 
@@ -53,17 +61,48 @@ static void narrow(mc_graph *g, mc_value *v, mc_dtype dt) {
     v->narrowed_from_f32 = true;
 }
 
+/* A "weight_dtype" of f16/bf16 needs every reader to take v as a product's weight. */
+static bool check_override(const mc_graph *g, const mc_value *v, mc_diag *d) {
+    for (int u = 0; u < v->nuses; u++) {
+        const mc_node *n = mc_nod(g, v->uses[u].node);
+        if (!mc_weight_slot(n->op, v->uses[u].slot) || v->shape.rank < 2 || v->is_output)
+            return mc_error(d, "",
+                            "param '%s' has weight_dtype \"%s\", but node '%s' reads it as input "
+                            "%d of %s, which takes it as f32",
+                            v->name, mc_dtype_name(v->weight_dtype), n->name, v->uses[u].slot,
+                            mc_op_infos[n->op].name);
+    }
+    return true;
+}
+
+/* The dtype v is stored in: its "weight_dtype", else --weight-dtype where the rule
+ * picks it; MC_DT_F32 leaves it. */
+static bool target_of(const mc_graph *g, const mc_pass_ctx *cx, const mc_value *v, mc_dtype *dt) {
+    *dt = MC_DT_F32;
+    if (v->dead || v->kind != MC_VK_PARAM || v->dt != MC_DT_F32 || !v->data) return true;
+    if (!v->has_weight_dtype) {
+        if (cx->weight_dtype != MC_DT_F32 && narrowable(g, v)) *dt = cx->weight_dtype;
+        return true;
+    }
+    if (v->weight_dtype != MC_DT_F32 && !check_override(g, v, cx->d)) return false;
+    *dt = v->weight_dtype;
+    return true;
+}
+
 bool mc_pass_quantize_weights(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
     *changed = false;
-    if (cx->weight_dtype == MC_DT_F32) return true;
-    if (cx->training)
+    if (cx->training) {
+        if (cx->weight_dtype == MC_DT_F32) return true;
         return mc_error(cx->d, "",
                         "--weight-dtype applies to inference; training updates f32 "
                         "params");
+    }
     for (int i = 0; i < g->nvalues; i++) {
         mc_value *v = mc_val(g, i);
-        if (!narrowable(g, v)) continue;
-        narrow(g, v, cx->weight_dtype);
+        mc_dtype dt;
+        if (!target_of(g, cx, v, &dt)) return false;
+        if (dt == MC_DT_F32) continue;
+        narrow(g, v, dt);
         *changed = true;
     }
     return true;

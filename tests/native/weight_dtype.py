@@ -12,6 +12,10 @@ inference:
     checkpoints do): product weights are read as stored (the dump says so) and give the
     interpreter's output of the same values widened to f32, bit for bit; a norm scale
     and training get f32;
+  - an initializer's "weight_dtype" overrides the option and the rule: "bf16" narrows a
+    router (and compiled code still agrees with the interpreter), "f32" keeps an expert
+    weight, with or without --weight-dtype; on a norm scale, or with a bad value, it is
+    an error naming the param or the JSON path (exit 1);
   - misuse: another dtype, training, a command that does not compile: exit 2.
 usage: weight_dtype.py MOEC EXAMPLES_DIR [--quick]
 bf16 runs on every example, f16 (the same path with another widening) on mixtral_block
@@ -163,6 +167,41 @@ def check_stored_bf16(moec, ex, work):
     return problems
 
 
+def check_overrides(moec, ex, work):
+    model = json.load(open(os.path.join(ex, "model.json")))
+    x = os.path.join(ex, "x.npy")
+
+    def variant(tag, **wd):
+        m = json.loads(json.dumps(model))
+        for i in m["initializers"]:
+            if i["name"] in wd:
+                i["weight_dtype"] = wd[i["name"]]
+        path = os.path.join(work, tag + ".json")
+        json.dump(m, open(path, "w"))
+        return path
+
+    problems = []
+    ok = variant("override", w_router="bf16", w_up="f32")
+    for flags, want in (([], {"w_router": "bf16", "w_up": "f32", "w_gate": "f32"}),
+                        (["--weight-dtype=bf16"], {"w_router": "bf16", "w_up": "f32", "w_gate": "bf16"})):
+        ps = params(run([moec, "dump", ok] + flags).stdout)
+        for n, dt in want.items():
+            if ps[n][0] != dt:
+                problems.append("weight_dtype override %s: %s is %s, expected %s" % (flags, n, ps[n][0], dt))
+    ys = {}
+    for tag, extra in (("native", []), ("interp", ["--interp"])):
+        ys[tag] = os.path.join(work, "ov_%s.npy" % tag)
+        run([moec, "run", ok, "--input", "x=" + x, "--output", "y=" + ys[tag]] + extra)
+    if not np.allclose(np.load(ys["native"]), np.load(ys["interp"]), rtol=1e-4, atol=1e-5):
+        problems.append("weight_dtype override: native differs from the interpreter")
+    for tag, wd, says in (("norm", {"norm_scale": "bf16"}, "param 'norm_scale' has weight_dtype"),
+                          ("value", {"w_up": "int8"}, "weight_dtype must be")):
+        r = run([moec, "check" if tag == "value" else "dump", variant(tag, **wd)], ok=False)
+        if r.returncode != 1 or says not in r.stderr:
+            problems.append("weight_dtype %s: exit %d, %s" % (wd, r.returncode, r.stderr.strip()))
+    return problems
+
+
 def check_misuse(moec, model):
     problems = []
     for args in (["run", model, "--weight-dtype=int3", "--input", "x=x.npy"],
@@ -196,10 +235,11 @@ def main():
         problems = check_misuse(moec, os.path.join(examples, "mixtral_block", "model.json"))
         try:
             problems += check_stored_bf16(moec, os.path.join(examples, "mixtral_block"), work)
+            problems += check_overrides(moec, os.path.join(examples, "mixtral_block"), work)
         except RuntimeError as e:
             problems.append(str(e))
         for p in problems:
-            print("FAIL misuse: %s" % p)
+            print("FAIL misuse, stored file, overrides: %s" % p)
         failed += bool(problems)
     print("%d checks, %d failed" % (total + 1, failed))  # +1: misuse and the stored file
     return 1 if failed else 0
