@@ -185,22 +185,6 @@ static void emit_const_fn(mb_ctx *c, const char *name, int64_t v) {
     LLVMBuildRet(c->b, mb_i64(c, v));
 }
 
-/* Whether some value of the graph has dtype dt (only then can a B operand be so). */
-static bool has_dtype(const mc_graph *g, mc_dtype dt) {
-    for (int i = 0; i < g->nvalues; i++)
-        if (!g->values[i].dead && g->values[i].dt == dt) return true;
-    return false;
-}
-
-/* A kernel nothing calls at run time (no B of its dtype), though the GEMM driver names
- * it: an empty body, so that it costs no code generation. */
-static void emit_stub(mb_ctx *c, const char *name) {
-    LLVMTypeRef params[NUM_P] = {c->i64, c->ptr, c->i64, c->ptr, c->i64, c->ptr, c->i64, c->i64};
-    LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, NUM_P, 0));
-    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, fn, "entry"));
-    LLVMBuildRetVoid(c->b);
-}
-
 static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk) {
     ukernel u = {.c = c,
                  .bk = bk,
@@ -218,20 +202,11 @@ static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk) {
     emit_body(&u);
 }
 
-/* The micro-kernels and their tile. The 16-bit ones are real only when the model has
- * values of that dtype: the GEMM driver picks a kernel by B's dtype at run time, so all
- * three stay linked, and three full kernels would triple a GEMM model's code generation
- * (an ExpertMatMul model's -O3 build 0.2 -> 0.7 s). */
+/* The micro-kernels (one per storage dtype of B) and their tile. */
 void mb_emit_ukernel(mb_ctx *c) {
     emit_ukernel(c, "mk_ukernel", B_F32);
-    if (has_dtype(c->g, MC_DT_BF16))
-        emit_ukernel(c, "mk_ukernel_bf16", B_BF16);
-    else
-        emit_stub(c, "mk_ukernel_bf16");
-    if (has_dtype(c->g, MC_DT_F16))
-        emit_ukernel(c, "mk_ukernel_f16", B_F16);
-    else
-        emit_stub(c, "mk_ukernel_f16");
+    emit_ukernel(c, "mk_ukernel_bf16", B_BF16);
+    emit_ukernel(c, "mk_ukernel_f16", B_F16);
     emit_const_fn(c, "mk_gemm_mr", c->t->mr);
     emit_const_fn(c, "mk_gemm_nr", c->t->nr);
 }

@@ -238,21 +238,17 @@ static bool load_inputs(ld_ctx *c, const cJSON *root) {
 static bool weight_dtype(ld_ctx *c, const cJSON *in, const char *path, int value) {
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(in, "weight_dtype");
     if (!w) return true;
-    static const struct {
-        const char *name;
-        mc_dtype dt;
-    } kinds[] = {{"f32", MC_DT_F32}, {"f16", MC_DT_F16}, {"bf16", MC_DT_BF16}};
-    for (size_t k = 0; cJSON_IsString(w) && k < sizeof kinds / sizeof *kinds; k++)
-        if (strcmp(w->valuestring, kinds[k].name) == 0) {
-            mc_value *v = mc_val(c->g, value);
-            if (v->dt != MC_DT_F32)
-                return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
-                               "weight_dtype applies to float32 params; '%s' is %s", v->name,
-                               mc_dtype_json_name(v->dt));
-            v->weight_dtype = kinds[k].dt;
-            v->has_weight_dtype = true;
-            return true;
-        }
+    mc_value *v = mc_val(c->g, value);
+    mc_dtype dt;
+    if (cJSON_IsString(w) && mc_weight_dtype_from_name(w->valuestring, &dt)) {
+        if (v->dt != MC_DT_F32)
+            return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
+                           "weight_dtype applies to float32 params; '%s' is %s", v->name,
+                           mc_dtype_json_name(v->dt));
+        v->weight_dtype = dt;
+        v->has_weight_dtype = true;
+        return true;
+    }
     return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
                    "weight_dtype must be \"f32\", \"f16\" or \"bf16\", found %s",
                    cJSON_IsString(w) ? mc_arena_printf(c->g->arena, "\"%s\"", w->valuestring)

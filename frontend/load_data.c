@@ -248,23 +248,11 @@ static bool only_weight_uses(const ld_ctx *c, const mc_value *v) {
     return true;
 }
 
-static void widen(ld_ctx *c, mc_value *v) {
-    size_t n = v->nbytes / 2;
-    float *out = mc_arena_alloc(c->g->arena, n * sizeof *out + 1);
-    for (size_t i = 0; i < n; i++) {
-        uint16_t h;
-        memcpy(&h, (const char *)v->data + 2 * i, sizeof h); /* may be unaligned */
-        out[i] = v->dt == MC_DT_BF16 ? mc_bf16_to_f32(h) : mc_f16_to_f32(h);
-    }
-    v->data = out;
-    v->nbytes = n * sizeof *out;
-    v->dt = MC_DT_F32;
-    v->stored_narrow = false;
-}
-
 void ld_legalize_narrow(ld_ctx *c) {
     for (int i = 0; i < c->g->nvalues; i++) {
         mc_value *v = mc_val(c->g, i);
-        if (v->stored_narrow && !only_weight_uses(c, v)) widen(c, v);
+        if (!v->stored_narrow || only_weight_uses(c, v)) continue;
+        mc_value_convert(c->g, v, MC_DT_F32);
+        v->stored_narrow = false;
     }
 }

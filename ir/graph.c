@@ -138,6 +138,34 @@ bool mc_weight_slot(mc_op op, int slot) {
     }
 }
 
+void mc_value_convert(mc_graph *g, mc_value *v, mc_dtype to) {
+    enum { CHUNK = 1024 }; /* elements converted at a time, through a stack buffer */
+    int64_t n = (int64_t)(v->nbytes / mc_dtype_size(v->dt));
+    size_t from_size = mc_dtype_size(v->dt), to_size = mc_dtype_size(to);
+    unsigned char *out = mc_arena_alloc(g->arena, (size_t)n * to_size + 1);
+    mc_real buf[CHUNK];
+    for (int64_t k0 = 0; k0 < n; k0 += CHUNK) {
+        int64_t m = n - k0 < CHUNK ? n - k0 : CHUNK;
+        mc_tensor t = {.dt = v->dt, .rank = 1, .dims = {m}, .numel = m, .f = buf};
+        mc_tensor_load_bytes(&t, (const unsigned char *)v->data + (size_t)k0 * from_size);
+        t.dt = to;
+        mc_tensor_store_bytes(&t, out + (size_t)k0 * to_size);
+    }
+    v->data = out;
+    v->nbytes = (size_t)n * to_size;
+    v->dt = to;
+}
+
+bool mc_weight_dtype_from_name(const char *name, mc_dtype *out) {
+    static const mc_dtype storage[] = {MC_DT_F32, MC_DT_F16, MC_DT_BF16};
+    for (size_t i = 0; i < sizeof storage / sizeof *storage; i++)
+        if (strcmp(name, mc_dtype_name(storage[i])) == 0) {
+            *out = storage[i];
+            return true;
+        }
+    return false;
+}
+
 static int new_node(mc_graph *g, mc_op op, const char *name, const int *in, int nin, const int *out,
                     int nout) {
     g->nodes = grow(g->arena, g->nodes, g->nnodes, &g->cap_nodes, sizeof(mc_node));

@@ -272,6 +272,12 @@ bool mc_value_escapes(const mc_graph *g, int value);
  * activations (MatMul, Gemm B, the expert products, the fused FFN ops and routers,
  * moe.MoE's FFN weights). */
 bool mc_weight_slot(mc_op op, int slot);
+/* Param or const v's data in float dtype `to` (from its float dt), in the arena:
+ * rounded to nearest even when narrower, exact when wider (the interpreter's own
+ * conversions, mc_tensor_load_bytes / mc_tensor_store_bytes). */
+void mc_value_convert(mc_graph *g, mc_value *v, mc_dtype to);
+/* "f32", "f16" or "bf16" (a weight's storage, as dumps name it) into *out. */
+bool mc_weight_dtype_from_name(const char *name, mc_dtype *out);
 void mc_graph_set_producer(mc_graph *g, int node);     /* out values' producer = node */
 /* A copy of g->order (in the arena) for passes that remove nodes while they walk it. */
 int *mc_graph_order_copy(mc_graph *g, int *out_n);

@@ -19,8 +19,6 @@
  * needs: shapes    keeps: shapes, verify    breaks: plan */
 #include "passes.h"
 
-#include <string.h>
-
 /* Whether value v is the hidden activation of a dense FFN (FusedUp's output). */
 static bool is_ffn_hidden(const mc_graph *g, int v) {
     int p = mc_val(g, v)->producer;
@@ -45,20 +43,6 @@ static bool narrowable(const mc_graph *g, const mc_value *v) {
     for (int u = 0; u < v->nuses; u++)
         if (!is_weight_use(g, v, v->uses[u])) return false;
     return true;
-}
-
-static void narrow(mc_graph *g, mc_value *v, mc_dtype dt) {
-    size_t n = v->nbytes / sizeof(float);
-    uint16_t *out = mc_arena_alloc(g->arena, n * sizeof *out + 1);
-    for (size_t i = 0; i < n; i++) {
-        float x;
-        memcpy(&x, (const char *)v->data + i * sizeof x, sizeof x); /* may be unaligned */
-        out[i] = dt == MC_DT_BF16 ? mc_f32_to_bf16(x) : mc_f32_to_f16(x);
-    }
-    v->data = out;
-    v->nbytes = n * sizeof *out;
-    v->dt = dt;
-    v->narrowed_from_f32 = true;
 }
 
 /* A "weight_dtype" of f16/bf16 needs every reader to take v as a product's weight. */
@@ -102,7 +86,8 @@ bool mc_pass_quantize_weights(mc_graph *g, mc_pass_ctx *cx, bool *changed) {
         mc_dtype dt;
         if (!target_of(g, cx, v, &dt)) return false;
         if (dt == MC_DT_F32) continue;
-        narrow(g, v, dt);
+        mc_value_convert(g, v, dt);
+        v->narrowed_from_f32 = true;
         *changed = true;
     }
     return true;

@@ -204,12 +204,10 @@ static int parse_format(cli_args *a, const char *v) {
 
 /* --weight-dtype=f16|bf16: the storage of FFN and expert weights (quantize-weights). */
 static int parse_weight_dtype(cli_args *a, const char *v) {
-    if (strcmp(v, "bf16") == 0)
-        a->pipe.weight_dtype = MC_DT_BF16;
-    else if (strcmp(v, "f16") == 0)
-        a->pipe.weight_dtype = MC_DT_F16;
-    else
+    mc_dtype dt;
+    if (!mc_weight_dtype_from_name(v, &dt) || dt == MC_DT_F32)
         return cli_misuse(a, "--weight-dtype takes bf16 or f16, got '%s'", v);
+    a->pipe.weight_dtype = dt;
     return EXIT_OK;
 }
 

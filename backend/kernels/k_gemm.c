@@ -48,16 +48,6 @@ static const float *b_f32(const mat *m) {
     return (const float *)m->B;
 }
 
-/* Element i of B, widened to f32. */
-static float b_elem(const mat *m, int64_t i) {
-    const uint16_t *h = m->B;
-    switch (m->bdt) {
-    case MK_BF16: return mk_bf16_to_f32(h[i]);
-    case MK_F16: return mk_f16_to_f32(h[i]);
-    default: return b_f32(m)[i];
-    }
-}
-
 /* The micro-kernel for B's dtype, over B from element `at` on. */
 static void ukernel(const mat *m, int64_t K, const float *const *rows, int64_t mr, int64_t at,
                     int64_t ldb, float *C, int64_t ldc, int64_t accumulate) {
@@ -72,12 +62,13 @@ static void ukernel(const mat *m, int64_t K, const float *const *rows, int64_t m
 /* An unpacked B's panel that is not full: a plain loop, into tile (ld nr). */
 static void edge_block(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t nr, float *tile) {
     int64_t n0 = p * nr, nn = mk_gemm_panel_cols(m, p, nr);
+    const mk_tensor B = {.p = (void *)m->B, .dt = m->bdt}; /* for mk_ldf's widening */
     for (int64_t i = 0; i < mr; i++) {
         const float *A = a_row(m, r + i);
         for (int64_t n = 0; n < nn; n++) {
             float s = 0;
             for (int64_t k = 0; k < m->K; k++)
-                s += A[k] * b_elem(m, k * m->ldb + n0 + n);
+                s += A[k] * mk_ldf(&B, k * m->ldb + n0 + n);
             tile[i * nr + n] = s;
         }
     }
