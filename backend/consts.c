@@ -43,6 +43,7 @@ static bool is_used(const mc_graph *g, int v) {
  * own. */
 
 typedef struct {
+    const mc_value *v;
     const void *data;
     size_t bytes; /* as stored: packed when nr > 0 */
     int64_t lead, K, N;
@@ -54,7 +55,8 @@ typedef struct {
 
 static weight weight_of(mb_ctx *c, int v, LLVMValueRef *slot) {
     const mc_value *x = mc_val(c->g, v);
-    weight w = {.data = x->data,
+    weight w = {.v = x,
+                .data = x->data,
                 .bytes = x->nbytes,
                 .elem = mc_dtype_size(x->dt),
                 .nr = c->panel_nr[v],
@@ -68,6 +70,10 @@ static weight weight_of(mb_ctx *c, int v, LLVMValueRef *slot) {
     for (int i = 0; i < s->rank - 2; i++)
         w.lead *= s->d[i].c;
     w.bytes = (size_t)(w.lead * ((w.N + w.nr - 1) / w.nr) * w.K * w.nr) * w.elem;
+    if (mc_dtype_is_quant(x->dt))
+        w.bytes = (size_t)(w.lead * moert_quant_layout((moert_dtype)x->dt, w.K, w.N, x->qgroup,
+                                                       x->qzero != NULL, w.nr)
+                                        .matrix);
     return w;
 }
 
@@ -86,9 +92,26 @@ typedef struct {
     char *dst;
 } pack_task;
 
+/* Matrices [begin, end) of a quantized w, with their scales and zero points. */
+static void pack_quant(const weight *w, char *dst, int64_t begin, int64_t end) {
+    const mc_value *v = w->v;
+    moert_dtype dt = (moert_dtype)v->dt;
+    bool zero = v->qzero != NULL;
+    moert_quant_sizes plain = moert_quant_layout(dt, w->K, w->N, v->qgroup, zero, 0);
+    moert_quant_sizes packed = moert_quant_layout(dt, w->K, w->N, v->qgroup, zero, w->nr);
+    for (int64_t l = begin; l < end; l++)
+        moert_pack_quant(dt, (const char *)v->data + l * plain.values,
+                         v->qscale + l * plain.scales / 4, zero ? v->qzero + l * plain.zeros : NULL,
+                         1, w->K, w->N, v->qgroup, w->nr, dst + l * packed.matrix);
+}
+
 static void pack_slices(void *ctx, int64_t begin, int64_t end) {
     const pack_task *p = ctx;
     const weight *w = p->w;
+    if (mc_dtype_is_quant(w->v->dt)) {
+        pack_quant(w, p->dst, begin, end);
+        return;
+    }
     int64_t panels = (w->N + w->nr - 1) / w->nr;
     for (int64_t l = begin; l < end; l++)
         moert_pack_panels((const char *)w->data + l * w->K * w->N * (int64_t)w->elem, w->elem, 1,
@@ -396,6 +419,11 @@ bool mb_emit_params(mb_ctx *c) {
             return mc_error(c->d, "", "internal error: initializer '%s' has no data", x->name);
         if (x->kind == MC_VK_PARAM) c->param_index[v] = c->nparams++;
         c->panel_nr[v] = mb_param_panel_nr(g, v, c->t);
+        if (mc_dtype_is_quant(x->dt) && !c->panel_nr[v])
+            return mc_error(c->d, "",
+                            "internal error: %s param '%s' is read where only a GEMM weight "
+                            "can be",
+                            mc_dtype_name(x->dt), x->name);
         bool embedded = x->kind == MC_VK_CONST || !c->o->external_weights;
         /* Training reads params through the model's writable copies; the embedded
          * bytes only start them (moert_model_desc.initial). */
@@ -454,10 +482,15 @@ static int *param_ids(mb_ctx *c) {
 
 static LLVMValueRef param_descs(mb_ctx *c, const int *ids) {
     if (c->nparams == 0) return LLVMConstNull(c->ptr);
-    LLVMValueRef *e = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)c->nparams);
-    for (int i = 0; i < c->nparams; i++)
-        e[i] = mb_i64(c, c->panel_nr[ids[i]]);
-    return mb_const_global(c, LLVMConstArray2(c->i64, e, (uint64_t)c->nparams), ".pdesc", 8);
+    /* moert_param_desc: panel_nr, group, zero */
+    LLVMValueRef *e = mc_arena_alloc(c->g->arena, sizeof(LLVMValueRef) * (size_t)c->nparams * 3);
+    for (int i = 0; i < c->nparams; i++) {
+        const mc_value *x = mc_val(c->g, ids[i]);
+        e[3 * i] = mb_i64(c, c->panel_nr[ids[i]]);
+        e[3 * i + 1] = mb_i64(c, x->qgroup);
+        e[3 * i + 2] = mb_i64(c, x->qzero != NULL);
+    }
+    return mb_const_global(c, LLVMConstArray2(c->i64, e, (uint64_t)c->nparams * 3), ".pdesc", 8);
 }
 
 /* Training with embedded weights: where each param's starting bytes are. */

@@ -21,8 +21,9 @@ static void make_types(mb_ctx *c) {
     c->vd = LLVMVoidTypeInContext(c->cx);
     LLVMTypeRef i64 = c->i64, p = c->ptr;
     c->tensor_ty = LLVMStructCreateNamed(c->cx, "mk_tensor");
-    LLVMStructSetBody(c->tensor_ty, (LLVMTypeRef[]){p, i64, i64, LLVMArrayType2(i64, 8), i64, i64},
-                      6, 0);
+    LLVMStructSetBody(c->tensor_ty,
+                      (LLVMTypeRef[]){p, i64, i64, LLVMArrayType2(i64, 8), i64, i64, i64, i64}, 8,
+                      0);
     c->attr_ty = LLVMStructCreateNamed(c->cx, "mk_attr");
     LLVMStructSetBody(c->attr_ty, (LLVMTypeRef[]){i64, i64, c->f64, i64, p, p}, 6, 0);
     c->dim_ty = LLVMStructCreateNamed(c->cx, "moert_dim");

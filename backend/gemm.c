@@ -17,7 +17,7 @@
 
 #include <string.h>
 
-typedef enum { B_F32, B_BF16, B_F16 } b_kind;
+typedef enum { B_F32, B_BF16, B_F16, B_Q8, B_Q4 } b_kind;
 
 typedef struct {
     mb_ctx *c;
@@ -26,11 +26,27 @@ typedef struct {
     LLVMValueRef fma;
     LLVMTypeRef fma_ty;
     LLVMValueRef fn;
-    int nv; /* vectors per tile row: nr / vec_width */
+    int nv;            /* vectors per tile row: nr / vec_width */
+    bool dequant_only; /* mk_dequant_*: writes the widened rows of B instead of products */
+    /* quantized B: the group's scales (f32) and zero points (i32) per vector of the tile */
+    LLVMValueRef scale[16], zero[16]; /* nv <= 64 / 4 */
 } ukernel;
 
-enum { P_K, P_A, P_MR, P_B, P_LDB, P_C, P_LDC, P_ACC, NUM_P };
+/* Parameters; the float kernels have no S and Z. */
+enum { P_K, P_A, P_MR, P_B, P_LDB, P_S, P_Z, P_C, P_LDC, P_ACC, NUM_P };
 enum { MAX_ACC = 32 };
+
+static bool is_quant(b_kind bk) {
+    return bk == B_Q8 || bk == B_Q4;
+}
+
+static LLVMValueRef arg(ukernel *u, int which) {
+    /* mk_dequant_*(K, B, ldb, S, Z, out): out takes C's place */
+    static const int dequant_params[NUM_P] = {
+        [P_K] = 0, [P_B] = 1, [P_LDB] = 2, [P_S] = 3, [P_Z] = 4, [P_C] = 5};
+    if (u->dequant_only) return LLVMGetParam(u->fn, (unsigned)dequant_params[which]);
+    return LLVMGetParam(u->fn, (unsigned)(!is_quant(u->bk) && which > P_Z ? which - 2 : which));
+}
 
 static LLVMValueRef gep_f32(mb_ctx *c, LLVMValueRef base, LLVMValueRef idx) {
     return LLVMBuildGEP2(c->b, c->f32, base, &idx, 1, "");
@@ -53,7 +69,7 @@ static LLVMValueRef splat(ukernel *u, LLVMValueRef s) {
 /* Offset of vector j of C's row r. */
 static LLVMValueRef c_at(ukernel *u, int r, int j) {
     mb_ctx *c = u->c;
-    LLVMValueRef row = LLVMBuildMul(c->b, mb_i64(c, r), LLVMGetParam(u->fn, P_LDC), "");
+    LLVMValueRef row = LLVMBuildMul(c->b, mb_i64(c, r), arg(u, P_LDC), "");
     return LLVMBuildAdd(c->b, row, mb_i64(c, j * c->t->vec_width), "");
 }
 
@@ -62,7 +78,7 @@ static void a_rows(ukernel *u, int mr, LLVMValueRef *arow) {
     mb_ctx *c = u->c;
     for (int r = 0; r < mr; r++) {
         LLVMValueRef idx = mb_i64(c, r);
-        LLVMValueRef at = LLVMBuildGEP2(c->b, c->ptr, LLVMGetParam(u->fn, P_A), &idx, 1, "");
+        LLVMValueRef at = LLVMBuildGEP2(c->b, c->ptr, arg(u, P_A), &idx, 1, "");
         arow[r] = LLVMBuildLoad2(c->b, c->ptr, at, "");
     }
 }
@@ -70,21 +86,19 @@ static void a_rows(ukernel *u, int mr, LLVMValueRef *arow) {
 /* Accumulators start from C when accumulating, from zero otherwise. */
 static void init_acc(ukernel *u, int mr, LLVMValueRef *init) {
     mb_ctx *c = u->c;
-    LLVMValueRef accum =
-        LLVMBuildICmp(c->b, LLVMIntNE, LLVMGetParam(u->fn, P_ACC), mb_i64(c, 0), "");
+    LLVMValueRef accum = LLVMBuildICmp(c->b, LLVMIntNE, arg(u, P_ACC), mb_i64(c, 0), "");
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < u->nv; j++)
-            init[r * u->nv + j] =
-                LLVMBuildSelect(c->b, accum, load_vec(u, LLVMGetParam(u->fn, P_C), c_at(u, r, j)),
-                                LLVMConstNull(u->vec), "");
+            init[r * u->nv + j] = LLVMBuildSelect(
+                c->b, accum, load_vec(u, arg(u, P_C), c_at(u, r, j)), LLVMConstNull(u->vec), "");
 }
 
 static void store_acc(ukernel *u, int mr, LLVMValueRef *acc) {
     mb_ctx *c = u->c;
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < u->nv; j++) {
-            LLVMValueRef st = LLVMBuildStore(c->b, acc[r * u->nv + j],
-                                             gep_f32(c, LLVMGetParam(u->fn, P_C), c_at(u, r, j)));
+            LLVMValueRef st =
+                LLVMBuildStore(c->b, acc[r * u->nv + j], gep_f32(c, arg(u, P_C), c_at(u, r, j)));
             LLVMSetAlignment(st, 4);
         }
 }
@@ -92,7 +106,7 @@ static void store_acc(ukernel *u, int mr, LLVMValueRef *acc) {
 /* The f32 vector of B at element idx, widened from 16 bits when B is stored so. */
 static LLVMValueRef load_b(ukernel *u, LLVMValueRef idx) {
     mb_ctx *c = u->c;
-    LLVMValueRef base = LLVMGetParam(u->fn, P_B);
+    LLVMValueRef base = arg(u, P_B);
     if (u->bk == B_F32) return load_vec(u, base, idx);
     unsigned w = (unsigned)c->t->vec_width;
     LLVMTypeRef el = u->bk == B_F16 ? LLVMHalfTypeInContext(c->cx) : LLVMInt16TypeInContext(c->cx);
@@ -109,20 +123,109 @@ static LLVMValueRef load_b(ukernel *u, LLVMValueRef idx) {
     return LLVMBuildBitCast(c->b, wide, u->vec, "");
 }
 
-/* One step of K: nv B vectors, one broadcast of A per row, mr*nv FMAs. */
+static LLVMValueRef splat_i32(mb_ctx *c, int v) {
+    LLVMValueRef e[MAX_ACC];
+    for (int i = 0; i < c->t->vec_width; i++)
+        e[i] = LLVMConstInt(c->i32, (unsigned long long)v, 0);
+    return LLVMConstVector(e, (unsigned)c->t->vec_width);
+}
+
+/* The vec_width bytes of a quantized B at byte offset `at`. */
+static LLVMValueRef load_bytes(ukernel *u, LLVMValueRef base, LLVMValueRef at) {
+    mb_ctx *c = u->c;
+    LLVMTypeRef bt = LLVMVectorType(c->i8, (unsigned)c->t->vec_width);
+    LLVMValueRef v = LLVMBuildLoad2(c->b, bt, LLVMBuildGEP2(c->b, c->i8, base, &at, 1, ""), "");
+    LLVMSetAlignment(v, 1);
+    return v;
+}
+
+/* At the kernel's entry: the group's scales, and for int4 the offsets -zero * scale (the
+ * zero points 8 without them), so that a weight is one FMA: fma(q, scale, offset). */
+static void load_group(ukernel *u) {
+    mb_ctx *c = u->c;
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    LLVMValueRef Z = arg(u, P_Z);
+    LLVMValueRef has_zero = LLVMBuildICmp(c->b, LLVMIntNE, Z, LLVMConstNull(c->ptr), "");
+    for (int j = 0; j < u->nv; j++) {
+        LLVMValueRef at = mb_i64(c, j * c->t->vec_width);
+        u->scale[j] = load_vec(u, arg(u, P_S), at);
+        if (u->bk != B_Q4) continue;
+        /* a load only where Z is given: the branch-free select would read NULL */
+        LLVMBasicBlockRef from = LLVMGetInsertBlock(c->b);
+        LLVMBasicBlockRef load = LLVMAppendBasicBlockInContext(c->cx, u->fn, "zero");
+        LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->cx, u->fn, "zeroed");
+        LLVMBuildCondBr(c->b, has_zero, load, join);
+        LLVMPositionBuilderAtEnd(c->b, load);
+        LLVMValueRef z = LLVMBuildZExt(c->b, load_bytes(u, Z, at), i32v, "");
+        LLVMBuildBr(c->b, join);
+        LLVMPositionBuilderAtEnd(c->b, join);
+        LLVMValueRef zero = LLVMBuildPhi(c->b, i32v, "");
+        LLVMAddIncoming(zero, (LLVMValueRef[]){splat_i32(c, 8), z},
+                        (LLVMBasicBlockRef[]){from, load}, 2);
+        LLVMValueRef zs =
+            LLVMBuildFMul(c->b, LLVMBuildSIToFP(c->b, zero, u->vec, ""), u->scale[j], "");
+        u->zero[j] = LLVMBuildFNeg(c->b, zs, "");
+    }
+}
+
+/* Widens the quantized values q (i32) of vector j to weights: q * scale for int8,
+ * fma(q, scale, -zero * scale) for int4 (mk.h). */
+static LLVMValueRef dequant(ukernel *u, int j, LLVMValueRef q) {
+    mb_ctx *c = u->c;
+    LLVMValueRef f = LLVMBuildSIToFP(c->b, q, u->vec, "");
+    if (u->bk == B_Q8) return LLVMBuildFMul(c->b, f, u->scale[j], "");
+    LLVMValueRef args[3] = {f, u->scale[j], u->zero[j]};
+    return LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
+}
+
+/* The B vectors of K rows k (and, for int4, k + 1: the two nibbles of one byte row) into
+ * bv[row][j]. */
+static void load_b_rows(ukernel *u, LLVMValueRef k, LLVMValueRef bv[2][MAX_ACC]) {
+    mb_ctx *c = u->c;
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    LLVMValueRef row = u->bk == B_Q4 ? LLVMBuildLShr(c->b, k, mb_i64(c, 1), "") : k;
+    LLVMValueRef brow = LLVMBuildMul(c->b, row, arg(u, P_LDB), "");
+    for (int j = 0; j < u->nv; j++) {
+        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width), "");
+        if (!is_quant(u->bk)) {
+            bv[0][j] = load_b(u, at);
+            continue;
+        }
+        LLVMValueRef q = load_bytes(u, arg(u, P_B), at);
+        if (u->bk == B_Q8) {
+            bv[0][j] = dequant(u, j, LLVMBuildSExt(c->b, q, i32v, ""));
+            continue;
+        }
+        LLVMValueRef wide = LLVMBuildZExt(c->b, q, i32v, "");
+        bv[0][j] = dequant(u, j, LLVMBuildAnd(c->b, wide, splat_i32(c, 15), ""));
+        bv[1][j] = dequant(u, j, LLVMBuildLShr(c->b, wide, splat_i32(c, 4), ""));
+    }
+}
+
+/* K rows per step: int4 takes the two of a byte row together. */
+static int rows_per_step(const ukernel *u) {
+    return u->bk == B_Q4 ? 2 : 1;
+}
+
+/* One step of K: nv B vectors per row, one broadcast of A per row of the tile and K row,
+ * mr*nv FMAs per K row, in ascending k. */
 static void k_step(ukernel *u, int mr, LLVMValueRef k, LLVMValueRef *arow, LLVMValueRef *acc,
                    LLVMValueRef *next) {
     mb_ctx *c = u->c;
-    LLVMValueRef brow = LLVMBuildMul(c->b, k, LLVMGetParam(u->fn, P_LDB), ""), bv[MAX_ACC];
-    for (int j = 0; j < u->nv; j++)
-        bv[j] = load_b(u, LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width), ""));
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef av = splat(u, LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], k), ""));
-        for (int j = 0; j < u->nv; j++) {
-            LLVMValueRef args[3] = {av, bv[j], acc[r * u->nv + j]};
-            next[r * u->nv + j] = LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
+    LLVMValueRef bv[2][MAX_ACC], cur[MAX_ACC];
+    load_b_rows(u, k, bv);
+    memcpy(cur, acc, sizeof(LLVMValueRef) * (size_t)(mr * u->nv));
+    for (int s = 0; s < rows_per_step(u); s++) {
+        LLVMValueRef ks = s ? LLVMBuildAdd(c->b, k, mb_i64(c, s), "") : k;
+        for (int r = 0; r < mr; r++) {
+            LLVMValueRef av = splat(u, LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], ks), ""));
+            for (int j = 0; j < u->nv; j++) {
+                LLVMValueRef args[3] = {av, bv[s][j], cur[r * u->nv + j]};
+                cur[r * u->nv + j] = LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
+            }
         }
     }
+    memcpy(next, cur, sizeof(LLVMValueRef) * (size_t)(mr * u->nv));
 }
 
 /* The whole tile for exactly mr rows, from block `entry` (which it fills) to a return:
@@ -136,7 +239,9 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     LLVMPositionBuilderAtEnd(c->b, entry);
     a_rows(u, mr, arow);
     init_acc(u, mr, init);
-    LLVMValueRef K = LLVMGetParam(u->fn, P_K);
+    if (is_quant(u->bk)) load_group(u);
+    entry = LLVMGetInsertBlock(c->b); /* load_group may have branched */
+    LLVMValueRef K = arg(u, P_K);
     LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, mb_i64(c, 0), ""), loop, done);
 
     LLVMPositionBuilderAtEnd(c->b, loop);
@@ -144,7 +249,7 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     for (int i = 0; i < nacc; i++)
         acc[i] = LLVMBuildPhi(c->b, u->vec, "");
     k_step(u, mr, k, arow, acc, next);
-    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, 1), "");
+    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, rows_per_step(u)), "");
     LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k1, K, ""), loop, done);
     LLVMValueRef zero = mb_i64(c, 0);
     LLVMAddIncoming(k, (LLVMValueRef[]){zero, k1}, (LLVMBasicBlockRef[]){entry, loop}, 2);
@@ -162,13 +267,42 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     LLVMBuildRetVoid(c->b);
 }
 
+/* mk_dequant_*: the loop over K storing each widened row of B to out (nr floats a row). */
+static void emit_dequant(ukernel *u) {
+    mb_ctx *c = u->c;
+    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, u->fn, "entry");
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->cx, u->fn, "loop");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->cx, u->fn, "done");
+    LLVMPositionBuilderAtEnd(c->b, entry);
+    load_group(u);
+    entry = LLVMGetInsertBlock(c->b);
+    LLVMValueRef K = arg(u, P_K);
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, mb_i64(c, 0), ""), loop, done);
+    LLVMPositionBuilderAtEnd(c->b, loop);
+    LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k"), bv[2][MAX_ACC];
+    load_b_rows(u, k, bv);
+    for (int s = 0; s < rows_per_step(u); s++) {
+        LLVMValueRef row =
+            LLVMBuildMul(c->b, LLVMBuildAdd(c->b, k, mb_i64(c, s), ""), mb_i64(c, c->t->nr), "");
+        for (int j = 0; j < u->nv; j++) {
+            LLVMValueRef at = LLVMBuildAdd(c->b, row, mb_i64(c, j * c->t->vec_width), "");
+            LLVMSetAlignment(LLVMBuildStore(c->b, bv[s][j], gep_f32(c, arg(u, P_C), at)), 4);
+        }
+    }
+    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, rows_per_step(u)), "");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k1, K, ""), loop, done);
+    LLVMAddIncoming(k, (LLVMValueRef[]){mb_i64(c, 0), k1}, (LLVMBasicBlockRef[]){entry, loop}, 2);
+    LLVMPositionBuilderAtEnd(c->b, done);
+    LLVMBuildRetVoid(c->b);
+}
+
 /* A switch on mr to one loop per row count 1..MR. */
 static void emit_body(ukernel *u) {
     mb_ctx *c = u->c;
     LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, u->fn, "entry");
     LLVMBasicBlockRef none = LLVMAppendBasicBlockInContext(c->cx, u->fn, "none");
     LLVMPositionBuilderAtEnd(c->b, entry);
-    LLVMValueRef sw = LLVMBuildSwitch(c->b, LLVMGetParam(u->fn, P_MR), none, (unsigned)c->t->mr);
+    LLVMValueRef sw = LLVMBuildSwitch(c->b, arg(u, P_MR), none, (unsigned)c->t->mr);
     for (int mr = 1; mr <= c->t->mr; mr++) {
         LLVMBasicBlockRef rows = LLVMAppendBasicBlockInContext(c->cx, u->fn, "rows");
         LLVMAddCase(sw, mb_i64(c, mr), rows);
@@ -185,13 +319,23 @@ static void emit_const_fn(mb_ctx *c, const char *name, int64_t v) {
     LLVMBuildRet(c->b, mb_i64(c, v));
 }
 
-static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk) {
+static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_only) {
     ukernel u = {.c = c,
                  .bk = bk,
+                 .dequant_only = dequant_only,
                  .vec = LLVMVectorType(c->f32, (unsigned)c->t->vec_width),
                  .nv = c->t->nr / c->t->vec_width};
-    LLVMTypeRef params[NUM_P] = {c->i64, c->ptr, c->i64, c->ptr, c->i64, c->ptr, c->i64, c->i64};
-    u.fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, NUM_P, 0));
+    LLVMTypeRef params[NUM_P] = {c->i64, c->ptr, c->i64, c->ptr, c->i64,
+                                 c->ptr, c->ptr, c->ptr, c->i64, c->i64};
+    unsigned nparams = is_quant(bk) ? NUM_P : NUM_P - 2;
+    if (!is_quant(bk)) /* no S, Z */
+        memmove(params + P_S, params + P_C, sizeof(LLVMTypeRef) * (NUM_P - P_C));
+    if (dequant_only) { /* K, B, ldb, S, Z, out */
+        LLVMTypeRef d[6] = {c->i64, c->ptr, c->i64, c->ptr, c->ptr, c->ptr};
+        memcpy(params, d, sizeof d);
+        nparams = 6;
+    }
+    u.fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, nparams, 0));
     char width[16];
     snprintf(width, sizeof width, "%d", 32 * c->t->vec_width);
     /* Without this the x86 backend may split 512-bit vectors on CPUs that prefer 256. */
@@ -199,14 +343,21 @@ static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk) {
     unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
     u.fma = LLVMGetIntrinsicDeclaration(c->mod, id, &u.vec, 1);
     u.fma_ty = LLVMIntrinsicGetType(c->cx, id, &u.vec, 1);
-    emit_body(&u);
+    if (dequant_only)
+        emit_dequant(&u);
+    else
+        emit_body(&u);
 }
 
 /* The micro-kernels (one per storage dtype of B) and their tile. */
 void mb_emit_ukernel(mb_ctx *c) {
-    emit_ukernel(c, "mk_ukernel", B_F32);
-    emit_ukernel(c, "mk_ukernel_bf16", B_BF16);
-    emit_ukernel(c, "mk_ukernel_f16", B_F16);
+    emit_ukernel(c, "mk_ukernel", B_F32, false);
+    emit_ukernel(c, "mk_ukernel_bf16", B_BF16, false);
+    emit_ukernel(c, "mk_ukernel_f16", B_F16, false);
+    emit_ukernel(c, "mk_ukernel_q8", B_Q8, false);
+    emit_ukernel(c, "mk_ukernel_q4", B_Q4, false);
+    emit_ukernel(c, "mk_dequant_q8", B_Q8, true);
+    emit_ukernel(c, "mk_dequant_q4", B_Q4, true);
     emit_const_fn(c, "mk_gemm_mr", c->t->mr);
     emit_const_fn(c, "mk_gemm_nr", c->t->nr);
 }
@@ -216,9 +367,10 @@ void mb_emit_ukernel(mb_ctx *c) {
  * matrix or a batch of them, neither operand transposed; B f32, f16 or bf16). Any other
  * use reads B plain. */
 static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
-    const mc_value *a = mc_val(g, n->in[0]);
+    const mc_value *a = mc_val(g, n->in[0]), *w = mc_val(g, v);
     bool f32_matrix_a = a->dt == MC_DT_F32 && a->shape.rank >= 2;
-    if (n->op == MC_OP_MATMUL) return slot == 1 && mc_val(g, v)->shape.rank == 2 && f32_matrix_a;
+    if (n->op == MC_OP_MATMUL)
+        return slot == 1 && (w->shape.rank == 2 || mc_dtype_is_quant(w->dt)) && f32_matrix_a;
     if (n->op == MC_OP_GEMM)
         return slot == 1 && mc_attr_int(n, "transA") == 0 && mc_attr_int(n, "transB") == 0 &&
                a->dt == MC_DT_F32;
@@ -234,8 +386,8 @@ static bool is_panel_use(const mc_graph *g, const mc_node *n, int slot, int v) {
 int mb_param_panel_nr(const mc_graph *g, int v, const mb_target *t) {
     const mc_value *x = mc_val(g, v);
     /* Training rewrites params every step: they stay plain. */
-    bool float_dt = x->dt == MC_DT_F32 || x->dt == MC_DT_F16 || x->dt == MC_DT_BF16;
-    if (g->training || !float_dt || x->is_output || x->shape.rank < 2) return 0;
+    bool weight_dt = mc_dtype_is_float(x->dt) || mc_dtype_is_quant(x->dt);
+    if (g->training || !weight_dt || x->is_output || x->shape.rank < 2) return 0;
     for (int i = 0; i < x->nuses; i++)
         if (!is_panel_use(g, mc_nod(g, x->uses[i].node), x->uses[i].slot, v)) return 0;
     return x->nuses > 0 ? t->nr : 0;

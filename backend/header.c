@@ -160,7 +160,9 @@ static const char *c_type(mc_dtype t) {
     case MC_DT_BF16: return "uint16_t";
     case MC_DT_I32: return "int32_t";
     case MC_DT_I64: return "int64_t";
-    case MC_DT_BOOL: return "uint8_t";
+    case MC_DT_BOOL:
+    case MC_DT_Q8:
+    case MC_DT_Q4: return "uint8_t"; /* (quantized: params only, never in the API) */
     }
     return "void";
 }

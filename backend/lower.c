@@ -20,7 +20,7 @@ typedef struct {
     LLVMValueRef fail_fn;
 } lowering;
 
-enum { T_P, T_DT, T_RANK, T_DIMS, T_LAYOUT, T_NR };
+enum { T_P, T_DT, T_RANK, T_DIMS, T_LAYOUT, T_NR, T_GROUP, T_ZERO };
 
 static LLVMValueRef load_at(lowering *L, LLVMTypeRef ty, LLVMValueRef base, int64_t idx) {
     mb_ctx *c = L->c;
@@ -107,6 +107,8 @@ static void fill_tensor(lowering *L, LLVMValueRef t, int v) {
         store_field(L, t, T_RANK, 0, mb_i64(c, 0));
         store_field(L, t, T_LAYOUT, 0, mb_i64(c, 0));
         store_field(L, t, T_NR, 0, mb_i64(c, 0));
+        store_field(L, t, T_GROUP, 0, mb_i64(c, 0));
+        store_field(L, t, T_ZERO, 0, mb_i64(c, 0));
         return;
     }
     const mc_value *x = mc_val(c->g, v);
@@ -117,6 +119,8 @@ static void fill_tensor(lowering *L, LLVMValueRef t, int v) {
         store_field(L, t, T_DIMS, i, dim_value(L, x->shape.d[i]));
     store_field(L, t, T_LAYOUT, 0, mb_i64(c, nr ? 1 : 0));
     store_field(L, t, T_NR, 0, mb_i64(c, nr));
+    store_field(L, t, T_GROUP, 0, mb_i64(c, x->qgroup));
+    store_field(L, t, T_ZERO, 0, mb_i64(c, x->qzero != NULL));
 }
 
 /* A node's scratch: p = NULL and 0 bytes where its layout is empty for these shapes. */
@@ -132,6 +136,8 @@ static void fill_scratch(lowering *L, LLVMValueRef t, int node) {
     store_field(L, t, T_DIMS, 0, mb_i64(c, c->g->plan.scratch_bytes[node]));
     store_field(L, t, T_LAYOUT, 0, mb_i64(c, 0));
     store_field(L, t, T_NR, 0, mb_i64(c, 0));
+    store_field(L, t, T_GROUP, 0, mb_i64(c, 0));
+    store_field(L, t, T_ZERO, 0, mb_i64(c, 0));
 }
 
 /* n tensors from ids, then omitted ones up to `pad` (kernels index optional inputs by

@@ -239,18 +239,23 @@ static bool weight_dtype(ld_ctx *c, const cJSON *in, const char *path, int value
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(in, "weight_dtype");
     if (!w) return true;
     mc_value *v = mc_val(c->g, value);
-    mc_dtype dt;
-    if (cJSON_IsString(w) && mc_weight_dtype_from_name(w->valuestring, &dt)) {
-        if (v->dt != MC_DT_F32)
+    mc_weight_format f;
+    if (cJSON_IsString(w) && mc_weight_format_parse(w->valuestring, &f)) {
+        const char *misfit = mc_weight_format_misfit(c->g, v, &f);
+        if (v->dt != MC_DT_F32 || v->stored_narrow)
             return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
                            "weight_dtype applies to float32 params; '%s' is %s", v->name,
                            mc_dtype_json_name(v->dt));
-        v->weight_dtype = dt;
+        if (misfit)
+            return ld_fail(c, ld_path(c, "%s/weight_dtype", path), "param '%s' cannot be %s: %s",
+                           v->name, w->valuestring, misfit);
+        v->weight_dtype = f;
         v->has_weight_dtype = true;
         return true;
     }
     return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
-                   "weight_dtype must be \"f32\", \"f16\" or \"bf16\", found %s",
+                   "weight_dtype must be \"f32\", \"f16\", \"bf16\", \"int8\" or "
+                   "\"int4[:GROUP][:zp]\", found %s",
                    cJSON_IsString(w) ? mc_arena_printf(c->g->arena, "\"%s\"", w->valuestring)
                                      : ld_kind(w));
 }

@@ -55,6 +55,8 @@ static bool store_number(ld_ctx *c, const cJSON *e, const char *path, mc_dtype d
                            (long long)k, v);
         out[k] = (unsigned char)v;
         return true;
+    case MC_DT_Q8:
+    case MC_DT_Q4: break; /* never declared: the JSON names no quantized dtype */
     }
     return false;
 }
@@ -161,7 +163,8 @@ static bool parse_recipe(ld_ctx *c, const cJSON *r, const char *path, mc_value *
 }
 
 static const char *st_dtype(mc_dtype t) {
-    static const char *names[MC_NUM_DTYPES] = {"F32", "F16", "BF16", "I32", "I64", "BOOL"};
+    static const char *names[MC_NUM_DTYPES] = {"F32", "F16",  "BF16", "I32",
+                                               "I64", "BOOL", "I8",   "U8"};
     return names[t];
 }
 
@@ -172,11 +175,87 @@ static const char *dims_str(ld_ctx *c, int rank, const int64_t *dims) {
     return mc_arena_printf(c->g->arena, "%s]", s);
 }
 
-/* Takes the bytes from tensor `t` of `file` after checking dtype and shape. An f16 or
- * bf16 tensor for a param the model declares f32 is taken as stored (ld_legalize_narrow
- * widens it after the nodes are loaded if something other than a product reads it). */
-static bool from_tensor(ld_ctx *c, const mc_st_tensor *t, const char *file, const char *path,
-                        mc_value *v) {
+/* The companion `name`.`what` of a quantized tensor into *out (NULL when the file has
+ * none): dtype dt and v's shape with K replaced by `groups` (0: any count that divides K;
+ * *groups gets it). False on a mismatch. */
+static bool companion(ld_ctx *c, const mc_safetensors *st, const char *file, const char *path,
+                      const mc_st_tensor *t, const char *what, mc_dtype dt, const mc_value *v,
+                      int64_t *groups, const mc_st_tensor **out) {
+    const char *name = mc_arena_printf(c->g->arena, "%s.%s", t->name, what);
+    const mc_st_tensor *q = *out = mc_st_find(st, name);
+    if (!q) return true;
+    int64_t want[MC_MAX_RANK], r = v->shape.rank;
+    mc_shape_eval(&v->shape, NULL, want);
+    int64_t K = want[r - 2];
+    if (*groups == 0 && q->rank == r && q->dims[r - 2] > 0 && K % q->dims[r - 2] == 0)
+        *groups = q->dims[r - 2];
+    want[r - 2] = *groups ? *groups : K;
+    bool same = q->dt == dt && q->rank == r;
+    for (int i = 0; same && i < r; i++)
+        same = q->dims[i] == want[i];
+    if (same) return true;
+    return ld_fail(c, path, "%s holds '%s' as %s %s but the %s of %s %s weights must be %s %s (%s)",
+                   file, name, st_dtype(q->dt), dims_str(c, q->rank, q->dims), what,
+                   st_dtype(t->dt), dims_str(c, t->rank, t->dims), st_dtype(dt),
+                   dims_str(c, (int)r, want),
+                   *groups ? "one row per group of K" : "K a multiple of the row count");
+}
+
+/* An int8 (I8 [.., K, N]) or int4 (U8 [.., K/2, N]) tensor for f32 param v, with its
+ * scales NAME.scale (F32 [.., K/group, N]) and, for int4, zero points NAME.zero (U8, the
+ * same shape), if any (docs/format.md): taken as stored. */
+static bool from_quantized(ld_ctx *c, const mc_safetensors *st, const mc_st_tensor *t,
+                           const char *file, const char *path, mc_value *v) {
+    int64_t want[MC_MAX_RANK], r = v->shape.rank, groups = 0;
+    mc_shape_eval(&v->shape, NULL, want);
+    bool same = r >= 2 && t->rank == r && (t->dt == MC_DT_Q8 || want[r - 2] % 2 == 0);
+    if (r >= 2 && t->dt == MC_DT_Q4) want[r - 2] /= 2;
+    for (int i = 0; same && i < r; i++)
+        same = t->dims[i] == want[i];
+    if (!same)
+        return ld_fail(c, path,
+                       "%s holds '%s' as %s %s: as the %s values of param '%s' (f32 %s) it must "
+                       "be %s %s",
+                       file, t->name, st_dtype(t->dt), dims_str(c, t->rank, t->dims),
+                       t->dt == MC_DT_Q8 ? "int8" : "int4 (two per byte along K)", v->name,
+                       mc_shape_str(c->g, &v->shape, (char[256]){0}, 256), st_dtype(t->dt),
+                       dims_str(c, (int)r, want));
+    const mc_st_tensor *scale, *zero = NULL;
+    if (!companion(c, st, file, path, t, "scale", MC_DT_F32, v, &groups, &scale)) return false;
+    if (!scale)
+        return ld_fail(c, path, "%s holds '%s' as %s but no '%s.scale' (F32) beside it", file,
+                       t->name, st_dtype(t->dt), t->name);
+    int64_t K = v->shape.d[r - 2].c, group = K / groups;
+    if (t->dt == MC_DT_Q8 && groups != 1)
+        return ld_fail(c, path, "%s: int8 '%s' has %lld scales per column; moec's int8 has one",
+                       file, t->name, (long long)groups);
+    if (group % 2 != 0)
+        return ld_fail(c, path, "%s: int4 '%s' has groups of %lld rows; they must be even", file,
+                       t->name, (long long)group);
+    if (t->dt == MC_DT_Q4 && !companion(c, st, file, path, t, "zero", MC_DT_Q4, v, &groups, &zero))
+        return false;
+    if ((uintptr_t)scale->data % 4 != 0)
+        return ld_fail(c, path, "%s: '%s.scale' is not 4-byte aligned", file, t->name);
+    v->dt = t->dt;
+    v->data = t->data;
+    v->nbytes = t->nbytes;
+    v->qscale = scale->data;
+    v->qzero = zero ? zero->data : NULL;
+    v->qgroup = (int)group;
+    v->stored_narrow = true;
+    v->src = MC_SRC_FILE;
+    v->file_key = mc_arena_strdup(c->g->arena, t->name);
+    return true;
+}
+
+/* Takes the bytes from tensor `t` of `file` after checking dtype and shape. An f16, bf16,
+ * int8 or int4 tensor for a param the model declares f32 is taken as stored
+ * (ld_legalize_narrow widens it after the nodes are loaded if something other than a
+ * product reads it). */
+static bool from_tensor(ld_ctx *c, const mc_safetensors *st, const mc_st_tensor *t,
+                        const char *file, const char *path, mc_value *v) {
+    if (v->dt == MC_DT_F32 && v->kind == MC_VK_PARAM && mc_dtype_is_quant(t->dt))
+        return from_quantized(c, st, t, file, path, v);
     int64_t want[MC_MAX_RANK];
     mc_shape_eval(&v->shape, NULL, want);
     bool narrow =
@@ -224,7 +303,7 @@ bool ld_initializer_data(ld_ctx *c, const cJSON *init, const char *path, int val
         mc_safetensors *st = open_once(c, &c->override, c->opts->weights_path);
         if (!st) return false;
         const mc_st_tensor *t = mc_st_find(st, name);
-        if (t) return from_tensor(c, t, c->opts->weights_path, path, v);
+        if (t) return from_tensor(c, st, t, c->opts->weights_path, path, v);
     }
     if (recipe) return parse_recipe(c, recipe, ld_path(c, "%s/init", path), v);
     if (!c->weights_file)
@@ -236,7 +315,7 @@ bool ld_initializer_data(ld_ctx *c, const cJSON *init, const char *path, int val
     if (!st) return false;
     const mc_st_tensor *t = mc_st_find(st, name);
     if (!t) return ld_fail(c, path, "tensor '%s' is not in %s", name, c->weights_file);
-    return from_tensor(c, t, c->weights_file, path, v);
+    return from_tensor(c, st, t, c->weights_file, path, v);
 }
 
 /* Whether every node reading param v reads it as a product's weight (in inference:

@@ -189,6 +189,8 @@ static bool npy_matches(mc_npy_dtype have, mc_dtype want) {
     case MC_DT_I32: return have == MC_NPY_I32;
     case MC_DT_I64: return have == MC_NPY_I64;
     case MC_DT_BOOL: return have == MC_NPY_BOOL;
+    case MC_DT_Q8:
+    case MC_DT_Q4: break; /* params only: never an input */
     }
     return false;
 }
@@ -222,7 +224,9 @@ bool mc_npy_from_tensor(const mc_tensor *t, mc_npy *out, mc_diag *d) {
     case MC_DT_BF16: out->dt = MC_NPY_F32, store = MC_DT_F32; break;
     case MC_DT_I32: out->dt = MC_NPY_I32; break;
     case MC_DT_I64: out->dt = MC_NPY_I64; break;
-    case MC_DT_BOOL: out->dt = MC_NPY_BOOL; break;
+    case MC_DT_BOOL:
+    case MC_DT_Q8: /* params only, never an output: bytes at most */
+    case MC_DT_Q4: out->dt = MC_NPY_BOOL; break;
     }
     out->data = mc_alloc((size_t)t->numel * npy_types[out->dt].size + 1);
     if (!out->data) return mc_error(d, NULL, "cannot allocate the output array");

@@ -13,7 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *st_names[MC_NUM_DTYPES] = {"F32", "F16", "BF16", "I32", "I64", "BOOL"};
+/* I8 and U8 hold quantized weights' values (int8; int4 two per byte: docs/format.md). */
+static const char *st_names[MC_NUM_DTYPES] = {"F32", "F16",  "BF16", "I32",
+                                              "I64", "BOOL", "I8",   "U8"};
 
 static bool st_dtype(const char *s, mc_dtype *out) {
     for (int i = 0; i < MC_NUM_DTYPES; i++)
@@ -36,9 +38,9 @@ static bool parse_entry(mc_safetensors *st, const cJSON *e, size_t data_len, mc_
                         "header entry '%s' must have dtype, shape and data_offsets [begin, end]",
                         t->name);
     if (!st_dtype(dt->valuestring, &t->dt))
-        return mc_error(d, NULL,
-                        "tensor '%s' has dtype %s; supported: F32, F16, BF16, I32, I64, BOOL",
-                        t->name, dt->valuestring);
+        return mc_error(
+            d, NULL, "tensor '%s' has dtype %s; supported: F32, F16, BF16, I32, I64, BOOL, I8, U8",
+            t->name, dt->valuestring);
     t->rank = cJSON_GetArraySize(shape);
     if (t->rank > MC_MAX_RANK)
         return mc_error(d, NULL, "tensor '%s' has rank %d, more than %d", t->name, t->rank,
@@ -144,25 +146,47 @@ bool mc_st_open(mc_safetensors *st, const char *path, mc_arena *a, mc_diag *d) {
     return ok;
 }
 
+/* One tensor of the file: a value's bytes, or a quantized value's scales or zeros. */
+typedef struct {
+    const char *name;
+    mc_dtype dt;
+    mc_shape shape;
+    const void *data;
+    size_t nbytes;
+} entry;
+
 static int by_name(const void *a, const void *b) {
-    const mc_value *const *x = a, *const *y = b;
-    return strcmp((*x)->name, (*y)->name);
+    return strcmp(((const entry *)a)->name, ((const entry *)b)->name);
+}
+
+/* v's tensors: its values, and a quantized one's NAME.scale and NAME.zero. */
+static int entries_of(const mc_graph *g, const mc_value *v, entry *out) {
+    out[0] = (entry){v->name, v->dt, v->shape, v->data, v->nbytes};
+    if (!mc_dtype_is_quant(v->dt)) return 1;
+    if (v->dt == MC_DT_Q4) out[0].shape.d[v->shape.rank - 2].c /= 2; /* two values a byte */
+    mc_shape s = mc_quant_scale_shape(v);
+    size_t n = (size_t)mc_shape_numel(&s, NULL);
+    out[1] =
+        (entry){mc_arena_printf(g->arena, "%s.scale", v->name), MC_DT_F32, s, v->qscale, n * 4};
+    if (!v->qzero) return 2;
+    out[2] = (entry){mc_arena_printf(g->arena, "%s.zero", v->name), MC_DT_Q4, s, v->qzero, n};
+    return 3;
 }
 
 /* Header JSON with 8-byte aligned offsets, padded with spaces to a multiple of 8. */
-static char *build_header(const mc_value **vals, int n, size_t *out_len) {
+static char *build_header(const entry *es, int n, size_t *out_len) {
     cJSON *h = cJSON_CreateObject();
     size_t off = 0;
     for (int i = 0; i < n; i++) {
-        cJSON *e = cJSON_AddObjectToObject(h, vals[i]->name);
-        cJSON_AddStringToObject(e, "dtype", st_names[vals[i]->dt]);
+        cJSON *e = cJSON_AddObjectToObject(h, es[i].name);
+        cJSON_AddStringToObject(e, "dtype", st_names[es[i].dt]);
         cJSON *shape = cJSON_AddArrayToObject(e, "shape");
-        for (int k = 0; k < vals[i]->shape.rank; k++)
-            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)vals[i]->shape.d[k].c));
+        for (int k = 0; k < es[i].shape.rank; k++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)es[i].shape.d[k].c));
         cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + vals[i]->nbytes)));
-        off += (vals[i]->nbytes + 7) & ~(size_t)7;
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(off + es[i].nbytes)));
+        off += (es[i].nbytes + 7) & ~(size_t)7;
     }
     char *text = cJSON_PrintUnformatted(h);
     cJSON_Delete(h);
@@ -177,16 +201,15 @@ static char *build_header(const mc_value **vals, int n, size_t *out_len) {
     return out;
 }
 
-static bool write_all(FILE *f, const mc_value **vals, int n, const char *header, size_t hlen) {
+static bool write_all(FILE *f, const entry *es, int n, const char *header, size_t hlen) {
     unsigned char len8[8];
     for (int i = 0; i < 8; i++)
         len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     bool ok = fwrite(len8, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen;
     static const unsigned char zeros[8];
     for (int i = 0; ok && i < n; i++) {
-        size_t pad = ((vals[i]->nbytes + 7) & ~(size_t)7) - vals[i]->nbytes;
-        ok = (vals[i]->nbytes == 0 ||
-              fwrite(vals[i]->data, 1, vals[i]->nbytes, f) == vals[i]->nbytes) &&
+        size_t pad = ((es[i].nbytes + 7) & ~(size_t)7) - es[i].nbytes;
+        ok = (es[i].nbytes == 0 || fwrite(es[i].data, 1, es[i].nbytes, f) == es[i].nbytes) &&
              fwrite(zeros, 1, pad, f) == pad;
     }
     return ok;
@@ -197,21 +220,21 @@ bool mc_st_write_params(const char *path, const mc_graph *g, mc_diag *d) {
 }
 
 bool mc_st_write_values(const char *path, const mc_graph *g, bool consts, mc_diag *d) {
-    const mc_value **vals = mc_alloc(sizeof *vals * (size_t)(g->nvalues + 1));
-    if (!vals) mc_oom(sizeof *vals * (size_t)g->nvalues);
+    entry *es = mc_alloc(sizeof *es * (size_t)(3 * g->nvalues + 1));
+    if (!es) mc_oom(sizeof *es * (size_t)(3 * g->nvalues + 1));
     int n = 0;
     for (int i = 0; i < g->nvalues; i++) {
         const mc_value *v = &g->values[i];
         if (!v->dead && (v->kind == MC_VK_PARAM || (consts && v->kind == MC_VK_CONST)) && v->data)
-            vals[n++] = v;
+            n += entries_of(g, v, es + n);
     }
-    qsort(vals, (size_t)n, sizeof *vals, by_name);
+    qsort(es, (size_t)n, sizeof *es, by_name);
     size_t hlen;
-    char *header = build_header(vals, n, &hlen);
+    char *header = build_header(es, n, &hlen);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
-    bool ok = f && write_all(f, vals, n, header, hlen);
+    bool ok = f && write_all(f, es, n, header, hlen);
     if (f && fclose(f) != 0) ok = false;
     if (ok && rename(tmp, path) != 0) ok = false;
     if (!ok) {
@@ -219,6 +242,6 @@ bool mc_st_write_values(const char *path, const mc_graph *g, bool consts, mc_dia
         remove(tmp);
     }
     mc_free(header);
-    mc_free(vals);
+    mc_free(es);
     return ok;
 }

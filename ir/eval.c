@@ -171,11 +171,11 @@ static bool load_initializer(const mc_graph *g, int id, run_state *st, mc_diag *
     const mc_value *v = &g->values[id];
     int64_t dims[MC_MAX_RANK];
     mc_shape_eval(&v->shape, NULL, dims);
-    if (!mc_tensor_alloc(&st->vals[id], v->dt, v->shape.rank, dims, d,
+    if (!mc_tensor_alloc(&st->vals[id], mc_value_held_dtype(v), v->shape.rank, dims, d,
                          mc_arena_printf(g->arena, "initializer '%s'", v->name)))
         return false;
     st->owned[id] = true;
-    mc_tensor_load_bytes(&st->vals[id], v->data);
+    mc_value_load(v, &st->vals[id]);
     return true;
 }
 

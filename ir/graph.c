@@ -140,30 +140,31 @@ bool mc_weight_slot(mc_op op, int slot) {
 
 void mc_value_convert(mc_graph *g, mc_value *v, mc_dtype to) {
     enum { CHUNK = 1024 }; /* elements converted at a time, through a stack buffer */
-    int64_t n = (int64_t)(v->nbytes / mc_dtype_size(v->dt));
-    size_t from_size = mc_dtype_size(v->dt), to_size = mc_dtype_size(to);
+    const void *from = v->data;
+    mc_dtype from_dt = v->dt;
+    int64_t n = mc_shape_numel(&v->shape, NULL);
+    if (mc_dtype_is_quant(v->dt)) { /* through its dequantized weights */
+        float *f32 = mc_arena_alloc(g->arena, sizeof(float) * (size_t)n + 1);
+        mc_value_dequantize(v, f32);
+        from = f32;
+        from_dt = MC_DT_F32;
+        v->qscale = NULL;
+        v->qzero = NULL;
+        v->qgroup = 0;
+    }
+    size_t from_size = mc_dtype_size(from_dt), to_size = mc_dtype_size(to);
     unsigned char *out = mc_arena_alloc(g->arena, (size_t)n * to_size + 1);
     mc_real buf[CHUNK];
     for (int64_t k0 = 0; k0 < n; k0 += CHUNK) {
         int64_t m = n - k0 < CHUNK ? n - k0 : CHUNK;
-        mc_tensor t = {.dt = v->dt, .rank = 1, .dims = {m}, .numel = m, .f = buf};
-        mc_tensor_load_bytes(&t, (const unsigned char *)v->data + (size_t)k0 * from_size);
+        mc_tensor t = {.dt = from_dt, .rank = 1, .dims = {m}, .numel = m, .f = buf};
+        mc_tensor_load_bytes(&t, (const unsigned char *)from + (size_t)k0 * from_size);
         t.dt = to;
         mc_tensor_store_bytes(&t, out + (size_t)k0 * to_size);
     }
     v->data = out;
     v->nbytes = (size_t)n * to_size;
     v->dt = to;
-}
-
-bool mc_weight_dtype_from_name(const char *name, mc_dtype *out) {
-    static const mc_dtype storage[] = {MC_DT_F32, MC_DT_F16, MC_DT_BF16};
-    for (size_t i = 0; i < sizeof storage / sizeof *storage; i++)
-        if (strcmp(name, mc_dtype_name(storage[i])) == 0) {
-            *out = storage[i];
-            return true;
-        }
-    return false;
 }
 
 static int new_node(mc_graph *g, mc_op op, const char *name, const int *in, int nin, const int *out,

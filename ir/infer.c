@@ -78,9 +78,16 @@ bool inf_same_dtype(mc_infer_ctx *cx, int a, int b) {
 bool inf_weight(mc_infer_ctx *cx, int a, int w) {
     mc_dtype at = inf_in(cx, a)->dt, wt = inf_in(cx, w)->dt;
     if (at == wt || (at == MC_DT_F32 && (wt == MC_DT_F16 || wt == MC_DT_BF16))) return true;
+    if (at == MC_DT_F32 && mc_dtype_is_quant(wt)) {
+        if (inf_in(cx, w)->shape.rank >= 2 && inf_in(cx, a)->shape.rank >= 2) return true;
+        return inf_fail(cx, inf_sub(cx, w),
+                        "input %d (%s) is %s, which a product takes only as a matrix next to "
+                        "a matrix of f32 activations",
+                        w, in_name(cx, w), mc_dtype_name(wt));
+    }
     return inf_fail(cx, inf_sub(cx, w),
                     "input %d (%s) is %s but input %d (%s) is %s; a weight must match its "
-                    "activations, or be f16 or bf16 next to f32 ones",
+                    "activations, or be f16, bf16, int8 or int4 next to f32 ones",
                     w, in_name(cx, w), mc_dtype_name(wt), a, in_name(cx, a), mc_dtype_name(at));
 }
 

@@ -39,6 +39,10 @@ bool mc_infer_GEMM(mc_infer_ctx *cx) {
         return false;
     const mc_shape *a = &inf_in(cx, 0)->shape, *b = &inf_in(cx, 1)->shape;
     bool ta = mc_attr_int(cx->n, "transA") != 0, tb = mc_attr_int(cx->n, "transB") != 0;
+    if ((ta || tb) && mc_dtype_is_quant(inf_in(cx, 1)->dt))
+        return inf_fail(cx, inf_sub(cx, 1),
+                        "B is %s, which Gemm takes only with transA = transB = 0",
+                        mc_dtype_name(inf_in(cx, 1)->dt));
     mc_dim m = a->d[ta ? 1 : 0], k = a->d[ta ? 0 : 1], kb = b->d[tb ? 1 : 0], n = b->d[tb ? 0 : 1];
     if (!mc_dim_eq(k, kb))
         return inf_fail(cx, inf_sub(cx, 1), "Gemm inner dims differ: A' is %s%s, B' is %s%s",

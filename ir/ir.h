@@ -59,13 +59,25 @@ bool mc_error(mc_diag *d, const char *path, const char *fmt, ...)
 bool mc_verror(mc_diag *d, const char *path, const char *fmt, va_list ap);
 
 /* ---- dtypes ---- */
-typedef enum { MC_DT_F32, MC_DT_F16, MC_DT_BF16, MC_DT_I32, MC_DT_I64, MC_DT_BOOL } mc_dtype;
-#define MC_NUM_DTYPES 6
+/* MC_DT_Q8 and MC_DT_Q4 are quantized weights: storage of params only, never declared in
+ * the JSON (their values are an I8 or a U8 tensor of a weights file; docs/format.md). */
+typedef enum {
+    MC_DT_F32,
+    MC_DT_F16,
+    MC_DT_BF16,
+    MC_DT_I32,
+    MC_DT_I64,
+    MC_DT_BOOL,
+    MC_DT_Q8,
+    MC_DT_Q4
+} mc_dtype;
+#define MC_NUM_DTYPES 8
 const char *mc_dtype_name(mc_dtype t);      /* "f32" (dump) */
 const char *mc_dtype_json_name(mc_dtype t); /* "float32" (JSON, safetensors: "F32") */
 bool mc_dtype_from_json(const char *s, mc_dtype *out);
 size_t mc_dtype_size(mc_dtype t);
 bool mc_dtype_is_float(mc_dtype t);
+bool mc_dtype_is_quant(mc_dtype t); /* MC_DT_Q8, MC_DT_Q4 */
 int mc_dtype_onnx_code(mc_dtype t);         /* TensorProto code: f32 1, i64 7, ... */
 bool mc_dtype_from_onnx(int64_t code, mc_dtype *out);
 
@@ -172,9 +184,18 @@ typedef struct mc_value {
     const char *file_key; /* when src == MC_SRC_FILE */
     void *rw;             /* a writable copy of data, once a training step updated it */
     bool narrowed_from_f32; /* quantize-weights stored it in dt (--weight-dtype) */
-    bool stored_narrow;     /* declared f32, taken as the f16/bf16 its weights file holds */
+    bool stored_narrow;     /* declared f32, taken as the dtype its weights file holds */
     bool has_weight_dtype;  /* the JSON's "weight_dtype": quantize-weights stores it so */
-    mc_dtype weight_dtype;
+    struct mc_weight_format {
+        mc_dtype dt;
+        int group; /* Q8/Q4: rows of K per scale (Q8: K, one scale per output channel) */
+        bool zero; /* Q4: zero points (else 8 is every group's) */
+    } weight_dtype;
+    /* dt Q8/Q4 (ir/quant.c): data holds the values, these the scales [.., K/group, N]
+     * and the zero points (or NULL), each plain C order as moert.h lays them out. */
+    const float *qscale;
+    const uint8_t *qzero;
+    int qgroup;
     /* Every live node input that reads this value, kept by the graph calls below (add,
      * remove, set inputs, replace uses): passes find users here, never by a scan. */
     mc_use *uses;
@@ -272,12 +293,32 @@ bool mc_value_escapes(const mc_graph *g, int value);
  * activations (MatMul, Gemm B, the expert products, the fused FFN ops and routers,
  * moe.MoE's FFN weights). */
 bool mc_weight_slot(mc_op op, int slot);
-/* Param or const v's data in float dtype `to` (from its float dt), in the arena:
+/* Param or const v's data in float dtype `to` (from its float or quantized dt), in the arena:
  * rounded to nearest even when narrower, exact when wider (the interpreter's own
  * conversions, mc_tensor_load_bytes / mc_tensor_store_bytes). */
 void mc_value_convert(mc_graph *g, mc_value *v, mc_dtype to);
-/* "f32", "f16" or "bf16" (a weight's storage, as dumps name it) into *out. */
-bool mc_weight_dtype_from_name(const char *name, mc_dtype *out);
+/* ---- weight storage formats and quantized weights (ir/quant.c) ---- */
+struct mc_tensor;
+typedef struct mc_weight_format mc_weight_format;
+/* "f32", "f16", "bf16", "int8", "int4[:GROUP][:zp]" (a weight's storage, as the CLI and
+ * the JSON's "weight_dtype" name it) into *out; int4's group defaults to 32. */
+bool mc_weight_format_parse(const char *name, mc_weight_format *out);
+/* The name back (arena string); "int8" or "int4:32[:zp]". */
+const char *mc_weight_format_str(mc_graph *g, const mc_weight_format *f);
+/* Why f cannot store param v ([.., K, N]: K a multiple of the group, int4's even), or
+ * NULL when it can. Arena string. */
+const char *mc_weight_format_misfit(mc_graph *g, const mc_value *v, const mc_weight_format *f);
+/* Quantizes f32 param v in place (arena copies): per group, the scale (and zero point)
+ * that minimize the squared error of the rounded values (docs/backend.md). */
+void mc_value_quantize(mc_graph *g, mc_value *v, const mc_weight_format *f);
+/* Q8/Q4 value v's weights as f32 (numel floats): (q - zero) * scale, the products' own. */
+void mc_value_dequantize(const mc_value *v, float *out);
+/* Shape of v's scales (and zero points): v's with K replaced by K / group. */
+mc_shape mc_quant_scale_shape(const mc_value *v);
+/* Param or const v as the interpreter holds it (t allocated by the caller for v's dims,
+ * as f32 when v is quantized: its dequantized weights). */
+void mc_value_load(const mc_value *v, struct mc_tensor *t);
+mc_dtype mc_value_held_dtype(const mc_value *v);
 void mc_graph_set_producer(mc_graph *g, int node);     /* out values' producer = node */
 /* A copy of g->order (in the arena) for passes that remove nodes while they walk it. */
 int *mc_graph_order_copy(mc_graph *g, int *out_n);

@@ -97,9 +97,15 @@ typedef struct {
 } dtype_info;
 
 static const dtype_info dtypes[MC_NUM_DTYPES] = {
-    [MC_DT_F32] = {"f32", "float32", 4, 1},     [MC_DT_F16] = {"f16", "float16", 2, 10},
-    [MC_DT_BF16] = {"bf16", "bfloat16", 2, 16}, [MC_DT_I32] = {"i32", "int32", 4, 6},
-    [MC_DT_I64] = {"i64", "int64", 8, 7},       [MC_DT_BOOL] = {"bool", "bool", 1, 9},
+    [MC_DT_F32] = {"f32", "float32", 4, 1},
+    [MC_DT_F16] = {"f16", "float16", 2, 10},
+    [MC_DT_BF16] = {"bf16", "bfloat16", 2, 16},
+    [MC_DT_I32] = {"i32", "int32", 4, 6},
+    [MC_DT_I64] = {"i64", "int64", 8, 7},
+    [MC_DT_BOOL] = {"bool", "bool", 1, 9},
+    /* quantized weights: a byte per value (int4: per two), never declared (ir/quant.c) */
+    [MC_DT_Q8] = {"int8", "int8", 1, 3},
+    [MC_DT_Q4] = {"int4", "int4", 1, 22},
 };
 
 const char *mc_dtype_name(mc_dtype t) {
@@ -120,7 +126,7 @@ bool mc_dtype_is_float(mc_dtype t) {
 }
 
 bool mc_dtype_from_json(const char *s, mc_dtype *out) {
-    for (int i = 0; i < MC_NUM_DTYPES; i++)
+    for (int i = 0; i < MC_NUM_DTYPES && !mc_dtype_is_quant((mc_dtype)i); i++)
         if (strcmp(dtypes[i].json, s) == 0) {
             *out = (mc_dtype)i;
             return true;
@@ -129,7 +135,7 @@ bool mc_dtype_from_json(const char *s, mc_dtype *out) {
 }
 
 bool mc_dtype_from_onnx(int64_t code, mc_dtype *out) {
-    for (int i = 0; i < MC_NUM_DTYPES; i++)
+    for (int i = 0; i < MC_NUM_DTYPES && !mc_dtype_is_quant((mc_dtype)i); i++)
         if (dtypes[i].onnx == code) {
             *out = (mc_dtype)i;
             return true;

@@ -110,8 +110,8 @@ static void print_float_elem(FILE *f, float x) {
 
 /* Up to MAX_INLINE_ELEMS elements inline, else a count. */
 static void print_data(FILE *f, const mc_value *v) {
-    int64_t n = (int64_t)(v->nbytes / mc_dtype_size(v->dt));
-    if (n > MAX_INLINE_ELEMS || (n > 0 && !v->data)) {
+    int64_t n = mc_shape_numel(&v->shape, NULL);
+    if (n > MAX_INLINE_ELEMS || (n > 0 && !v->data) || mc_dtype_is_quant(v->dt)) {
         fprintf(f, "data <%lld elements>", (long long)n);
         return;
     }
@@ -156,6 +156,16 @@ static void print_source(FILE *f, const mc_value *v) {
     }
 }
 
+/* A quantized param's group and the scale and zero-point arrays beside its values. */
+static void print_quant(FILE *f, const mc_graph *g, const mc_value *v) {
+    if (!mc_dtype_is_quant(v->dt)) return;
+    char buf[512];
+    mc_shape s = mc_quant_scale_shape(v);
+    mc_shape_str(g, &s, buf, sizeof buf);
+    fprintf(f, " group=%d scale f32%s", v->qgroup, buf);
+    if (v->dt == MC_DT_Q4) fprintf(f, v->qzero ? " zero u8%s" : " zero 8", buf);
+}
+
 /* Params and consts in value-id order: declaration order first, folded ones after. */
 static void print_initializers(FILE *f, const mc_graph *g) {
     for (int i = 0; i < g->nvalues; i++) {
@@ -165,6 +175,7 @@ static void print_initializers(FILE *f, const mc_graph *g) {
         print_typed(f, g, i);
         fputc(' ', f);
         print_source(f, v);
+        print_quant(f, g, v);
         if (v->narrowed_from_f32) fputs(" (from f32: quantize-weights)", f);
         if (v->stored_narrow) fputs(" (declared f32, read as the file stores it)", f);
         fputc('\n', f);

@@ -119,7 +119,9 @@ mc_real mc_round_to_dtype(mc_real x, mc_dtype dt) {
     case MC_DT_F32:
     case MC_DT_I32:
     case MC_DT_I64:
-    case MC_DT_BOOL: return x;
+    case MC_DT_BOOL:
+    case MC_DT_Q8:
+    case MC_DT_Q4: return x;
     }
     return x;
 }
@@ -154,6 +156,8 @@ void mc_tensor_load_bytes(mc_tensor *t, const void *bytes) {
         }
         case MC_DT_I64: memcpy(&t->i[k], b + 8 * k, 8); break;
         case MC_DT_BOOL: t->i[k] = b[k] != 0; break;
+        case MC_DT_Q8: t->i[k] = (int8_t)b[k]; break; /* raw values (mc_value_load dequantizes) */
+        case MC_DT_Q4: t->i[k] = b[k]; break;
         }
     }
 }
@@ -184,6 +188,8 @@ void mc_tensor_store_bytes(const mc_tensor *t, void *out) {
         }
         case MC_DT_I64: memcpy(b + 8 * k, &t->i[k], 8); break;
         case MC_DT_BOOL: b[k] = t->i[k] != 0; break;
+        case MC_DT_Q8:
+        case MC_DT_Q4: b[k] = (unsigned char)t->i[k]; break;
         }
     }
 }

@@ -16,8 +16,8 @@ typedef struct mc_train_opts {
 typedef struct mc_pass_ctx {
     mc_diag *d;
     bool training;
-    const mc_train_opts *train; /* never NULL */
-    mc_dtype weight_dtype;      /* --weight-dtype; MC_DT_F32: weights stay as they are */
+    const mc_train_opts *train;    /* never NULL */
+    mc_weight_format weight_dtype; /* --weight-dtype; dt MC_DT_F32: weights stay as they are */
 } mc_pass_ctx;
 
 /* Each returns false on error (with a diagnostic); *changed says whether it rewrote. */
@@ -71,15 +71,15 @@ extern const char mc_default_pipeline[];
 
 typedef enum { MC_DUMP_TEXT, MC_DUMP_DOT } mc_dump_format;
 typedef struct mc_pipeline_opts {
-    const char *passes;   /* comma-separated names, {groups}; NULL: the default pipeline */
-    const char *after;    /* dump after this pass, "all", or NULL */
+    const char *passes; /* comma-separated names, {groups}; NULL: the default pipeline */
+    const char *after;  /* dump after this pass, "all", or NULL */
     bool verify_each;
     const char *dump_dir; /* write NN-pass.txt (or .dot) per pass, or NULL */
     mc_dump_format format;
-    FILE *dump_out;       /* where --after dumps go (stdout for `moec dump`) */
+    FILE *dump_out; /* where --after dumps go (stdout for `moec dump`) */
     bool training;
     mc_train_opts train;
-    mc_dtype weight_dtype; /* --weight-dtype (quantize-weights); MC_DT_F32: none */
+    mc_weight_format weight_dtype; /* --weight-dtype (quantize-weights); dt MC_DT_F32: none */
     /* Told the name of each pass as it starts (for `moec -v`); NULL: not told. */
     void (*on_pass)(void *user, const char *pass);
     void *on_pass_user;

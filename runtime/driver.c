@@ -370,6 +370,8 @@ static double element(const void *p, moert_dtype dt, size_t k) {
     case MOERT_I32: return ((const int32_t *)p)[k];
     case MOERT_I64: return (double)((const int64_t *)p)[k];
     case MOERT_BOOL: return ((const unsigned char *)p)[k] != 0;
+    case MOERT_Q8:
+    case MOERT_Q4: break; /* quantized: params only, never an output */
     }
     return 0;
 }

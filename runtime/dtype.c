@@ -17,6 +17,7 @@ static const struct {
 } dtypes[] = {
     [MOERT_F32] = {"f32", 4}, [MOERT_F16] = {"f16", 2}, [MOERT_BF16] = {"bf16", 2},
     [MOERT_I32] = {"i32", 4}, [MOERT_I64] = {"i64", 8}, [MOERT_BOOL] = {"bool", 1},
+    [MOERT_Q8] = {"int8", 1}, [MOERT_Q4] = {"int4", 1}, /* int4: a byte holds two */
 };
 enum { NUM_DTYPES = sizeof dtypes / sizeof dtypes[0] };
 

@@ -28,6 +28,22 @@ void moert_pack_panels(const void *src, size_t elem, int64_t lead, int64_t K, in
             }
 }
 
+void moert_pack_quant(moert_dtype dt, const void *values, const float *scales, const uint8_t *zeros,
+                      int64_t lead, int64_t K, int64_t N, int64_t group, int64_t nr, void *dst) {
+    moert_quant_sizes plain = moert_quant_layout(dt, K, N, group, zeros != NULL, 0);
+    moert_quant_sizes packed = moert_quant_layout(dt, K, N, group, zeros != NULL, nr);
+    int64_t rows = dt == MOERT_Q4 ? K / 2 : K, groups = K / group;
+    for (int64_t l = 0; l < lead; l++) {
+        char *m = (char *)dst + l * packed.matrix;
+        moert_pack_panels((const char *)values + l * plain.values, 1, 1, rows, N, nr, m);
+        moert_pack_panels((const char *)scales + l * plain.scales, 4, 1, groups, N, nr,
+                          m + packed.values);
+        if (zeros)
+            moert_pack_panels(zeros + l * plain.zeros, 1, 1, groups, N, nr,
+                              m + packed.values + packed.scales);
+    }
+}
+
 static moert_status check_desc(const moert_model_desc *d, const char *weights_path) {
     if (!d || !d->info)
         return moert_fail(MOERT_ERR_ARGUMENT, "moert_model_create: NULL model description");

@@ -50,7 +50,13 @@ typedef enum moert_dtype {
     MOERT_BF16,
     MOERT_I32,
     MOERT_I64,
-    MOERT_BOOL /* bool: 1 byte */
+    MOERT_BOOL, /* bool: 1 byte */
+    /* Quantized weights (params only; docs/format.md "Quantized weights"): a matrix
+     * [.., K, N] of int8 (signed, one byte each) or int4 (two K-consecutive values per
+     * byte, low nibble first, unsigned 0..15) with f32 scales per group of K rows. In a
+     * safetensors file their values are an I8 or a U8 tensor. */
+    MOERT_Q8,
+    MOERT_Q4
 } moert_dtype;
 const char *moert_dtype_name(moert_dtype t); /* "f32" ... */
 size_t moert_dtype_size(moert_dtype t);
@@ -94,6 +100,8 @@ struct moert_model {
 /* How a param is stored for the generated code (external weights only). */
 typedef struct moert_param_desc {
     int64_t panel_nr; /* 0: as in the file; else GEMM panels of this width (mk.h) */
+    int64_t group;    /* MOERT_Q8 / MOERT_Q4: rows of K per scale; 0 otherwise */
+    int64_t zero;     /* MOERT_Q4: 1 when it has zero points (NAME.zero), else 8 is */
 } moert_param_desc;
 /* Uniform entry: symbol values, then input and output buffers in info order. */
 typedef moert_status (*moert_run_fn)(moert_model *m, const int64_t *syms, const void *const *inputs,
@@ -116,6 +124,30 @@ moert_status moert_model_save_weights(moert_model *m, const char *path);
  * width nr (mk.h): dst holds lead * ceil(N/nr) * K * nr elements. */
 void moert_pack_panels(const void *src, size_t elem, int64_t lead, int64_t K, int64_t N, int64_t nr,
                        void *dst);
+
+/* A quantized matrix [K, N] (MOERT_Q8 or MOERT_Q4, scales per `group` rows of K) in
+ * GEMM panels of width nr: the values' panels, then the scales' (f32), then the zero
+ * points' (one byte each, only with zero points), panel p of each at p times its size;
+ * columns past N are zero. With nr = 0 (as in a file) each array is plain C order:
+ * values [K, N] (int4: [K/2, N] bytes), scales [K/group, N], zeros [K/group, N]. */
+typedef struct moert_quant_sizes {
+    int64_t values, scales, zeros; /* bytes of each array, per matrix */
+    int64_t matrix;                /* their sum: matrix l of a batch at l * matrix */
+} moert_quant_sizes;
+static inline moert_quant_sizes moert_quant_layout(moert_dtype dt, int64_t K, int64_t N,
+                                                   int64_t group, int64_t zero, int64_t nr) {
+    int64_t cols = nr > 0 ? (N + nr - 1) / nr * nr : N, groups = group > 0 ? K / group : 0;
+    moert_quant_sizes s;
+    s.values = (dt == MOERT_Q4 ? K / 2 : K) * cols;
+    s.scales = groups * cols * 4;
+    s.zeros = zero ? groups * cols : 0;
+    s.matrix = s.values + s.scales + s.zeros;
+    return s;
+}
+/* lead matrices given as the three plain arrays into panels (dst: lead times the packed
+ * matrix size). zeros is NULL without zero points. */
+void moert_pack_quant(moert_dtype dt, const void *values, const float *scales, const uint8_t *zeros,
+                      int64_t lead, int64_t K, int64_t N, int64_t group, int64_t nr, void *dst);
 
 /* ---- safetensors, read-only, mapped ---- */
 typedef struct moert_st_tensor {

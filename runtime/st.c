@@ -17,6 +17,7 @@
 static const char *st_names[] = {
     [MOERT_F32] = "F32", [MOERT_F16] = "F16", [MOERT_BF16] = "BF16",
     [MOERT_I32] = "I32", [MOERT_I64] = "I64", [MOERT_BOOL] = "BOOL",
+    [MOERT_Q8] = "I8",   [MOERT_Q4] = "U8", /* a quantized weight's values (moert.h) */
 };
 enum { NUM_ST_DTYPES = sizeof st_names / sizeof st_names[0], MAX_DEPTH = 64 };
 

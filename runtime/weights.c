@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -51,8 +52,10 @@ const char *moert_model_name(const moert_model_info *info) {
     return info->name ? info->name : "model";
 }
 
-static moert_status check_param(const char *path, const moert_tensor_info *p,
-                                const moert_st_tensor *t) {
+/* Tensor `name` of the file must be dtype dt with param p's dims, K (the next to last)
+ * replaced by k_rows unless it is negative. */
+static moert_status check_tensor(const char *path, const moert_tensor_info *p, const char *name,
+                                 const moert_st_tensor *t, moert_dtype dt, int64_t k_rows) {
     int64_t dims[8];
     if (p->rank < 0 || p->rank > 8)
         return moert_fail(MOERT_ERR_INTERNAL, "param '%s' has rank %lld", p->name,
@@ -62,15 +65,23 @@ static moert_status check_param(const char *path, const moert_tensor_info *p,
             return moert_fail(MOERT_ERR_INTERNAL, "param '%s' has a symbolic dim", p->name);
         dims[k] = p->dims[k].c;
     }
-    int same = (int64_t)t->dtype == p->dtype && t->rank == p->rank &&
+    if (k_rows >= 0 && p->rank >= 2) dims[p->rank - 2] = k_rows;
+    if (!t)
+        return moert_fail(MOERT_ERR_FORMAT, "%s: tensor '%s' is missing; the model needs it", path,
+                          name);
+    int same = t->dtype == dt && t->rank == p->rank &&
                memcmp(dims, t->dims, sizeof *dims * (size_t)p->rank) == 0;
     if (same) return MOERT_OK;
     char want[200], have[200];
     moert_format_dims(want, sizeof want, dims, p->rank);
     moert_format_dims(have, sizeof have, t->dims, t->rank);
-    return moert_fail(MOERT_ERR_FORMAT, "%s: tensor '%s': expected %s %s, found %s %s", path,
-                      p->name, moert_dtype_name((moert_dtype)p->dtype), want,
-                      moert_dtype_name(t->dtype), have);
+    return moert_fail(MOERT_ERR_FORMAT, "%s: tensor '%s': expected %s %s, found %s %s", path, name,
+                      moert_dtype_name(dt), want, moert_dtype_name(t->dtype), have);
+}
+
+static moert_status check_param(const char *path, const moert_tensor_info *p,
+                                const moert_st_tensor *t) {
+    return check_tensor(path, p, p->name, t, (moert_dtype)p->dtype, -1);
 }
 
 /* The file's matrix in GEMM panels (f32, f16 or bf16; packing copies bytes, so a
@@ -113,13 +124,47 @@ static moert_status place_param(moert_weight_set *w, int64_t i, const moert_st_t
     return MOERT_OK;
 }
 
+/* The companion NAME.what of quantized param p (dt, K replaced by its group count). */
+static moert_status find_companion(moert_weight_set *w, const char *path,
+                                   const moert_tensor_info *p, const char *what, moert_dtype dt,
+                                   int64_t groups, const moert_st_tensor **out) {
+    char name[512];
+    snprintf(name, sizeof name, "%s.%s", p->name, what);
+    *out = moert_st_find(w->file, name);
+    return check_tensor(path, p, name, *out, dt, groups);
+}
+
+/* An int8 / int4 param: its values, scales and zero points, packed into panels. */
+static moert_status load_quant(moert_weight_set *w, const char *path, int64_t i) {
+    const moert_tensor_info *p = &w->desc->info->params[i];
+    const moert_param_desc *q = &w->desc->params[i];
+    moert_dtype dt = (moert_dtype)p->dtype;
+    if (!w->desc->params || q->panel_nr <= 0 || q->group <= 0 || p->rank < 2)
+        return moert_fail(MOERT_ERR_INTERNAL, "quantized param '%s' has no panel layout", p->name);
+    int64_t K = p->dims[p->rank - 2].c, N = p->dims[p->rank - 1].c, lead = 1;
+    for (int64_t k = 0; k < p->rank - 2; k++)
+        lead *= p->dims[k].c;
+    const moert_st_tensor *values = moert_st_find(w->file, p->name), *scales, *zeros = NULL;
+    moert_status s = check_tensor(path, p, p->name, values, dt, dt == MOERT_Q4 ? K / 2 : K);
+    if (s == MOERT_OK) s = find_companion(w, path, p, "scale", MOERT_F32, K / q->group, &scales);
+    if (s == MOERT_OK && q->zero)
+        s = find_companion(w, path, p, "zero", MOERT_Q4, K / q->group, &zeros);
+    if (s != MOERT_OK) return s;
+    moert_quant_sizes m = moert_quant_layout(dt, K, N, q->group, q->zero, q->panel_nr);
+    void *dst = alloc_aligned((size_t)(lead * m.matrix));
+    if (!dst) return moert_fail(MOERT_ERR_MEMORY, "cannot allocate panels for param '%s'", p->name);
+    moert_pack_quant(dt, values->data, scales->data, zeros ? zeros->data : NULL, lead, K, N,
+                     q->group, q->panel_nr, dst);
+    w->owned[i] = dst;
+    w->params[i] = dst;
+    return MOERT_OK;
+}
+
 static moert_status load_param(moert_weight_set *w, const char *path, int64_t i) {
     const moert_model_desc *d = w->desc;
     const moert_tensor_info *p = &d->info->params[i];
+    if (p->dtype == MOERT_Q8 || p->dtype == MOERT_Q4) return load_quant(w, path, i);
     const moert_st_tensor *t = moert_st_find(w->file, p->name);
-    if (!t)
-        return moert_fail(MOERT_ERR_FORMAT, "%s: tensor '%s' is missing; the model needs it", path,
-                          p->name);
     moert_status s = check_param(path, p, t);
     if (s != MOERT_OK) return s;
     int64_t nr = d->params ? d->params[i].panel_nr : 0;

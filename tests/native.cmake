@@ -14,6 +14,12 @@ add_test(NAME native.weight_dtype
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/weight_dtype.py
                  $<TARGET_FILE:moec> ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
 set_tests_properties(native.weight_dtype PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# int8 / int4 weights: dumps, native against the interpreter, external files, files that
+# hold quantized tensors against NumPy's dequantization, accuracy bounds, errors.
+add_test(NAME native.quantized_weights
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/quantized_weights.py
+                 $<TARGET_FILE:moec> ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
+set_tests_properties(native.quantized_weights PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 add_test(NAME native.abi
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/abi.sh $<TARGET_FILE:moec> $<TARGET_FILE:moert>)
 add_test(NAME native.targets

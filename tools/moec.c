@@ -202,12 +202,16 @@ static int parse_format(cli_args *a, const char *v) {
     return EXIT_OK;
 }
 
-/* --weight-dtype=f16|bf16: the storage of FFN and expert weights (quantize-weights). */
+/* --weight-dtype=bf16|f16|int8|int4[:GROUP][:zp]: the storage of FFN and expert weights
+ * (quantize-weights). */
 static int parse_weight_dtype(cli_args *a, const char *v) {
-    mc_dtype dt;
-    if (!mc_weight_dtype_from_name(v, &dt) || dt == MC_DT_F32)
-        return cli_misuse(a, "--weight-dtype takes bf16 or f16, got '%s'", v);
-    a->pipe.weight_dtype = dt;
+    mc_weight_format f;
+    if (!mc_weight_format_parse(v, &f) || f.dt == MC_DT_F32)
+        return cli_misuse(a,
+                          "--weight-dtype takes bf16, f16, int8 or int4[:GROUP][:zp] (GROUP even, "
+                          "32 by default), got '%s'",
+                          v);
+    a->pipe.weight_dtype = f;
     return EXIT_OK;
 }
 
@@ -314,9 +318,9 @@ static int check_applicable(const cli_args *a) {
         return cli_misuse(a, "-v belongs to 'moec run', 'moec compile' and 'moec build'");
     if ((a->steps || a->save_weights) && !(is_run && a->training))
         return cli_misuse(a, "--steps and --save-weights belong to 'moec run --mode=train'");
-    if (a->pipe.weight_dtype != MC_DT_F32 && !(is_run || is_dump || is_backend))
+    if (a->pipe.weight_dtype.dt != MC_DT_F32 && !(is_run || is_dump || is_backend))
         return cli_misuse(a, "--weight-dtype belongs to 'moec run', 'dump', 'compile' and 'build'");
-    if (a->pipe.weight_dtype != MC_DT_F32 && a->training)
+    if (a->pipe.weight_dtype.dt != MC_DT_F32 && a->training)
         return cli_misuse(a, "--weight-dtype applies to inference; training updates f32 params");
     const mc_train_opts *t = &a->pipe.train;
     bool hyper = t->params || t->optimizer || t->lr >= 0 || t->momentum >= 0 ||

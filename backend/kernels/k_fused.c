@@ -48,11 +48,9 @@ static void up_mat(const mk_gemm_job *j, int64_t i, const mk_tensor *w, mk_mat *
     m->lda = D;
     m->ldb = F;
     m->ldc = F;
-    m->packed = w->layout == MK_PANELS;
     m->tok = tok->p ? (const int32_t *)tok->p + r0 : NULL;
     m->A = (const float *)a->p + (tok->p ? 0 : r0 * D);
-    m->bdt = w->dt;
-    m->B = mk_elem_ptr(w, i * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F));
+    mk_mat_weight(m, w, i, j->nr);
     m->C = (float *)j->out[0].p + r0 * F;
 }
 

@@ -48,14 +48,43 @@ static const float *b_f32(const mat *m) {
     return (const float *)m->B;
 }
 
-/* The micro-kernel for B's dtype, over B from element `at` on. */
-static void ukernel(const mat *m, int64_t K, const float *const *rows, int64_t mr, int64_t at,
-                    int64_t ldb, float *C, int64_t ldc, int64_t accumulate) {
+/* Rows [k0, k0+kc) of a quantized B's panel p: one micro-kernel call per group they
+ * cross, each with that group's scales (rows[] already start at k0). */
+static void quant_ukernel(const mat *m, int64_t p, int64_t k0, int64_t kc, const float *const *rows,
+                          int64_t mr, int64_t nr, float *C, int64_t ldc, int64_t accumulate) {
+    int64_t groups = m->K / m->group;
+    const float *seg[MK_MAX_MR];
+    for (int64_t k = k0; k < k0 + kc;) {
+        int64_t g = k / m->group, end = (g + 1) * m->group < k0 + kc ? (g + 1) * m->group : k0 + kc;
+        for (int64_t i = 0; i < mr; i++)
+            seg[i] = rows[i] + (k - k0);
+        const float *S = m->S + (p * groups + g) * nr;
+        const uint8_t *Z = m->Z ? m->Z + (p * groups + g) * nr : NULL;
+        int64_t acc = accumulate || k > k0;
+        if (m->bdt == MK_Q8)
+            mk_ukernel_q8(end - k, seg, mr, (const int8_t *)m->B + (p * m->K + k) * nr, nr, S, Z, C,
+                          ldc, acc);
+        else
+            mk_ukernel_q4(end - k, seg, mr, (const uint8_t *)m->B + (p * m->K + k) / 2 * nr, nr, S,
+                          Z, C, ldc, acc);
+        k = end;
+    }
+}
+
+/* The micro-kernel for B's dtype over rows [k0, k0+kc) of panel p (rows[] start at k0). */
+static void ukernel(const mat *m, int64_t p, int64_t k0, int64_t kc, const float *const *rows,
+                    int64_t mr, int64_t nr, float *C, int64_t ldc, int64_t accumulate) {
+    if (mk_is_quant(m->bdt)) {
+        quant_ukernel(m, p, k0, kc, rows, mr, nr, C, ldc, accumulate);
+        return;
+    }
+    int64_t at = m->packed ? (p * m->K + k0) * nr : k0 * m->ldb + p * nr;
+    int64_t ldb = m->packed ? nr : m->ldb;
     const uint16_t *h = (const uint16_t *)m->B + at;
     switch (m->bdt) {
-    case MK_BF16: mk_ukernel_bf16(K, rows, mr, h, ldb, C, ldc, accumulate); break;
-    case MK_F16: mk_ukernel_f16(K, rows, mr, h, ldb, C, ldc, accumulate); break;
-    default: mk_ukernel(K, rows, mr, b_f32(m) + at, ldb, C, ldc, accumulate); break;
+    case MK_BF16: mk_ukernel_bf16(kc, rows, mr, h, ldb, C, ldc, accumulate); break;
+    case MK_F16: mk_ukernel_f16(kc, rows, mr, h, ldb, C, ldc, accumulate); break;
+    default: mk_ukernel(kc, rows, mr, b_f32(m) + at, ldb, C, ldc, accumulate); break;
     }
 }
 
@@ -84,8 +113,7 @@ static void block_into(const mat *m, int64_t p, int64_t r, int64_t mr, int64_t n
     const float *rows[MK_MAX_MR];
     for (int64_t i = 0; i < mr; i++)
         rows[i] = a_row(m, r + i);
-    ukernel(m, m->K, rows, mr, m->packed ? p * m->K * nr : p * nr, m->packed ? nr : m->ldb, C, ldc,
-            0);
+    ukernel(m, p, 0, m->K, rows, mr, nr, C, ldc, 0);
 }
 
 /* Asks for the C lines of the next tile (up to MR rows from C, `rows` of them left)
@@ -97,6 +125,25 @@ static void prefetch_rows(const float *C, int64_t ldc, int64_t rows, int64_t nr)
     for (int64_t r = 0; r < n; r++)
         for (int64_t j = 0; j < nr; j += 16)
             __builtin_prefetch(C + r * ldc + j, 1);
+}
+
+/* Rows [k0, k0+kc) of a quantized B's panel p into buf as f32, one call per group they
+ * cross: the weights the micro-kernels widen to. */
+static void dequant_chunk(const mat *m, int64_t p, int64_t k0, int64_t kc, int64_t nr,
+                          float *restrict buf) {
+    int64_t groups = m->K / m->group;
+    for (int64_t k = k0; k < k0 + kc;) {
+        int64_t g = k / m->group, end = (g + 1) * m->group < k0 + kc ? (g + 1) * m->group : k0 + kc;
+        const float *S = m->S + (p * groups + g) * nr;
+        const uint8_t *Z = m->Z ? m->Z + (p * groups + g) * nr : NULL;
+        if (m->bdt == MK_Q8)
+            mk_dequant_q8(end - k, (const int8_t *)m->B + (p * m->K + k) * nr, nr, S, Z,
+                          buf + (k - k0) * nr);
+        else
+            mk_dequant_q4(end - k, (const uint8_t *)m->B + (p * m->K + k) / 2 * nr, nr, S, Z,
+                          buf + (k - k0) * nr);
+        k = end;
+    }
 }
 
 /* Rows [k0, k0+kc) of a plain B's full panel p into buf as f32: its rows are ldb apart,
@@ -131,8 +178,10 @@ static void gather_chunk(const mat *m, int64_t p, int64_t k0, int64_t kc, int64_
  * L1, but each tile's call then loads and stores C every 128 steps) 29.0 ms; 256 to
  * 1024 rows (in L2) 27.5-28 ms; no chunks 30 ms. A packed panel's chunk is read where it
  * lies (f16/bf16 widened in registers); a plain B's is gathered into a buffer as f32
- * first. Chunks after the first accumulate into C: each element's FMAs run in the same
- * order, and the bits are those of one unchunked walk. */
+ * first, and so is a quantized one's, dequantized once for all the row tiles (rather
+ * than widened and scaled again in each). Chunks after the first accumulate into C:
+ * each element's FMAs run in the same order, and the bits are those of one unchunked
+ * walk. */
 static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
                          int64_t ldc) {
     int64_t MR = mk_gemm_mr();
@@ -140,16 +189,20 @@ static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_
     const float *rows[MK_MAX_MR];
     for (int64_t k0 = 0; k0 < m->K; k0 += KC) {
         int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
-        if (!m->packed) gather_chunk(m, p, k0, kc, nr, buf);
+        bool buffered = !m->packed || mk_is_quant(m->bdt);
+        if (mk_is_quant(m->bdt))
+            dequant_chunk(m, p, k0, kc, nr, buf);
+        else if (!m->packed)
+            gather_chunk(m, p, k0, kc, nr, buf);
         for (int64_t r = r0; r < r1; r += MR) {
             int64_t mr = r1 - r < MR ? r1 - r : MR;
             if (k0 == 0) prefetch_rows(C + (r - r0 + MR) * ldc, ldc, r1 - r - MR, nr);
             for (int64_t i = 0; i < mr; i++)
                 rows[i] = a_row(m, r + i) + k0;
-            if (m->packed)
-                ukernel(m, kc, rows, mr, (p * m->K + k0) * nr, nr, C + (r - r0) * ldc, ldc, k0 > 0);
-            else
+            if (buffered)
                 mk_ukernel(kc, rows, mr, buf, nr, C + (r - r0) * ldc, ldc, k0 > 0);
+            else
+                ukernel(m, p, k0, kc, rows, mr, nr, C + (r - r0) * ldc, ldc, k0 > 0);
         }
     }
 }
@@ -157,9 +210,10 @@ static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_
 void mk_gemm_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
                   int64_t ldc) {
     int64_t MR = mk_gemm_mr(), nn = mk_gemm_panel_cols(m, p, nr);
-    /* Chunks pay when the panel serves more than one tile of rows, and a packed panel's
-     * only when it is longer than a chunk. */
-    if (nn == nr && nr <= MK_MAX_NR && m->K > (m->packed ? KC : 0) && r1 - r0 > MR) {
+    /* Chunks pay when the panel serves more than one tile of rows, and a packed float
+     * panel's only when it is longer than a chunk. */
+    bool read_in_place = m->packed && !mk_is_quant(m->bdt);
+    if (nn == nr && nr <= MK_MAX_NR && m->K > (read_in_place ? KC : 0) && r1 - r0 > MR) {
         chunked_rows(m, p, r0, r1, nr, C, ldc);
         return;
     }
@@ -260,12 +314,9 @@ static void matmul_get(const gemm_job *j, int64_t bi, mat *m) {
     m->lda = K;
     m->ldb = m->N;
     m->ldc = m->N;
-    m->packed = b->layout == MK_PANELS;
     m->tok = NULL;
     m->A = (const float *)a->p + batch_offset(a, y, yb, bi) * m->M * K;
-    m->bdt = b->dt;
-    m->B = mk_elem_ptr(b, batch_offset(b, y, yb, bi) *
-                              (m->packed ? mk_panel_floats(K, m->N, j->nr) : K * m->N));
+    mk_mat_weight(m, b, batch_offset(b, y, yb, bi), j->nr);
     m->C = (float *)y->p + bi * m->M * m->N;
 }
 
@@ -317,11 +368,9 @@ static void gemm_get(const gemm_job *j, int64_t i, mat *m) {
     m->lda = m->K;
     m->ldb = m->N;
     m->ldc = m->N;
-    m->packed = j->in[1].layout == MK_PANELS;
     m->tok = NULL;
     m->A = a->p;
-    m->B = j->in[1].p;
-    m->bdt = j->in[1].dt;
+    mk_mat_weight(m, &j->in[1], 0, j->nr);
     m->C = y->p;
 }
 
@@ -380,11 +429,9 @@ static void expert_get(const gemm_job *j, int64_t e, mat *m) {
     m->lda = D;
     m->ldb = F;
     m->ldc = F;
-    m->packed = W->layout == MK_PANELS;
     m->tok = NULL;
     m->A = (const float *)rows->p + r0 * D;
-    m->bdt = W->dt;
-    m->B = mk_elem_ptr(W, e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F));
+    mk_mat_weight(m, W, e, j->nr);
     m->C = (float *)j->out[0].p + r0 * F;
 }
 
@@ -449,11 +496,9 @@ static void gather_get(const gemm_job *j, int64_t e, mat *m) {
     m->lda = D;
     m->ldb = F;
     m->ldc = F;
-    m->packed = W->layout == MK_PANELS;
     m->tok = (const int32_t *)j->in[1].p + r0;
     m->A = x->p;
-    m->bdt = W->dt;
-    m->B = mk_elem_ptr(W, e * (m->packed ? mk_panel_floats(D, F, j->nr) : D * F));
+    mk_mat_weight(m, W, e, j->nr);
     m->C = (float *)j->out[0].p + r0 * F;
 }
 

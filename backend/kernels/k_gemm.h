@@ -4,6 +4,7 @@
 #ifndef K_GEMM_H
 #define K_GEMM_H
 
+#include "../../runtime/moert.h"
 #include "k_math.h"
 #include "mk.h"
 
@@ -13,14 +14,36 @@ typedef struct mk_mat {
     const void *B; /* elements of dtype bdt */
     float *C;
     int64_t M, K, N, lda, ldb, ldc;
-    int64_t bdt;        /* MK_F32, or MK_F16 / MK_BF16 weights, widened a chunk at a time */
+    int64_t bdt;        /* MK_F32, or MK_F16 / MK_BF16 / MK_Q8 / MK_Q4 weights */
     bool packed;        /* B in panels: panel p at B + p*K*nr elements */
     const int32_t *tok; /* gathered A: row r at A + tok[r]*lda; NULL: A + r*lda */
+    /* MK_Q8 / MK_Q4 (always packed): B holds the values' panels, S the scales', Z the
+     * zero points' (NULL: 8), one row of each per `group` rows of K (moert.h). */
+    const float *S;
+    const uint8_t *Z;
+    int64_t group;
 } mk_mat;
 
-/* Element i of tensor t's storage (any dtype), as a B operand starts. */
-static inline const void *mk_elem_ptr(const mk_tensor *t, int64_t i) {
-    return (const char *)t->p + i * mk_dtsize(t->dt);
+static inline bool mk_is_quant(int64_t dt) {
+    return dt == MK_Q8 || dt == MK_Q4;
+}
+
+/* Matrix `index` of weight W ([.., K, N] of any weight dtype, plain or in panels of nr
+ * columns) as m's B; m->K and m->N are set. */
+static inline void mk_mat_weight(mk_mat *m, const mk_tensor *W, int64_t index, int64_t nr) {
+    m->bdt = W->dt;
+    m->packed = W->layout == MK_PANELS;
+    if (!mk_is_quant(W->dt)) {
+        int64_t elems = m->packed ? mk_panel_floats(m->K, m->N, nr) : m->K * m->N;
+        m->B = (const char *)W->p + index * elems * mk_dtsize(W->dt);
+        return;
+    }
+    moert_quant_sizes q = moert_quant_layout((moert_dtype)W->dt, m->K, m->N, W->group, W->zero, nr);
+    const char *base = (const char *)W->p + index * q.matrix;
+    m->B = base;
+    m->S = (const float *)(base + q.values);
+    m->Z = W->zero ? (const uint8_t *)(base + q.values + q.scales) : NULL;
+    m->group = W->group;
 }
 
 /* A set of products run as one parallel loop over tasks of one B panel (nr columns) by

@@ -48,7 +48,7 @@ static inline bool mask_at(const mk_tensor *m, int64_t t) {
 }
 
 static mk_tensor matrix(void *p, int64_t dt, int64_t rows, int64_t cols) {
-    mk_tensor t = {p, dt, 2, {rows, cols}, MK_PLAIN, 0};
+    mk_tensor t = {p, dt, 2, {rows, cols}, MK_PLAIN, 0, 0, 0};
     return t;
 }
 

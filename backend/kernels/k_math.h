@@ -287,7 +287,9 @@ static inline int64_t mk_dtsize(int64_t dt) {
     case MK_F16:
     case MK_BF16: return 2;
     case MK_I64: return 8;
-    case MK_BOOL: return 1;
+    case MK_BOOL:
+    case MK_Q8:
+    case MK_Q4: return 1; /* a quantized weight's values (int4: two a byte) */
     default: return 4;
     }
 }

@@ -32,8 +32,9 @@
 
 #define MK_MAX_RANK 8
 
-/* Same order as mc_dtype (ir/ir.h) and moert_dtype (runtime/moert.h). */
-enum { MK_F32, MK_F16, MK_BF16, MK_I32, MK_I64, MK_BOOL };
+/* Same order as mc_dtype (ir/ir.h) and moert_dtype (runtime/moert.h). MK_Q8 / MK_Q4:
+ * quantized weights, always GEMM B operands in panels (moert_quant_layout). */
+enum { MK_F32, MK_F16, MK_BF16, MK_I32, MK_I64, MK_BOOL, MK_Q8, MK_Q4 };
 
 /* Storage layouts of a tensor's bytes. */
 enum {
@@ -48,6 +49,8 @@ typedef struct mk_tensor {
     int64_t dims[MK_MAX_RANK];
     int64_t layout; /* MK_PLAIN or MK_PANELS */
     int64_t nr;     /* MK_PANELS: columns per panel */
+    int64_t group;  /* MK_Q8 / MK_Q4: rows of K per scale */
+    int64_t zero;   /* MK_Q4: 1 with zero points, 0 when every group's is 8 */
 } mk_tensor;
 
 /* One attribute of the node: attr[] has one entry per row of the op in ir/attrs.def, in
@@ -103,7 +106,8 @@ static inline void *mk_scratch_at(const mk_tensor *scratch, int64_t at) {
 /* The scratch tensor's bytes from `at` on, as the scratch tensor of a kernel this one
  * calls (a router gradient's forward router, a fused op's parts). */
 static inline mk_tensor mk_scratch_rest(const mk_tensor *scratch, int64_t at) {
-    mk_tensor t = {(unsigned char *)scratch->p + at, MK_I64, 1, {scratch->dims[0] - at}, 0, 0};
+    mk_tensor t = {
+        (unsigned char *)scratch->p + at, MK_I64, 1, {scratch->dims[0] - at}, 0, 0, 0, 0};
     return t;
 }
 
@@ -131,6 +135,20 @@ void mk_ukernel_bf16(int64_t K, const float *const *A, int64_t mr, const uint16_
                      float *C, int64_t ldc, int64_t accumulate);
 void mk_ukernel_f16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
                     float *C, int64_t ldc, int64_t accumulate);
+/* The same over quantized B rows that share one group: the NR scales S and (int4) zero
+ * points Z (NULL: 8) of that group; weight (k, j), widened in registers, is q * S[j] for
+ * int8 and fma(q, S[j], -(Z[j] * S[j])) for int4 (exactly (q - 8) * S[j] without zero
+ * points), as ir/quant.c defines them. int8: row k at B + k * ldb; int4: rows 2i and
+ * 2i+1 are the low and high nibbles of B + i * ldb, and K is even. */
+void mk_ukernel_q8(int64_t K, const float *const *A, int64_t mr, const int8_t *B, int64_t ldb,
+                   const float *S, const uint8_t *Z, float *C, int64_t ldc, int64_t accumulate);
+void mk_ukernel_q4(int64_t K, const float *const *A, int64_t mr, const uint8_t *B, int64_t ldb,
+                   const float *S, const uint8_t *Z, float *C, int64_t ldc, int64_t accumulate);
+/* Those weights of K rows of one group into out (NR floats a row). */
+void mk_dequant_q8(int64_t K, const int8_t *B, int64_t ldb, const float *S, const uint8_t *Z,
+                   float *out);
+void mk_dequant_q4(int64_t K, const uint8_t *B, int64_t ldb, const float *S, const uint8_t *Z,
+                   float *out);
 int64_t mk_gemm_mr(void);
 int64_t mk_gemm_nr(void);
 

@@ -195,7 +195,7 @@ def check_overrides(moec, ex, work):
     if not np.allclose(np.load(ys["native"]), np.load(ys["interp"]), rtol=1e-4, atol=1e-5):
         problems.append("weight_dtype override: native differs from the interpreter")
     for tag, wd, says in (("norm", {"norm_scale": "bf16"}, "param 'norm_scale' has weight_dtype"),
-                          ("value", {"w_up": "int8"}, "weight_dtype must be")):
+                          ("value", {"w_up": "int3"}, "weight_dtype must be")):
         r = run([moec, "check" if tag == "value" else "dump", variant(tag, **wd)], ok=False)
         if r.returncode != 1 or says not in r.stderr:
             problems.append("weight_dtype %s: exit %d, %s" % (wd, r.returncode, r.stderr.strip()))

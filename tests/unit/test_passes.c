@@ -871,7 +871,7 @@ Test(quantize_weights, ffn_weights_narrow_to_bf16_rounded_to_nearest_even) {
     mc_graph *g = moe_graph(true);
     float before[12];
     memcpy(before, mc_val(g, mc_graph_find_value(g, "w_up"))->data, sizeof before);
-    cr_assert_null(run_opts(g, (mc_pipeline_opts){.weight_dtype = MC_DT_BF16}));
+    cr_assert_null(run_opts(g, (mc_pipeline_opts){.weight_dtype = {.dt = MC_DT_BF16}}));
     for (size_t i = 0; i < sizeof ffn / sizeof *ffn; i++)
         cr_expect_eq(dtype_of(g, ffn[i]), MC_DT_BF16, "%s", ffn[i]);
     const mc_value *up = mc_val(g, mc_graph_find_value(g, "w_up"));
@@ -888,7 +888,7 @@ Test(quantize_weights, ffn_weights_narrow_to_bf16_rounded_to_nearest_even) {
 
 Test(quantize_weights, heads_stay_f32_and_nothing_changes_without_the_option) {
     mc_graph *g = head_graph();
-    cr_assert_null(run_opts(g, (mc_pipeline_opts){.weight_dtype = MC_DT_F16}));
+    cr_assert_null(run_opts(g, (mc_pipeline_opts){.weight_dtype = {.dt = MC_DT_F16}}));
     cr_expect_eq(dtype_of(g, "w_head"), MC_DT_F32);
     mc_graph *a = moe_graph(true), *b = moe_graph(true);
     infer(a);
@@ -904,10 +904,89 @@ Test(quantize_weights, training_is_refused) {
     mc_graph *g = moe_graph(true);
     infer(g);
     static const mc_train_opts train = {0};
-    mc_pass_ctx cx = {&diag, true, &train, MC_DT_BF16};
+    mc_pass_ctx cx = {&diag, true, &train, {.dt = MC_DT_BF16}};
     bool changed = false;
     mc_diag_init(&diag, "t.json");
     cr_expect_not(mc_pass_quantize_weights(g, &cx, &changed));
     cr_expect(strstr(diag.msg, "--weight-dtype applies to inference"), "%s", diag.msg);
     mc_graph_free(g);
+}
+
+Test(weight_format, names_parse_and_print_back) {
+    static const struct {
+        const char *name;
+        mc_dtype dt;
+        int group;
+        bool zero;
+    } ok[] = {{"bf16", MC_DT_BF16, 0, false},       {"int8", MC_DT_Q8, 0, false},
+              {"int4", MC_DT_Q4, 32, false},        {"int4:64", MC_DT_Q4, 64, false},
+              {"int4:128:zp", MC_DT_Q4, 128, true}, {"int4:zp", MC_DT_Q4, 32, true}};
+    mc_graph *g = mc_graph_new("m");
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        mc_weight_format f;
+        cr_assert(mc_weight_format_parse(ok[i].name, &f), "%s", ok[i].name);
+        cr_expect(f.dt == ok[i].dt && f.group == ok[i].group && f.zero == ok[i].zero, "%s",
+                  ok[i].name);
+    }
+    mc_weight_format f = {MC_DT_Q4, 64, true};
+    cr_expect_str_eq(mc_weight_format_str(g, &f), "int4:64:zp");
+    static const char *bad[] = {"int4:7", "int4:0", "int4:", "int4:32:z", "int3", "int8:32", "F32"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_expect_not(mc_weight_format_parse(bad[i], &f), "%s", bad[i]);
+    mc_graph_free(g);
+}
+
+/* Squared error of v's dequantized weights against w. */
+static double quant_error(const mc_value *v, const float *w, int n) {
+    float back[256];
+    mc_value_dequantize(v, back);
+    double e = 0;
+    for (int i = 0; i < n; i++)
+        e += ((double)back[i] - w[i]) * ((double)back[i] - w[i]);
+    return e;
+}
+
+/* Round to nearest with the plain absmax scale, per group of `group` rows of a [K, N]. */
+static double rtn_error(const float *w, int K, int N, int group, int qmax) {
+    double e = 0;
+    for (int g0 = 0; g0 < K; g0 += group)
+        for (int n = 0; n < N; n++) {
+            float amax = 0;
+            for (int k = g0; k < g0 + group; k++)
+                amax = fabsf(w[k * N + n]) > amax ? fabsf(w[k * N + n]) : amax;
+            float s = amax / (float)qmax;
+            for (int k = g0; k < g0 + group; k++) {
+                double d = roundf(w[k * N + n] / s) * s - w[k * N + n];
+                e += d * d;
+            }
+        }
+    return e;
+}
+
+Test(quantize_weights, least_squares_scales_beat_round_to_nearest) {
+    enum { K = 64, N = 4 };
+    float w[K * N];
+    uint32_t state = 12345;
+    for (int i = 0; i < K * N; i++) { /* a heavy-tailed spread: cubes of uniforms */
+        state = state * 1664525u + 1013904223u;
+        float u = (float)(state >> 8) / (float)(1 << 24) * 2 - 1;
+        w[i] = u * u * u;
+    }
+    static const struct {
+        const char *fmt;
+        int group, qmax;
+    } cases[] = {{"int8", K, 127}, {"int4:32", 32, 7}, {"int4:16:zp", 16, 7}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        mc_graph *g = mc_graph_new("m");
+        mc_value *v = mc_val(g, param(g, "w", MC_DT_F32, "64,4", w));
+        mc_weight_format f;
+        cr_assert(mc_weight_format_parse(cases[c].fmt, &f));
+        cr_assert_null(mc_weight_format_misfit(g, v, &f));
+        mc_value_quantize(g, v, &f);
+        cr_expect_eq(v->qgroup, cases[c].group, "%s", cases[c].fmt);
+        double mine = quant_error(v, w, K * N),
+               rtn = rtn_error(w, K, N, cases[c].group, cases[c].qmax);
+        cr_expect(mine < rtn, "%s: error %g, round to nearest %g", cases[c].fmt, mine, rtn);
+        mc_graph_free(g);
+    }
 }
