@@ -1,14 +1,16 @@
 /* runtime/weights.c: a model's params, loaded from a weights file (--weights=external)
- * or copied from its compiled-in starting values (training): one pointer per param,
- * into the mapped file when the bytes can be used as they are, else into a buffer of the
- * set's own (GEMM panels, or a copy of data the file left misaligned for its dtype).
+ * or copied from its compiled-in starting values (training): one pointer per param, into
+ * a buffer of the set's own (GEMM panels, or a copy of the file's bytes). The file is
+ * mapped only while the set loads: once _create returns, nothing reads it, so a file
+ * truncated or replaced under a live instance cannot fault it (a later _create on the
+ * changed file checks it again).
  *
  * Inference sets are shared: every instance of one model created on the same file
- * (same device, inode, size and modification time) reads one mapping and one packed
- * copy, kept until its last instance is destroyed (DESIGN.md §12: packed weights exist
- * once per process). Training writes its params, so each training instance has a set
- * of its own. Loading happens under the registry's lock, so concurrent creates of one
- * model pack it once. */
+ * (same device, inode, size and modification time) reads one packed copy, kept until
+ * its last instance is destroyed (DESIGN.md §12: packed weights exist once per
+ * process). Training writes its params, so each training instance has a set of its
+ * own. Loading happens under the registry's lock, so concurrent creates of one model
+ * pack it once. */
 #include "internal.h"
 
 #include <errno.h>
@@ -116,12 +118,9 @@ static moert_status copy_param(moert_weight_set *w, int64_t i, const char *name,
     return MOERT_OK;
 }
 
-/* Training writes its params: they always get a copy of their own. */
+/* A copy, aligned: the mapping does not outlive the load. */
 static moert_status place_param(moert_weight_set *w, int64_t i, const moert_st_tensor *t) {
-    if (!w->shared || (uintptr_t)t->data % moert_dtype_size(t->dtype) != 0)
-        return copy_param(w, i, t->name, t->data, t->nbytes);
-    w->params[i] = t->data;
-    return MOERT_OK;
+    return copy_param(w, i, t->name, t->data, t->nbytes);
 }
 
 /* The companion NAME.what of quantized param p (dt, K replaced by its group count). */
@@ -216,6 +215,8 @@ static moert_status load_file(moert_weight_set *w, const char *path) {
     moert_status s = moert_st_open(path, &w->file);
     for (int64_t i = 0; i < w->num_params && s == MOERT_OK; i++)
         s = load_param(w, path, i);
+    moert_st_close(w->file); /* every param is a copy or panels now */
+    w->file = NULL;
     return s;
 }
 
