@@ -84,13 +84,36 @@ static void a_rows(ukernel *u, int mr, LLVMValueRef *arow) {
 }
 
 /* Accumulators start from C when accumulating, from zero otherwise. */
-static void init_acc(ukernel *u, int mr, LLVMValueRef *init) {
+/* C's tile when accumulating, zero otherwise. */
+static LLVMValueRef c_or_zero(ukernel *u, int r, int j) {
     mb_ctx *c = u->c;
     LLVMValueRef accum = LLVMBuildICmp(c->b, LLVMIntNE, arg(u, P_ACC), mb_i64(c, 0), "");
+    return LLVMBuildSelect(c->b, accum, load_vec(u, arg(u, P_C), c_at(u, r, j)),
+                           LLVMConstNull(u->vec), "");
+}
+
+/* int8 sums q * A over K and scales each column once at the end (its one group): the
+ * multiply per weight vector is the widening's largest part at T = 1. */
+static bool scales_at_end(const ukernel *u) {
+    return u->bk == B_Q8 && !u->dequant_only;
+}
+
+/* Accumulators start from C when accumulating, from zero otherwise (always from zero
+ * when the scale comes last: C is added then). */
+static void init_acc(ukernel *u, int mr, LLVMValueRef *init) {
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < u->nv; j++)
-            init[r * u->nv + j] = LLVMBuildSelect(
-                c->b, accum, load_vec(u, arg(u, P_C), c_at(u, r, j)), LLVMConstNull(u->vec), "");
+            init[r * u->nv + j] = scales_at_end(u) ? LLVMConstNull(u->vec) : c_or_zero(u, r, j);
+}
+
+/* int8: acc * scale (+ C when accumulating), one FMA per vector. */
+static void scale_acc(ukernel *u, int mr, LLVMValueRef *acc) {
+    mb_ctx *c = u->c;
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < u->nv; j++) {
+            LLVMValueRef args[3] = {acc[r * u->nv + j], u->scale[j], c_or_zero(u, r, j)};
+            acc[r * u->nv + j] = LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
+        }
 }
 
 static void store_acc(ukernel *u, int mr, LLVMValueRef *acc) {
@@ -168,11 +191,13 @@ static void load_group(ukernel *u) {
     }
 }
 
-/* Widens the quantized values q (i32) of vector j to weights: q * scale for int8,
- * fma(q, scale, -zero * scale) for int4 (mk.h). */
+/* Widens the quantized values q (i32) of vector j to weights: q * scale for int8 (q
+ * alone in the micro-kernel, which scales the sums), fma(q, scale, -zero * scale) for
+ * int4 (mk.h). */
 static LLVMValueRef dequant(ukernel *u, int j, LLVMValueRef q) {
     mb_ctx *c = u->c;
     LLVMValueRef f = LLVMBuildSIToFP(c->b, q, u->vec, "");
+    if (scales_at_end(u)) return f;
     if (u->bk == B_Q8) return LLVMBuildFMul(c->b, f, u->scale[j], "");
     LLVMValueRef args[3] = {f, u->scale[j], u->zero[j]};
     return LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
@@ -263,6 +288,7 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
         LLVMAddIncoming(out[i], (LLVMValueRef[]){init[i], next[i]},
                         (LLVMBasicBlockRef[]){entry, loop}, 2);
     }
+    if (scales_at_end(u)) scale_acc(u, mr, out);
     store_acc(u, mr, out);
     LLVMBuildRetVoid(c->b);
 }

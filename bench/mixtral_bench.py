@@ -11,16 +11,18 @@ last call's in cache. FLOPs counted:
 6*T*k*D*F (the three expert projections; the router's 2*T*D*E is left out).
 
 usage: bench/setup.sh && bench/mixtral_bench.py [--moec build/moec] [--runs 20] [--threads 2]
-                                               [--weight-dtype bf16|f16]
---weight-dtype adds a "moec bf16" (or f16) engine: the same model compiled with that
---weight-dtype (expert weights in 16 bits, docs/backend.md), timed in the same run; its
-decode lines compare with the weight-read bound of 2-byte weights, and its output is
-compared with moec's f32 output (the peers stay f32).
+                                               [--weight-dtype bf16|f16|int8|int4[:G][:zp]]
+--weight-dtype adds a "moec <dtype>" engine: the same model compiled with that
+--weight-dtype (expert weights in 16 bits, int8 or int4, docs/backend.md), timed in the
+same run, and "pytorch bf16" (the block in bfloat16, at 1 and 2 threads); the moec
+engine's decode lines compare with the weight-read bound of its stored bytes (values,
+scales and zero points), and its output is compared with moec's f32 output.
 See docs/bench.md for what each line means. The PyTorch side is the Hugging Face Mixtral
 sparse block (gate Linear, a ModuleList of experts with w1/w2/w3 Linear layers; route,
 then per expert: gather, SwiGLU, weighted index_add), the code a PyTorch user runs; the
 ONNX Runtime side is the same module exported with torch.onnx."""
 import argparse
+import copy
 import glob
 import json
 import os
@@ -170,14 +172,15 @@ def torch_block(w):
     return block
 
 
-def bench_torch(block, pool, calls, threads):
-    """As bench_moec, in PyTorch at `threads` threads."""
+def bench_torch(block, pool, calls, threads, dtype=None):
+    """As bench_moec, in PyTorch at `threads` threads (the block and its inputs in
+    `dtype` when given: bf16 weights)."""
     import torch
     torch.set_num_threads(threads)
-    xs = [torch.from_numpy(x) for x in pool]
+    xs = [torch.from_numpy(x) if dtype is None else torch.from_numpy(x).to(dtype) for x in pool]
     times = []
     with torch.no_grad():
-        ys = np.stack([block(x).numpy() for x in xs])
+        ys = np.stack([block(x).float().numpy() for x in xs])
         for i in range(calls):
             t0 = time.perf_counter()
             block(xs[i % len(xs)])
@@ -239,6 +242,19 @@ def decode_pool(rng, t, w_router):
     return pool[order], [sets[j] for j in order]
 
 
+def stored_bytes(fmt):
+    """Bytes a weight of the block's expert matrices takes in --weight-dtype `fmt`: its
+    value, and its share of its group's f32 scale and zero point (int8: one scale per
+    column of K = D or F rows)."""
+    if fmt in ("bf16", "f16"):
+        return 2.0
+    if fmt == "int8":
+        return 1 + 4 * (2 / D + 1 / F) / 3
+    parts = fmt.split(":")
+    group = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 32
+    return 0.5 + (4 + ("zp" in parts)) / group
+
+
 def line(name, threads, t, fl, note=""):
     return "  %-8s %d thr  %8.3f ms  %7.1f GFLOP/s  %s" % (name, threads, t * 1e3, fl / t / 1e9, note)
 
@@ -249,7 +265,11 @@ def run_engines(a, work, moec_exe, block, onnx, pool, calls, narrow_exe=None):
     a.threads."""
     r = {"moec": bench_moec(moec_exe, work, pool, calls, a.threads)}
     if narrow_exe:
+        import torch
         r["moec " + a.weight_dtype] = bench_moec(narrow_exe, work, pool, calls, a.threads)
+        b16 = copy.deepcopy(block).to(torch.bfloat16)
+        r["pytorch bf16"] = bench_torch(b16, pool, calls, a.threads, torch.bfloat16)
+        r["pytorch bf16 1"] = bench_torch(b16, pool, calls, 1, torch.bfloat16)
     if pool.shape[1] == T:
         r["moec 1"] = bench_moec(moec_exe, work, pool, calls, 1)
     r["pytorch"] = bench_torch(block, pool, calls, a.threads)
@@ -266,7 +286,8 @@ def ratios(r, t_moec, threads):
     if "onnxrt" in r:
         s += ", %.2fx onnxrt" % (np.median(r["onnxrt"][0]) / t_moec)
     y = r["moec"][1]
-    diff = max(float(np.abs(y - v[1]).max()) for k, v in r.items() if not k.startswith("moec"))
+    diff = max(float(np.abs(y - v[1]).max()) for k, v in r.items()
+               if not k.startswith("moec") and "bf16" not in k)
     return s, diff
 
 
@@ -281,6 +302,11 @@ def narrow_line(a, r, t_f32, bound=None):
         np.median(r[name][0] / bound), a.weight_dtype)
     print("  %-13s %8.3f ms  %s%.2fx moec f32; relative difference from it %.1e"
           % (name, t * 1e3, note, t_f32 / t, rel))
+    for peer, thr in (("pytorch bf16", a.threads), ("pytorch bf16 1", 1)):
+        tp = np.median(r[peer][0])
+        rel = np.linalg.norm(r[peer][1] - r["moec"][1]) / np.linalg.norm(r["moec"][1])
+        print("  %-13s %8.3f ms  %d thr: moec %s is %.2fx it; its relative difference from f32 %.1e"
+              % (peer.rsplit(" 1", 1)[0], tp * 1e3, thr, a.weight_dtype, tp / t, rel))
 
 
 def report_prefill(a, r, m, compile_s):
@@ -321,7 +347,8 @@ def report_decode(a, r, m, t, experts, calls):
             over = np.median(r[name][0] / bound)
             print(line(name.split()[0], thr, np.median(r[name][0]), flops(t),
                        "%5.2fx the weight-read bound (%3.0f%% of read bandwidth)" % (over, 100 / over)))
-    narrow_line(a, r, np.median(r["moec"][0]), bound / 2)
+    if a.weight_dtype:
+        narrow_line(a, r, np.median(r["moec"][0]), bound * stored_bytes(a.weight_dtype) / 4)
     over = np.median(r["moec"][0] / bound)
     s, diff = ratios(r, np.median(r["moec"][0]), a.threads)
     print("  moec: %.0f%% of read bandwidth (%.2fx the bound), %s   max |y_moec - y_other| = %.1e"
@@ -334,8 +361,8 @@ def main():
     ap.add_argument("--moec", default=os.path.join(HERE, "..", "build", "moec"))
     ap.add_argument("--runs", type=int, default=20, help="timed prefill runs (decode: at least 2 x %d)" % POOL)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--weight-dtype", choices=("bf16", "f16"),
-                    help="also time moec with 16-bit expert weights")
+    ap.add_argument("--weight-dtype", help="also time moec with expert weights stored so: "
+                    "bf16, f16, int8, int4[:GROUP][:zp]")
     a = ap.parse_args()
     moec = os.path.abspath(a.moec)
     import torch

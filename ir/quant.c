@@ -77,9 +77,11 @@ const char *mc_weight_format_misfit(mc_graph *g, const mc_value *v, const mc_wei
         return mc_arena_printf(g->arena,
                                "its reduction dim K = %lld is not a multiple of the group, %lld",
                                (long long)K, (long long)group);
-    if (group % 2 != 0)
-        return mc_arena_printf(g->arena, "int4 packs two rows of K per byte, but K = %lld is odd",
-                               (long long)K);
+    const float *w = v->dt == MC_DT_F32 ? v->data : NULL;
+    for (int64_t i = 0; w && i < (int64_t)(v->nbytes / 4); i++)
+        if (!isfinite(w[i]))
+            return mc_arena_printf(g->arena, "element %lld is %g, and scales need finite weights",
+                                   (long long)i, (double)w[i]);
     return NULL;
 }
 
@@ -123,7 +125,8 @@ static fit try_scale(const float *w, int64_t n, int64_t stride, const grid *gr, 
         wq += w[i * stride] * c;
         qq += c * c;
     }
-    fit f = {qq > 0 ? (float)(wq / qq) : scale, zero, 0};
+    float refit = qq > 0 ? (float)(wq / qq) : 0;
+    fit f = {refit != 0 && isfinite(refit) ? refit : scale, zero, 0}; /* a scale divides later */
     for (int64_t i = 0; i < n; i++) {
         int q = clampi(round_half_away(w[i * stride] / scale) + (gr->zero ? zero : 0), lo, hi);
         double e = w[i * stride] - (double)(q - (gr->zero ? zero : 0)) * f.scale;
@@ -142,8 +145,8 @@ static fit fit_group(const float *w, int64_t n, int64_t stride, const grid *gr) 
         hi = x > hi ? x : hi;
         big = fabsf(x) > fabsf(big) ? x : big;
     }
-    fit best = {1.0f, gr->zero ? 0 : 0, INFINITY};
-    if (big == 0) return (fit){1.0f, gr->zero ? 8 : 0, 0};
+    if (big == 0) return (fit){1.0f, gr->zero ? 8 : 0, 0}; /* all zero: any scale is exact */
+    fit best = {1.0f, 0, INFINITY};
     for (int step = 0; step < 8; step++) {
         fit f;
         if (gr->zero) {
@@ -192,7 +195,8 @@ typedef struct {
     uint8_t *zero;
 } quant_job;
 
-enum { COLUMNS_PER_TASK = 64 }; /* even, so that tasks own whole bytes of int4 values */
+/* Tasks write disjoint columns (int4 pairs rows of K, so a byte is one column's). */
+enum { COLUMNS_PER_TASK = 64 };
 
 /* Tasks of COLUMNS_PER_TASK columns of one matrix, in parallel on the runtime's pool. */
 static void quantize_tasks(void *ctx, int64_t begin, int64_t end) {

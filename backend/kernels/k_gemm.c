@@ -13,7 +13,11 @@
  * ExpertMatMul over Dispatch's rows, without those rows).
  * f16 and bf16 weights (B) next to f32 activations go through the same tiles with
  * micro-kernels that widen B in registers (mk_ukernel_bf16/_f16): the same sums, in the
- * same order, as f32 weights holding the widened values. Other dtypes of A, transposed
+ * same order, as f32 weights holding the widened values. int8 and int4 weights (always
+ * in panels, with their scales: moert_quant_layout) are widened in registers by
+ * mk_ukernel_q8/_q4 for tiles of few rows, one call per group of K rows, and a chunk of
+ * a panel that many rows share is dequantized into a buffer once (mk_dequant_q8/_q4)
+ * for the f32 micro-kernel. Other dtypes of A, transposed
  * operands and vector (rank-1) operands take a plain loop, which reads B in C order: the
  * backend packs B into panels only for uses that take the fast path (backend/gemm.c,
  * is_panel_use). */
