@@ -92,27 +92,41 @@ static LLVMValueRef c_or_zero(ukernel *u, int r, int j) {
                            LLVMConstNull(u->vec), "");
 }
 
-/* int8 sums q * A over K and scales each column once at the end (its one group): the
- * multiply per weight vector is the widening's largest part at T = 1. */
+/* The quantized micro-kernels sum A * q over their K rows (one group) and scale once at
+ * the end: C + scale * sum(A q) (int8), C + scale * sum(A u) + offset * sum(A) (int4,
+ * offset = -(zero * scale), with a running sum of each A row). At T = 1 the per-weight
+ * multiply or FMA was the widening's largest part. */
 static bool scales_at_end(const ukernel *u) {
-    return u->bk == B_Q8 && !u->dequant_only;
+    return is_quant(u->bk) && !u->dequant_only;
+}
+
+/* Scalar running sums of the A rows (int4), after the vector accumulators. */
+static int row_sums(const ukernel *u, int mr) {
+    return u->bk == B_Q4 && scales_at_end(u) ? mr : 0;
 }
 
 /* Accumulators start from C when accumulating, from zero otherwise (always from zero
- * when the scale comes last: C is added then). */
+ * when the scale comes last: C is added then); row sums from zero. */
 static void init_acc(ukernel *u, int mr, LLVMValueRef *init) {
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < u->nv; j++)
             init[r * u->nv + j] = scales_at_end(u) ? LLVMConstNull(u->vec) : c_or_zero(u, r, j);
+    for (int r = 0; r < row_sums(u, mr); r++)
+        init[mr * u->nv + r] = LLVMConstReal(u->c->f32, 0);
 }
 
-/* int8: acc * scale (+ C when accumulating), one FMA per vector. */
+static LLVMValueRef fma3(ukernel *u, LLVMValueRef a, LLVMValueRef b, LLVMValueRef add) {
+    LLVMValueRef args[3] = {a, b, add};
+    return LLVMBuildCall2(u->c->b, u->fma_ty, u->fma, args, 3, "");
+}
+
+/* The scales applied once: acc * scale (+ sum(A) * offset for int4) (+ C). */
 static void scale_acc(ukernel *u, int mr, LLVMValueRef *acc) {
-    mb_ctx *c = u->c;
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < u->nv; j++) {
-            LLVMValueRef args[3] = {acc[r * u->nv + j], u->scale[j], c_or_zero(u, r, j)};
-            acc[r * u->nv + j] = LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
+            LLVMValueRef base = c_or_zero(u, r, j);
+            if (row_sums(u, mr)) base = fma3(u, splat(u, acc[mr * u->nv + r]), u->zero[j], base);
+            acc[r * u->nv + j] = fma3(u, acc[r * u->nv + j], u->scale[j], base);
         }
 }
 
@@ -191,9 +205,9 @@ static void load_group(ukernel *u) {
     }
 }
 
-/* Widens the quantized values q (i32) of vector j to weights: q * scale for int8 (q
- * alone in the micro-kernel, which scales the sums), fma(q, scale, -zero * scale) for
- * int4 (mk.h). */
+/* Widens the quantized values q (i32) of vector j to weights: q * scale for int8,
+ * fma(q, scale, -zero * scale) for int4 (mk.h); q alone in the micro-kernels, which
+ * scale their sums. */
 static LLVMValueRef dequant(ukernel *u, int j, LLVMValueRef q) {
     mb_ctx *c = u->c;
     LLVMValueRef f = LLVMBuildSIToFP(c->b, q, u->vec, "");
@@ -238,26 +252,27 @@ static void k_step(ukernel *u, int mr, LLVMValueRef k, LLVMValueRef *arow, LLVMV
                    LLVMValueRef *next) {
     mb_ctx *c = u->c;
     LLVMValueRef bv[2][MAX_ACC], cur[MAX_ACC];
+    int nacc = mr * u->nv, nall = nacc + row_sums(u, mr);
     load_b_rows(u, k, bv);
-    memcpy(cur, acc, sizeof(LLVMValueRef) * (size_t)(mr * u->nv));
+    memcpy(cur, acc, sizeof(LLVMValueRef) * (size_t)nall);
     for (int s = 0; s < rows_per_step(u); s++) {
         LLVMValueRef ks = s ? LLVMBuildAdd(c->b, k, mb_i64(c, s), "") : k;
         for (int r = 0; r < mr; r++) {
-            LLVMValueRef av = splat(u, LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], ks), ""));
-            for (int j = 0; j < u->nv; j++) {
-                LLVMValueRef args[3] = {av, bv[s][j], cur[r * u->nv + j]};
-                cur[r * u->nv + j] = LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
-            }
+            LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], ks), "");
+            if (nall > nacc) cur[nacc + r] = LLVMBuildFAdd(c->b, cur[nacc + r], a, "");
+            LLVMValueRef av = splat(u, a);
+            for (int j = 0; j < u->nv; j++)
+                cur[r * u->nv + j] = fma3(u, av, bv[s][j], cur[r * u->nv + j]);
         }
     }
-    memcpy(next, cur, sizeof(LLVMValueRef) * (size_t)(mr * u->nv));
+    memcpy(next, cur, sizeof(LLVMValueRef) * (size_t)nall);
 }
 
 /* The whole tile for exactly mr rows, from block `entry` (which it fills) to a return:
  * a partial tile runs only the FMAs of its rows, and stores only them. */
 static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     mb_ctx *c = u->c;
-    int nacc = mr * u->nv;
+    int nacc = mr * u->nv + row_sums(u, mr); /* vector accumulators, then row sums */
     LLVMValueRef arow[MAX_ACC], init[MAX_ACC], acc[MAX_ACC], next[MAX_ACC], out[MAX_ACC];
     LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->cx, u->fn, "loop");
     LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->cx, u->fn, "done");
@@ -272,7 +287,7 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     LLVMPositionBuilderAtEnd(c->b, loop);
     LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
     for (int i = 0; i < nacc; i++)
-        acc[i] = LLVMBuildPhi(c->b, u->vec, "");
+        acc[i] = LLVMBuildPhi(c->b, i < mr * u->nv ? u->vec : c->f32, "");
     k_step(u, mr, k, arow, acc, next);
     LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, rows_per_step(u)), "");
     LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k1, K, ""), loop, done);
@@ -284,7 +299,7 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
 
     LLVMPositionBuilderAtEnd(c->b, done);
     for (int i = 0; i < nacc; i++) {
-        out[i] = LLVMBuildPhi(c->b, u->vec, "");
+        out[i] = LLVMBuildPhi(c->b, i < mr * u->nv ? u->vec : c->f32, "");
         LLVMAddIncoming(out[i], (LLVMValueRef[]){init[i], next[i]},
                         (LLVMBasicBlockRef[]){entry, loop}, 2);
     }
@@ -345,6 +360,24 @@ static void emit_const_fn(mb_ctx *c, const char *name, int64_t v) {
     LLVMBuildRet(c->b, mb_i64(c, v));
 }
 
+static bool graph_has_dtype(const mc_graph *g, mc_dtype dt) {
+    for (int v = 0; v < g->nvalues; v++)
+        if (!mc_val(g, v)->dead && mc_val(g, v)->dt == dt) return true;
+    return false;
+}
+
+/* The body of a kernel for a dtype no value of the model has: the GEMM driver picks
+ * kernels by B's dtype, so it cannot reach it; a trap, should that ever be wrong. Each
+ * full micro-kernel costs about 0.05 s of optimization and code generation per compile. */
+static void emit_trap(ukernel *u) {
+    mb_ctx *c = u->c;
+    LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, u->fn, "entry"));
+    unsigned id = LLVMLookupIntrinsicID("llvm.trap", 9);
+    LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->cx, id, NULL, 0),
+                   LLVMGetIntrinsicDeclaration(c->mod, id, NULL, 0), NULL, 0, "");
+    LLVMBuildUnreachable(c->b);
+}
+
 static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_only) {
     ukernel u = {.c = c,
                  .bk = bk,
@@ -369,7 +402,14 @@ static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_on
     unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
     u.fma = LLVMGetIntrinsicDeclaration(c->mod, id, &u.vec, 1);
     u.fma_ty = LLVMIntrinsicGetType(c->cx, id, &u.vec, 1);
-    if (dequant_only)
+    static const mc_dtype dtype_of[] = {[B_F32] = MC_DT_F32,
+                                        [B_BF16] = MC_DT_BF16,
+                                        [B_F16] = MC_DT_F16,
+                                        [B_Q8] = MC_DT_Q8,
+                                        [B_Q4] = MC_DT_Q4};
+    if (!graph_has_dtype(c->g, dtype_of[bk]))
+        emit_trap(&u);
+    else if (dequant_only)
         emit_dequant(&u);
     else
         emit_body(&u);

@@ -136,12 +136,12 @@ void mk_ukernel_bf16(int64_t K, const float *const *A, int64_t mr, const uint16_
 void mk_ukernel_f16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
                     float *C, int64_t ldc, int64_t accumulate);
 /* The same over quantized B rows that share one group: the NR scales S and (int4) zero
- * points Z (NULL: 8) of that group. int4: weight (k, j), widened in registers, is
- * fma(q, S[j], -(Z[j] * S[j])) (exactly (q - 8) * S[j] without zero points), as
- * ir/quant.c defines it, summed like mk_ukernel's; rows 2i and 2i+1 are the low and high
- * nibbles of B + i * ldb, and K is even. int8 (whose group is all of K): C (+)= S[j] *
- * the sum of A * q over k (one rounding more than the dequantized weights' sums, within
- * the GEMM tolerance); row k at B + k * ldb. */
+ * points Z (NULL: 8) of that group. The values are widened in registers and summed
+ * against A, and the scales applied once: C (+)= S[j] * sum_k A[k] q[k][j] for int8
+ * (row k at B + k * ldb), C (+)= S[j] * sum_k A[k] u[k][j] + O[j] * sum_k A[k] for int4
+ * (O[j] = -(Z[j] * S[j]); rows 2i and 2i+1 are the low and high nibbles of
+ * B + i * ldb, K even). That is the product with ir/quant.c's weights up to rounding
+ * (within the GEMM tolerance), not the same bits. */
 void mk_ukernel_q8(int64_t K, const float *const *A, int64_t mr, const int8_t *B, int64_t ldb,
                    const float *S, const uint8_t *Z, float *C, int64_t ldc, int64_t accumulate);
 void mk_ukernel_q4(int64_t K, const float *const *A, int64_t mr, const uint8_t *B, int64_t ldb,
