@@ -52,26 +52,38 @@ static const float *b_f32(const mat *m) {
     return (const float *)m->B;
 }
 
+/* The rows of a quantized B's panel p from K row k to the end of k's group (or `stop`,
+ * if sooner): where their values, the group's scales and zero points are. */
+typedef struct {
+    int64_t end;
+    const void *values;
+    const float *S;
+    const uint8_t *Z;
+} quant_rows;
+
+static quant_rows quant_rows_at(const mat *m, int64_t p, int64_t k, int64_t stop, int64_t nr) {
+    int64_t g = k / m->group, at = p * (m->K / m->group) + g, end = (g + 1) * m->group;
+    int64_t row = m->bdt == MK_Q4 ? (p * m->K + k) / 2 : p * m->K + k; /* int4: 2 rows a byte */
+    quant_rows q = {end < stop ? end : stop, (const char *)m->B + row * nr, m->S + at * nr,
+                    m->Z ? m->Z + at * nr : NULL};
+    return q;
+}
+
 /* Rows [k0, k0+kc) of a quantized B's panel p: one micro-kernel call per group they
  * cross, each with that group's scales (rows[] already start at k0). */
 static void quant_ukernel(const mat *m, int64_t p, int64_t k0, int64_t kc, const float *const *rows,
                           int64_t mr, int64_t nr, float *C, int64_t ldc, int64_t accumulate) {
-    int64_t groups = m->K / m->group;
     const float *seg[MK_MAX_MR];
     for (int64_t k = k0; k < k0 + kc;) {
-        int64_t g = k / m->group, end = (g + 1) * m->group < k0 + kc ? (g + 1) * m->group : k0 + kc;
+        quant_rows q = quant_rows_at(m, p, k, k0 + kc, nr);
         for (int64_t i = 0; i < mr; i++)
             seg[i] = rows[i] + (k - k0);
-        const float *S = m->S + (p * groups + g) * nr;
-        const uint8_t *Z = m->Z ? m->Z + (p * groups + g) * nr : NULL;
         int64_t acc = accumulate || k > k0;
         if (m->bdt == MK_Q8)
-            mk_ukernel_q8(end - k, seg, mr, (const int8_t *)m->B + (p * m->K + k) * nr, nr, S, Z, C,
-                          ldc, acc);
+            mk_ukernel_q8(q.end - k, seg, mr, q.values, nr, q.S, q.Z, C, ldc, acc);
         else
-            mk_ukernel_q4(end - k, seg, mr, (const uint8_t *)m->B + (p * m->K + k) / 2 * nr, nr, S,
-                          Z, C, ldc, acc);
-        k = end;
+            mk_ukernel_q4(q.end - k, seg, mr, q.values, nr, q.S, q.Z, C, ldc, acc);
+        k = q.end;
     }
 }
 
@@ -135,18 +147,13 @@ static void prefetch_rows(const float *C, int64_t ldc, int64_t rows, int64_t nr)
  * cross: the weights the micro-kernels widen to. */
 static void dequant_chunk(const mat *m, int64_t p, int64_t k0, int64_t kc, int64_t nr,
                           float *restrict buf) {
-    int64_t groups = m->K / m->group;
     for (int64_t k = k0; k < k0 + kc;) {
-        int64_t g = k / m->group, end = (g + 1) * m->group < k0 + kc ? (g + 1) * m->group : k0 + kc;
-        const float *S = m->S + (p * groups + g) * nr;
-        const uint8_t *Z = m->Z ? m->Z + (p * groups + g) * nr : NULL;
+        quant_rows q = quant_rows_at(m, p, k, k0 + kc, nr);
         if (m->bdt == MK_Q8)
-            mk_dequant_q8(end - k, (const int8_t *)m->B + (p * m->K + k) * nr, nr, S, Z,
-                          buf + (k - k0) * nr);
+            mk_dequant_q8(q.end - k, q.values, nr, q.S, q.Z, buf + (k - k0) * nr);
         else
-            mk_dequant_q4(end - k, (const uint8_t *)m->B + (p * m->K + k) / 2 * nr, nr, S, Z,
-                          buf + (k - k0) * nr);
-        k = end;
+            mk_dequant_q4(q.end - k, q.values, nr, q.S, q.Z, buf + (k - k0) * nr);
+        k = q.end;
     }
 }
 

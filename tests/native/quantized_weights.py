@@ -24,12 +24,14 @@ the errors (the accuracy of the two-layer model is the release run's)."""
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_np import read as read_st, write as write_st  # noqa: E402
 
 # Relative L2 error of an example's output against f32 (docs/backend.md); measured
 # 0.006 (int8) and 0.09-0.10 (int4) on mixtral_block.
@@ -40,7 +42,6 @@ BOUND = {"int8": 0.02, "int4": 0.2, "int4:16": 0.2, "int4:64:zp": 0.2}
 TWO_LAYER_BOUND = {"bf16": (2e-3, 0.01), "f16": (3e-4, 0.01), "int8": (6e-3, 0.01),
                    "int4": (6e-2, 0.05), "int4:32:zp": (6e-2, 0.05)}
 KEEP_F32 = re.compile(r"^(w_router\d*|norm_scale|bias|w_cls)$")
-ST = {"I8": np.int8, "U8": np.uint8, "F32": np.float32}
 
 
 def run(cmd, ok=True):
@@ -48,37 +49,6 @@ def run(cmd, ok=True):
     if ok and r.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), r.returncode, r.stderr.strip()))
     return r
-
-
-def read_st(path):
-    """{name: (st dtype, shape, array)}."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        head = json.loads(f.read(n))
-        blob = f.read()
-    out = {}
-    for k, t in head.items():
-        if k == "__metadata__":
-            continue
-        a, b = t["data_offsets"]
-        dt = ST.get(t["dtype"], np.uint8)
-        out[k] = (t["dtype"], t["shape"], np.frombuffer(blob[a:b], dt).reshape(t["shape"]))
-    return out
-
-
-def write_st(path, tensors):
-    """tensors: {name: (st dtype, array)}."""
-    header, blobs, off = {}, [], 0
-    for k in sorted(tensors):
-        dt, a = tensors[k]
-        b = np.ascontiguousarray(a).tobytes()
-        header[k] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b + b"\0" * ((8 - len(b) % 8) % 8))
-        off += len(blobs[-1])
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def param_lines(dump):
