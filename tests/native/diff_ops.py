@@ -13,10 +13,11 @@ Routing ops are fed exact inputs here, so their decisions must match exactly.
 
 usage: diff_ops.py MOEC [--only NAME] [--keep DIR] [--quick]
 --quick (the sanitizer build, where moec itself runs instrumented and slowly): the first
-case of each op, -O3 only, T = 1 and max. The compiled kernels are not instrumented
-(they are bitcode built into moec), so what the sanitizers watch here is moec's path for
-each op and the runtime; an op's other cases vary the kernel's attributes, which the
-release run checks."""
+case of each op, -O0 only, T = 1 and max. The compiled kernels are not instrumented
+(they are bitcode built into moec), and neither is LLVM, so what the sanitizers watch
+here is moec's path for each op (the same lowering at any level: -O0 skips only LLVM's
+optimizer, which was most of the time) and the runtime; an op's other cases vary the
+kernel's attributes, and -O3 its optimized code, which the release run checks."""
 import json
 import os
 import re
@@ -451,7 +452,7 @@ def main():
     keep = sys.argv[sys.argv.index("--keep") + 1] if "--keep" in sys.argv else None
     if "--quick" in sys.argv:
         global T_VALUES, OPT_LEVELS
-        T_VALUES, OPT_LEVELS = (1, TMAX), ("-O3",)
+        T_VALUES, OPT_LEVELS = (1, TMAX), ("-O0",)
     rng = np.random.default_rng(20261123)
     every = (std_cases() + tensor_cases() + half_cases() + moe_cases() + loss_cases() +
              cases_grad_std.cases() + cases_grad_moe.cases() + cases_grad_loss.cases())

@@ -2,7 +2,9 @@
 # Every example compiled at -O0 and -O3 (gw_finetune also in training mode) and run on
 # its bundled input and on T = 1, against the interpreter. Tolerance: relative 1e-4,
 # absolute 1e-5 (a chain of GEMMs with FMA and of polynomial exp against libm).
-# usage: examples.sh MOEC EXAMPLES_DIR [--quick]   (--quick: -O3 only)
+# usage: examples.sh MOEC EXAMPLES_DIR [--quick]
+# (--quick, the sanitizer build, where moec runs instrumented: -O0 only, the same lowering
+# without LLVM's uninstrumented optimizer, whose code the release run checks)
 set -euo pipefail
 moec=$(realpath "$1")
 examples=$(realpath "$2")
@@ -11,7 +13,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failed=0
 opts=(-O0 -O3)
-[ "${3:-}" != --quick ] || opts=(-O3) # the sanitizer build: moec runs instrumented
+[ "${3:-}" != --quick ] || opts=(-O0)
 check() { # name model mode x.npy...: the interpreter once per input, each build on every input
     local name=$1 model=$2 mode=$3 outs args i x
     shift 3

@@ -15,8 +15,9 @@ else also reads, which must stay unfused):
 Pattern models that fuse must lose every Dispatch, route, Combine and elementwise op of
 the FFN; so must mixtral_block.
 usage: fusion.py MOEC EXAMPLES_DIR [--quick]
---quick (the sanitizer build, where moec runs instrumented): -O3 only, the pattern
-models and mixtral_block."""
+--quick (the sanitizer build, where moec runs instrumented): -O0 only (the same lowering
+as -O3, without LLVM's uninstrumented optimizer, whose code the release run checks), the
+pattern models and mixtral_block."""
 import json
 import os
 import subprocess
@@ -184,7 +185,7 @@ def main():
     moec, examples = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     quick = "--quick" in sys.argv
     if quick:
-        OPT_LEVELS = ("-O3",)
+        OPT_LEVELS = ("-O0",)
     rng = np.random.default_rng(8)
     failed = total = 0
     with tempfile.TemporaryDirectory() as work:
