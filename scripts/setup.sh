@@ -2,8 +2,10 @@
 # Installs what moec needs from Debian 12's packages, skipping what is already there.
 set -euo pipefail
 
+# qemu-user and the AArch64 cross compiler: the tests run AArch64 code (tests/native/aarch64.sh).
 packages=(build-essential cmake pkg-config llvm-19-dev libzstd-dev clang-19 libclang-rt-19-dev
-          libcjson-dev libcriterion-dev python3 python3-numpy gnuplot-nox)
+          libcjson-dev libcriterion-dev python3 python3-numpy gnuplot-nox
+          qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 
 missing=()
 for p in "${packages[@]}"; do

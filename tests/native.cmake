@@ -20,6 +20,11 @@ add_test(NAME native.quantized_weights
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/quantized_weights.py
                  $<TARGET_FILE:moec> ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
 set_tests_properties(native.quantized_weights PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# AArch64: the runtime cross-compiled, mixtral_block with every weight storage built for
+# aarch64-linux-gnu and run under qemu-user, against the interpreter.
+add_test(NAME native.aarch64
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/aarch64.sh $<TARGET_FILE:moec>
+                 ${PROJECT_SOURCE_DIR} ${QUICK_FLAG})
 add_test(NAME native.abi
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/native/abi.sh $<TARGET_FILE:moec> $<TARGET_FILE:moert>)
 add_test(NAME native.targets
