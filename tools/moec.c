@@ -23,13 +23,14 @@ static const command commands[] = {
     {"dump", cmd_dump,
      "moec dump model.json [--after=PASS|all] [--format=text|dot] [--mode=infer|train]\n"
      "          [--passes=a,b,...] [--verify-each] [--dump-dir=DIR] [--weights=FILE]\n"
-     "          [--weight-dtype=f16|bf16]",
+     "          [--weight-dtype=DTYPE]",
      "Runs the pass pipeline and prints the IR: after PASS, after every pass (all), or\n"
      "once at the end. --dump-dir writes NN-pass.txt (.dot) for every pass.\n"},
     {"run", cmd_run,
      "moec run model.json --input NAME=FILE.npy ... [--output NAME=FILE.npy ...]\n"
-     "          [--sym T=N] [--mode=infer|train] [--passes=...] [--weights=FILE] [--interp]\n"
-     "          [--weight-dtype=f16|bf16] [--steps N] [--save-weights FILE]\n"
+     "          [--sym T=N] [--mode=infer|train] [--passes=...] [--weights=FILE] [--interp] "
+     "[-O0..-O3]\n"
+     "          [--weight-dtype=DTYPE] [--steps N] [--save-weights FILE]\n"
      "          [--optimizer=adamw|sgd] [--lr X] ...",
      "Compiles the model for this machine and runs it on .npy inputs; --interp runs\n"
      "the reference interpreter instead. Outputs named with --output are written as\n"
@@ -38,23 +39,25 @@ static const command commands[] = {
      "N steps on the inputs, --save-weights writes the trained weights. Training flags:\n"
      "--train-params=a,b (default: every param), --optimizer=adamw|sgd, --lr, --momentum,\n"
      "--weight-decay, --beta1, --beta2, --eps.\n"
-     "--weight-dtype=f16|bf16 stores the FFN and expert weights in that dtype (inference).\n"
+     "--weight-dtype=bf16|f16|int8|int4[:GROUP][:zp] stores the FFN and expert weights so\n"
+     "(inference). -O0..-O3 (default -O3) sets the native code's optimization.\n"
      "-v prints the wall time of each phase to stderr.\n"},
     {"compile", cmd_compile,
      "moec compile model.json -o model.o [--header model.h] [--emit=obj|asm|llvm] [-O0..-O3]\n"
      "          [--weights=embed|external] [--mode=infer|train] [--passes=...]\n"
      "          [--target-triple T] [--cpu C] [--features F] [--weights-file=FILE]\n"
-     "          [--weight-dtype=f16|bf16]",
+     "          [--weight-dtype=DTYPE]",
      "Writes an object (or assembly / LLVM IR with --emit) and a C header (default: -o\n"
      "with .h). Weights are embedded read-only by default; --weights=external writes\n"
      "them to -o with .safetensors, which <name>_create maps. -O3 is the default.\n"
      "Without --target-triple the code is for this machine's CPU and features.\n"
-     "--weight-dtype=f16|bf16 stores the FFN and expert weights in that dtype: half the\n"
-     "bytes, summed in f32 (routers and norms stay f32; inference only).\n"
+     "--weight-dtype=bf16|f16|int8|int4[:GROUP][:zp] stores the FFN and expert weights\n"
+     "so: 2, 1 or 1/2 bytes a weight plus scales, summed in f32 (routers and norms stay\n"
+     "f32; inference only).\n"
      "-v prints the wall time of each phase to stderr.\n"},
     {"build", cmd_build,
      "moec build model.json -o model [-O0..-O3] [--weights=embed|external]\n"
-     "          [--weight-dtype=f16|bf16] [--cpu C] ...",
+     "          [--weight-dtype=DTYPE] [--cpu C] ...",
      "Compiles and links an executable with libmoert and the .npy driver:\n"
      "  ./model --input x=x.npy [--output y=y.npy] [--sym T=N] [--weights FILE] [--bench N]\n"
      "--bench N prints min/median/max milliseconds over N runs after one warm-up.\n"
@@ -306,11 +309,12 @@ static int check_applicable(const cli_args *a) {
     if (a->out_path && !is_init && !is_backend)
         return cli_misuse(a, "-o belongs to 'moec compile', 'moec build' and 'moec init-weights'");
     if ((is_init || is_backend) && !a->out_path) return cli_misuse(a, "%s needs -o FILE", a->cmd);
-    bool backend_opts =
-        a->header_path || a->emit || a->has_opt || a->triple || a->cpu || a->features;
+    bool backend_opts = a->header_path || a->emit || a->triple || a->cpu || a->features;
     if (backend_opts && !is_backend)
-        return cli_misuse(a, "--header, --emit, -O, --target-triple, --cpu and --features belong "
+        return cli_misuse(a, "--header, --emit, --target-triple, --cpu and --features belong "
                              "to 'moec compile' and 'moec build'");
+    if (a->has_opt && !is_backend && !(is_run && !a->interp))
+        return cli_misuse(a, "-O belongs to 'moec compile', 'moec build' and native 'moec run'");
     if (strcmp(a->cmd, "build") == 0 && (a->header_path || a->emit))
         return cli_misuse(a, "--header and --emit belong to 'moec compile'");
     if (a->interp && !is_run) return cli_misuse(a, "--interp belongs to 'moec run'");

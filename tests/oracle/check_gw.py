@@ -12,7 +12,8 @@ Tolerances: |moec - oracle| <= rtol * (|oracle| + max |oracle|), rtol 1e-5 for t
 interpreter and 1e-4 for compiled f32 code; integer outputs exactly.
 
 --quick (the sanitizer build, where moec runs instrumented and slowly): one draw of inputs
-per layer configuration instead of LAYER_DRAWS."""
+per layer configuration instead of LAYER_DRAWS, compiled code at -O0 (the same lowering;
+the release run checks -O3)."""
 import argparse, json, os, subprocess, sys
 import numpy as np
 import gw_ref as GW
@@ -276,6 +277,9 @@ def moec_run(model, feeds, outputs, work, engine):
         json.dump(model, f)
     args = [ARGS.moec, "run", path, "--mode=train", f"--passes={PASSES}"]
     args += ["--interp"] if engine == "interp" else []
+    # the sanitizer subset compiles at -O0: the same lowering, without LLVM's optimizer
+    # (not instrumented, and most of the time); the release run checks -O3
+    args += ["-O0"] if engine != "interp" and ARGS.quick else []
     for k, v in feeds.items():
         np.save(os.path.join(work, k + ".npy"), v)
         args += ["--input", f"{k}={os.path.join(work, k + '.npy')}"]

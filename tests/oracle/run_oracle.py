@@ -10,9 +10,10 @@ Compiled code (--engine native) takes the routers on the random logits, the ties
 T = 1; the interpreter takes every logit case (native.ops checks compiled routers
 against the interpreter bit for bit).
 --quick (the sanitizer build, where moec runs instrumented and slowly): the routers on the
-random logits only, and each model at one token count. The compiled kernels are not
-instrumented, so the sanitizers watch moec's path for each op and the runtime, which
-these cover; the release run checks every case."""
+random logits only, and each model at one token count, compiled at -O0. The compiled
+kernels and LLVM are not instrumented, so the sanitizers watch moec's path for each op
+(the same lowering at any -O) and the runtime, which these cover; the release run checks
+every case at -O3."""
 import argparse, json, os, subprocess, sys
 import numpy as np
 import moe_ref as R
@@ -31,6 +32,8 @@ def report(name, ok, detail=""):
 def moec(args):
     if args[0] == "run" and ARGS.engine == "interp":
         args = args + ["--interp"]
+    elif args[0] == "run" and ARGS.quick:  # the same lowering; LLVM's optimizer is not what
+        args = args + ["-O0"]  # the sanitizers watch, and the release run checks -O3
     p = subprocess.run([ARGS.moec] + args, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"moec {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
