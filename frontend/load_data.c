@@ -208,7 +208,8 @@ static bool from_quantized(ld_ctx *c, const mc_safetensors *st, const mc_st_tens
                            const char *file, const char *path, mc_value *v) {
     int64_t want[MC_MAX_RANK], r = v->shape.rank, groups = 0;
     mc_shape_eval(&v->shape, NULL, want);
-    bool same = r >= 2 && t->rank == r && (t->dt == MC_DT_Q8 || want[r - 2] % 2 == 0);
+    bool same =
+        r >= 2 && t->rank == r && want[r - 2] > 0 && (t->dt == MC_DT_Q8 || want[r - 2] % 2 == 0);
     if (r >= 2 && t->dt == MC_DT_Q4) want[r - 2] /= 2;
     for (int i = 0; same && i < r; i++)
         same = t->dims[i] == want[i];
@@ -229,7 +230,7 @@ static bool from_quantized(ld_ctx *c, const mc_safetensors *st, const mc_st_tens
     if (t->dt == MC_DT_Q8 && groups != 1)
         return ld_fail(c, path, "%s: int8 '%s' has %lld scales per column; moec's int8 has one",
                        file, t->name, (long long)groups);
-    if (group % 2 != 0)
+    if (t->dt == MC_DT_Q4 && group % 2 != 0)
         return ld_fail(c, path, "%s: int4 '%s' has groups of %lld rows; they must be even", file,
                        t->name, (long long)group);
     if (t->dt == MC_DT_Q4 && !companion(c, st, file, path, t, "zero", MC_DT_Q4, v, &groups, &zero))

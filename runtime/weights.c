@@ -136,9 +136,9 @@ static moert_status find_companion(moert_weight_set *w, const char *path,
 /* An int8 / int4 param: its values, scales and zero points, packed into panels. */
 static moert_status load_quant(moert_weight_set *w, const char *path, int64_t i) {
     const moert_tensor_info *p = &w->desc->info->params[i];
-    const moert_param_desc *q = &w->desc->params[i];
+    const moert_param_desc *q = w->desc->params ? &w->desc->params[i] : NULL;
     moert_dtype dt = (moert_dtype)p->dtype;
-    if (!w->desc->params || q->panel_nr <= 0 || q->group <= 0 || p->rank < 2)
+    if (!q || q->panel_nr <= 0 || q->group <= 0 || p->rank < 2)
         return moert_fail(MOERT_ERR_INTERNAL, "quantized param '%s' has no panel layout", p->name);
     int64_t K = p->dims[p->rank - 2].c, N = p->dims[p->rank - 1].c, lead = 1;
     for (int64_t k = 0; k < p->rank - 2; k++)
