@@ -10,8 +10,13 @@ foreach(model ${EXAMPLE_MODELS})
 endforeach()
 
 # The GW-MoE fine-tuning demo end to end (pre-training, two fine-tunings, evaluation,
-# the table and the gnuplot plot): it fails if any step does.
-add_test(NAME examples.gw_finetune.demo
-         COMMAND ${SYSTEM_PYTHON} ${PROJECT_SOURCE_DIR}/examples/gw_finetune/demo.py
-                 --moec $<TARGET_FILE:moec> --out ${CMAKE_CURRENT_BINARY_DIR}/gw_demo)
-set_tests_properties(examples.gw_finetune.demo PROPERTIES ENVIRONMENT "MOEC_LDFLAGS=${MOEC_LDFLAGS}")
+# the table and the gnuplot plot): it fails if any step does. The release run only: its
+# time is in the compiled training steps, which are not instrumented, and moec's path
+# for a training build is native.train's under the sanitizers.
+if(NOT MOEC_SANITIZE)
+  add_test(NAME examples.gw_finetune.demo
+           COMMAND ${SYSTEM_PYTHON} ${PROJECT_SOURCE_DIR}/examples/gw_finetune/demo.py
+                   --moec $<TARGET_FILE:moec> --out ${CMAKE_CURRENT_BINARY_DIR}/gw_demo)
+  set_tests_properties(examples.gw_finetune.demo PROPERTIES ENVIRONMENT
+                       "MOEC_LDFLAGS=${MOEC_LDFLAGS}")
+endif()

@@ -10,17 +10,8 @@ TYPES = {"F32": np.float32, "I64": np.int64, "I32": np.int32, "I8": np.int8, "U8
 
 def tensors(path, raw=False):
     """{name: 1-D array}; raw=True gives the bytes (uint8) whatever the dtype."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        head = json.loads(f.read(n))
-        blob = f.read()
-    out = {}
-    for name, t in head.items():
-        if name == "__metadata__":
-            continue
-        a, b = t["data_offsets"]
-        out[name] = np.frombuffer(blob[a:b], np.uint8 if raw else TYPES[t["dtype"]])
-    return out
+    return {name: (np.frombuffer(a.tobytes(), np.uint8) if raw else a.ravel())
+            for name, (dt, shape, a) in read(path).items()}
 
 
 def read(path):
