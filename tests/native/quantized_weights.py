@@ -24,7 +24,6 @@ the errors (the accuracy of the two-layer model is the release run's)."""
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -32,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_np import read as read_st, write as write_st  # noqa: E402
+from weight_dtype import native_problems, run, with_weight_dtype  # noqa: E402
 
 # Relative L2 error of an example's output against f32 (docs/backend.md); measured
 # 0.006 (int8) and 0.09-0.10 (int4) on mixtral_block.
@@ -42,13 +42,6 @@ BOUND = {"int8": 0.02, "int4": 0.2, "int4:16": 0.2, "int4:64:zp": 0.2}
 TWO_LAYER_BOUND = {"bf16": (2e-3, 0.01), "f16": (3e-4, 0.01), "int8": (6e-3, 0.01),
                    "int4": (6e-2, 0.05), "int4:32:zp": (6e-2, 0.05)}
 KEEP_F32 = re.compile(r"^(w_router\d*|norm_scale|bias|w_cls)$")
-
-
-def run(cmd, ok=True):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if ok and r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), r.returncode, r.stderr.strip()))
-    return r
 
 
 def param_lines(dump):
@@ -120,10 +113,7 @@ def check_example(moec, ex, fmt, work, external, f32_cache):
         problems += check_external_file(ext + ".safetensors", quantized, fmt)
         got_ext = outputs([ext], ["--input", "x=" + x, "--weights", ext + ".safetensors"], outs, work, "ext")
     for o in outs:
-        if not np.allclose(got[o], want[o], rtol=1e-4, atol=1e-5):
-            problems.append("%s: native differs from the interpreter by %g" % (o, np.abs(got[o] - want[o]).max()))
-        if external and got_ext[o].tobytes() != got[o].tobytes():
-            problems.append("%s: external weights give other bits than embedded ones" % o)
+        problems += native_problems(o, got[o], want[o], got_ext[o] if external else None)
         if f32[o].dtype.kind != "f":
             continue
         err = rel(want[o], f32[o])
@@ -228,13 +218,7 @@ def check_errors(moec, ex, quant, work):
         return path
 
     def bad_model(tag, **wd):
-        m = json.load(open(model))
-        for i in m["initializers"]:
-            if i["name"] in wd:
-                i["weight_dtype"] = wd[i["name"]]
-        path = os.path.join(work, tag + ".json")
-        json.dump(m, open(path, "w"))
-        return path
+        return with_weight_dtype(model, os.path.join(work, tag + ".json"), **wd)
 
     s = quant["w_up.scale"][1]
     cases = [

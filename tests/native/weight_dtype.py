@@ -25,12 +25,14 @@ and deepseek_moe (shared experts).
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_np import read as read_st, write as write_st  # noqa: E402
 
 BOUND = {"bf16": 1e-2, "f16": 1e-3}
 ST_NAME = {"bf16": "BF16", "f16": "F16"}
@@ -53,11 +55,25 @@ def params(dump):
     return out
 
 
-def st_dtypes(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    return {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
+def native_problems(name, got, want, got_ext=None):
+    """Output `name` of compiled code against the interpreter's (the model tolerance),
+    and, when given, of external weights against embedded ones (the same bits)."""
+    problems = []
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+        problems.append("%s: native differs from the interpreter by %g" % (name, np.abs(got - want).max()))
+    if got_ext is not None and got_ext.tobytes() != got.tobytes():
+        problems.append("%s: external weights give other bits than embedded ones" % name)
+    return problems
+
+
+def with_weight_dtype(model, path, **wd):
+    """Model file `model` written to `path` with "weight_dtype" wd[name] on those params."""
+    m = json.load(open(model))
+    for i in m["initializers"]:
+        if i["name"] in wd:
+            i["weight_dtype"] = wd[i["name"]]
+    json.dump(m, open(path, "w"))
+    return path
 
 
 def check_dump(moec, model, dt):
@@ -94,16 +110,13 @@ def check_example(moec, ex, dt, work):
     if external:
         exe_ext = os.path.join(work, "model_ext")
         run([moec, "build", model, "-o", exe_ext, flag, "--weights=external"])
-        stored = st_dtypes(exe_ext + ".safetensors")
+        stored = {k: dt for k, (dt, shape, a) in read_st(exe_ext + ".safetensors").items()}
         for n in narrowed:
             if stored.get(n) != ST_NAME[dt]:
                 problems.append("external weights hold %s as %s" % (n, stored.get(n)))
         got_ext = outputs("ext", [exe_ext, "--input", "x=" + x, "--weights", exe_ext + ".safetensors"])
     for o in outs:
-        if not np.allclose(got[o], want[o], rtol=1e-4, atol=1e-5):
-            problems.append("%s: native differs from the interpreter by %g" % (o, np.abs(got[o] - want[o]).max()))
-        if external and got_ext[o].tobytes() != got[o].tobytes():
-            problems.append("%s: external weights give other bits than embedded ones" % o)
+        problems += native_problems(o, got[o], want[o], got_ext[o] if external else None)
         if f32[o].dtype.kind != "f":
             if not np.array_equal(f32[o], want[o]):
                 problems.append("%s (routing) changed with %s weights" % (o, dt))
@@ -115,20 +128,6 @@ def check_example(moec, ex, dt, work):
     return problems
 
 
-def write_st(path, arrays, shapes, st_dtype):
-    """A safetensors file of uint16 (BF16) or float32 arrays."""
-    header, blobs, off = {}, [], 0
-    for k in sorted(arrays):
-        b = arrays[k].tobytes()
-        header[k] = {"dtype": st_dtype, "shape": shapes[k], "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
 def to_bf16(a):
     """Round to nearest even, as moec does."""
     u = a.astype(np.float32).view(np.uint32)
@@ -138,16 +137,13 @@ def to_bf16(a):
 def check_stored_bf16(moec, ex, work):
     """Every tensor of the file in bf16, the model declaring f32."""
     model, x = os.path.join(ex, "model.json"), os.path.join(ex, "x.npy")
-    shapes = {i["name"]: i["shape"] for i in json.load(open(model))["initializers"]}
     w32 = os.path.join(work, "w32.safetensors")
     run([moec, "init-weights", model, "-o", w32])
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from safetensors_np import tensors
-    narrow = {k: to_bf16(v) for k, v in tensors(w32).items()}
+    narrow = {k: to_bf16(a) for k, (dt, shape, a) in read_st(w32).items()}
     wide = {k: (v.astype(np.uint32) << 16).view(np.float32) for k, v in narrow.items()}
     w16, wwide = os.path.join(work, "w16.safetensors"), os.path.join(work, "wwide.safetensors")
-    write_st(w16, narrow, shapes, "BF16")
-    write_st(wwide, wide, shapes, "F32")
+    write_st(w16, {k: ("BF16", a) for k, a in narrow.items()})
+    write_st(wwide, {k: ("F32", a) for k, a in wide.items()})
     problems = []
     ps = params(run([moec, "dump", model, "--weights=" + w16]).stdout)
     for n, (t, _) in ps.items():
@@ -171,17 +167,10 @@ def check_stored_bf16(moec, ex, work):
 
 
 def check_overrides(moec, ex, work):
-    model = json.load(open(os.path.join(ex, "model.json")))
     x = os.path.join(ex, "x.npy")
 
     def variant(tag, **wd):
-        m = json.loads(json.dumps(model))
-        for i in m["initializers"]:
-            if i["name"] in wd:
-                i["weight_dtype"] = wd[i["name"]]
-        path = os.path.join(work, tag + ".json")
-        json.dump(m, open(path, "w"))
-        return path
+        return with_weight_dtype(os.path.join(ex, "model.json"), os.path.join(work, tag + ".json"), **wd)
 
     problems = []
     ok = variant("override", w_router="bf16", w_up="f32")
