@@ -360,12 +360,6 @@ static void emit_const_fn(mb_ctx *c, const char *name, int64_t v) {
     LLVMBuildRet(c->b, mb_i64(c, v));
 }
 
-static bool graph_has_dtype(const mc_graph *g, mc_dtype dt) {
-    for (int v = 0; v < g->nvalues; v++)
-        if (!mc_val(g, v)->dead && mc_val(g, v)->dt == dt) return true;
-    return false;
-}
-
 /* The body of a kernel for a dtype no value of the model has: the GEMM driver picks
  * kernels by B's dtype, so it cannot reach it; a trap, should that ever be wrong. Each
  * full micro-kernel costs about 0.05 s of optimization and code generation per compile. */
@@ -378,22 +372,19 @@ static void emit_trap(ukernel *u) {
     LLVMBuildUnreachable(c->b);
 }
 
-static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_only) {
+/* full: the model has values of the kernel's dtype (else its body is a trap). */
+static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_only, bool full) {
     ukernel u = {.c = c,
                  .bk = bk,
                  .dequant_only = dequant_only,
                  .vec = LLVMVectorType(c->f32, (unsigned)c->t->vec_width),
                  .nv = c->t->nr / c->t->vec_width};
-    LLVMTypeRef params[NUM_P] = {c->i64, c->ptr, c->i64, c->ptr, c->i64,
-                                 c->ptr, c->ptr, c->ptr, c->i64, c->i64};
-    unsigned nparams = is_quant(bk) ? NUM_P : NUM_P - 2;
-    if (!is_quant(bk)) /* no S, Z */
-        memmove(params + P_S, params + P_C, sizeof(LLVMTypeRef) * (NUM_P - P_C));
-    if (dequant_only) { /* K, B, ldb, S, Z, out */
-        LLVMTypeRef d[6] = {c->i64, c->ptr, c->i64, c->ptr, c->ptr, c->ptr};
-        memcpy(params, d, sizeof d);
-        nparams = 6;
-    }
+    LLVMTypeRef i64 = c->i64, p = c->ptr;
+    LLVMTypeRef floats[] = {i64, p, i64, p, i64, p, i64, i64};      /* K A mr B ldb C ldc acc */
+    LLVMTypeRef quant[] = {i64, p, i64, p, i64, p, p, p, i64, i64}; /* ... B ldb S Z C ... */
+    LLVMTypeRef dequant[] = {i64, p, i64, p, p, p};                 /* K B ldb S Z out */
+    LLVMTypeRef *params = dequant_only ? dequant : is_quant(bk) ? quant : floats;
+    unsigned nparams = dequant_only ? 6 : is_quant(bk) ? NUM_P : NUM_P - 2;
     u.fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, nparams, 0));
     char width[16];
     snprintf(width, sizeof width, "%d", 32 * c->t->vec_width);
@@ -402,12 +393,7 @@ static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_on
     unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
     u.fma = LLVMGetIntrinsicDeclaration(c->mod, id, &u.vec, 1);
     u.fma_ty = LLVMIntrinsicGetType(c->cx, id, &u.vec, 1);
-    static const mc_dtype dtype_of[] = {[B_F32] = MC_DT_F32,
-                                        [B_BF16] = MC_DT_BF16,
-                                        [B_F16] = MC_DT_F16,
-                                        [B_Q8] = MC_DT_Q8,
-                                        [B_Q4] = MC_DT_Q4};
-    if (!graph_has_dtype(c->g, dtype_of[bk]))
+    if (!full)
         emit_trap(&u);
     else if (dequant_only)
         emit_dequant(&u);
@@ -417,13 +403,23 @@ static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_on
 
 /* The micro-kernels (one per storage dtype of B) and their tile. */
 void mb_emit_ukernel(mb_ctx *c) {
-    emit_ukernel(c, "mk_ukernel", B_F32, false);
-    emit_ukernel(c, "mk_ukernel_bf16", B_BF16, false);
-    emit_ukernel(c, "mk_ukernel_f16", B_F16, false);
-    emit_ukernel(c, "mk_ukernel_q8", B_Q8, false);
-    emit_ukernel(c, "mk_ukernel_q4", B_Q4, false);
-    emit_ukernel(c, "mk_dequant_q8", B_Q8, true);
-    emit_ukernel(c, "mk_dequant_q4", B_Q4, true);
+    static const struct {
+        const char *name;
+        b_kind bk;
+        mc_dtype dt;
+        bool dequant_only;
+    } kernels[] = {
+        {"mk_ukernel", B_F32, MC_DT_F32, false},     {"mk_ukernel_bf16", B_BF16, MC_DT_BF16, false},
+        {"mk_ukernel_f16", B_F16, MC_DT_F16, false}, {"mk_ukernel_q8", B_Q8, MC_DT_Q8, false},
+        {"mk_ukernel_q4", B_Q4, MC_DT_Q4, false},    {"mk_dequant_q8", B_Q8, MC_DT_Q8, true},
+        {"mk_dequant_q4", B_Q4, MC_DT_Q4, true},
+    };
+    bool present[MC_NUM_DTYPES] = {false}; /* the dtypes the model's values have */
+    for (int v = 0; v < c->g->nvalues; v++)
+        if (!mc_val(c->g, v)->dead) present[mc_val(c->g, v)->dt] = true;
+    for (size_t i = 0; i < sizeof kernels / sizeof *kernels; i++)
+        emit_ukernel(c, kernels[i].name, kernels[i].bk, kernels[i].dequant_only,
+                     present[kernels[i].dt]);
     emit_const_fn(c, "mk_gemm_mr", c->t->mr);
     emit_const_fn(c, "mk_gemm_nr", c->t->nr);
 }

@@ -241,11 +241,11 @@ static bool weight_dtype(ld_ctx *c, const cJSON *in, const char *path, int value
     mc_value *v = mc_val(c->g, value);
     mc_weight_format f;
     if (cJSON_IsString(w) && mc_weight_format_parse(w->valuestring, &f)) {
-        const char *misfit = mc_weight_format_misfit(c->g, v, &f);
         if (v->dt != MC_DT_F32 || v->stored_narrow)
             return ld_fail(c, ld_path(c, "%s/weight_dtype", path),
                            "weight_dtype applies to float32 params; '%s' is %s", v->name,
                            mc_dtype_json_name(v->dt));
+        const char *misfit = mc_weight_format_misfit(c->g, v, &f);
         if (misfit)
             return ld_fail(c, ld_path(c, "%s/weight_dtype", path), "param '%s' cannot be %s: %s",
                            v->name, w->valuestring, misfit);

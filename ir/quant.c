@@ -243,12 +243,22 @@ static float weight_at(const mc_value *v, int64_t l, int64_t k, int64_t n) {
     return fmaf((float)u, scale, offset);
 }
 
-void mc_value_dequantize(const mc_value *v, float *out) {
-    int64_t K = dim_k(v), N = dim_n(v), lead = matrices(v);
+/* Every weight of v in C order, into f (floats) or else r (the interpreter's reals). */
+static void dequantize_into(const mc_value *v, float *f, mc_real *r) {
+    int64_t K = dim_k(v), N = dim_n(v), lead = matrices(v), i = 0;
     for (int64_t l = 0; l < lead; l++)
         for (int64_t k = 0; k < K; k++)
-            for (int64_t n = 0; n < N; n++)
-                out[(l * K + k) * N + n] = weight_at(v, l, k, n);
+            for (int64_t n = 0; n < N; n++, i++) {
+                float w = weight_at(v, l, k, n);
+                if (f)
+                    f[i] = w;
+                else
+                    r[i] = w;
+            }
+}
+
+void mc_value_dequantize(const mc_value *v, float *out) {
+    dequantize_into(v, out, NULL);
 }
 
 mc_dtype mc_value_held_dtype(const mc_value *v) {
@@ -260,9 +270,5 @@ void mc_value_load(const mc_value *v, mc_tensor *t) {
         mc_tensor_load_bytes(t, v->data);
         return;
     }
-    int64_t K = dim_k(v), N = dim_n(v), lead = matrices(v);
-    for (int64_t l = 0; l < lead; l++)
-        for (int64_t k = 0; k < K; k++)
-            for (int64_t n = 0; n < N; n++)
-                t->f[(l * K + k) * N + n] = weight_at(v, l, k, n);
+    dequantize_into(v, NULL, t->f);
 }
