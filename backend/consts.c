@@ -69,7 +69,7 @@ static weight weight_of(mb_ctx *c, int v, LLVMValueRef *slot) {
     w.lead = 1;
     for (int i = 0; i < s->rank - 2; i++)
         w.lead *= s->d[i].c;
-    w.bytes = (size_t)(w.lead * ((w.N + w.nr - 1) / w.nr) * w.K * w.nr) * w.elem;
+    w.bytes = (size_t)(w.lead * moert_panel_elems((moert_dtype)x->dt, w.K, w.N, w.nr)) * w.elem;
     if (mc_dtype_is_quant(x->dt))
         w.bytes = (size_t)(w.lead * moert_quant_layout((moert_dtype)x->dt, w.K, w.N, x->qgroup,
                                                        x->qzero != NULL, w.nr)
@@ -112,10 +112,11 @@ static void pack_slices(void *ctx, int64_t begin, int64_t end) {
         pack_quant(w, p->dst, begin, end);
         return;
     }
-    int64_t panels = (w->N + w->nr - 1) / w->nr;
+    moert_dtype dt = (moert_dtype)w->v->dt;
+    int64_t packed = moert_panel_elems(dt, w->K, w->N, w->nr) * (int64_t)w->elem;
     for (int64_t l = begin; l < end; l++)
-        moert_pack_panels((const char *)w->data + l * w->K * w->N * (int64_t)w->elem, w->elem, 1,
-                          w->K, w->N, w->nr, p->dst + l * panels * w->K * w->nr * (int64_t)w->elem);
+        moert_pack_weight(dt, (const char *)w->data + l * w->K * w->N * (int64_t)w->elem, 1, w->K,
+                          w->N, w->nr, p->dst + l * packed);
 }
 
 /* w's bytes as stored: its own, or packed into buf (the layout _create uses too), the

@@ -10,9 +10,11 @@
  * A comes as a table of row pointers, so gathered rows (moe.GatherMatMul, FusedUp)
  * are read where they lie; a tile of fewer rows than mr runs a loop of its own.
  * mk_ukernel_bf16 and mk_ukernel_f16 are the same kernel over B stored in 16 bits: each
- * B vector is widened exactly to f32 in registers (bf16: zero-extend and shift; f16: the
- * target's conversion, vcvtph2ps on x86 with F16C, fcvtl on AArch64), so they sum the
- * same products in the same order as mk_ukernel over the widened values. */
+ * B vector is widened exactly to f32 in registers (bf16: a load of a pair of rows, then a
+ * shift and a mask; f16: the target's conversion, vcvtph2ps on x86 with F16C, fcvtl on
+ * AArch64), so they sum the same products in the same order as mk_ukernel over the
+ * widened values. On AVX512-BF16 targets mk_ukernel_bf16 instead rounds each pair of A's
+ * floats to bf16 and sums the pair's products with one vdpbf16ps per vector (mk.h). */
 #include "internal.h"
 
 #include <string.h>
@@ -23,8 +25,8 @@ typedef struct {
     mb_ctx *c;
     b_kind bk; /* how B is stored */
     LLVMTypeRef vec;
-    LLVMValueRef fma;
-    LLVMTypeRef fma_ty;
+    LLVMValueRef fma, dot; /* dot: vdpbf16ps (bf16 B, on targets that have it), or NULL */
+    LLVMTypeRef fma_ty, dot_ty;
     LLVMValueRef fn;
     int nv;            /* vectors per tile row: nr / vec_width */
     bool dequant_only; /* mk_dequant_*: writes the widened rows of B instead of products */
@@ -140,24 +142,16 @@ static void store_acc(ukernel *u, int mr, LLVMValueRef *acc) {
         }
 }
 
-/* The f32 vector of B at element idx, widened from 16 bits when B is stored so. */
+/* The f32 vector of B at element idx, widened from f16 when B is stored so. */
 static LLVMValueRef load_b(ukernel *u, LLVMValueRef idx) {
     mb_ctx *c = u->c;
     LLVMValueRef base = arg(u, P_B);
     if (u->bk == B_F32) return load_vec(u, base, idx);
-    unsigned w = (unsigned)c->t->vec_width;
-    LLVMTypeRef el = u->bk == B_F16 ? LLVMHalfTypeInContext(c->cx) : LLVMInt16TypeInContext(c->cx);
-    LLVMTypeRef vt = LLVMVectorType(el, w);
+    LLVMTypeRef el = LLVMHalfTypeInContext(c->cx);
+    LLVMTypeRef vt = LLVMVectorType(el, (unsigned)c->t->vec_width);
     LLVMValueRef v = LLVMBuildLoad2(c->b, vt, LLVMBuildGEP2(c->b, el, base, &idx, 1, ""), "");
     LLVMSetAlignment(v, 2);
-    if (u->bk == B_F16) return LLVMBuildFPExt(c->b, v, u->vec, "");
-    LLVMTypeRef i32v = LLVMVectorType(c->i32, w);
-    LLVMValueRef wide = LLVMBuildZExt(c->b, v, i32v, "");
-    LLVMValueRef sixteen[MAX_ACC]; /* a bf16 is the high half of its f32 */
-    for (unsigned i = 0; i < w; i++)
-        sixteen[i] = LLVMConstInt(c->i32, 16, 0);
-    wide = LLVMBuildShl(c->b, wide, LLVMConstVector(sixteen, w), "");
-    return LLVMBuildBitCast(c->b, wide, u->vec, "");
+    return LLVMBuildFPExt(c->b, v, u->vec, "");
 }
 
 static LLVMValueRef splat_i32(mb_ctx *c, int v) {
@@ -165,6 +159,26 @@ static LLVMValueRef splat_i32(mb_ctx *c, int v) {
     for (int i = 0; i < c->t->vec_width; i++)
         e[i] = LLVMConstInt(c->i32, (unsigned long long)v, 0);
     return LLVMConstVector(e, (unsigned)c->t->vec_width);
+}
+
+/* Two rows of a bf16 panel from one load of their interleaved pairs (i16 element idx):
+ * as bf16 pairs for vdpbf16ps in row[0], or widened to f32, row 2i in row[0] (a bf16 is
+ * the high half of its f32) and row 2i+1 in row[1]. */
+static void load_bf16_pair(ukernel *u, LLVMValueRef idx, LLVMValueRef row[2]) {
+    mb_ctx *c = u->c;
+    LLVMTypeRef i16 = LLVMInt16TypeInContext(c->cx);
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    LLVMValueRef at = LLVMBuildGEP2(c->b, i16, arg(u, P_B), &idx, 1, "");
+    LLVMValueRef pairs = LLVMBuildLoad2(c->b, i32v, at, "");
+    LLVMSetAlignment(pairs, 2);
+    if (u->dot) {
+        row[0] = LLVMBuildBitCast(c->b, pairs, LLVMTypeOf(LLVMGetParam(u->dot, 2)), "");
+        row[1] = NULL;
+        return;
+    }
+    row[0] = LLVMBuildBitCast(c->b, LLVMBuildShl(c->b, pairs, splat_i32(c, 16), ""), u->vec, "");
+    LLVMValueRef high = LLVMBuildAnd(c->b, pairs, splat_i32(c, (int)0xffff0000u), "");
+    row[1] = LLVMBuildBitCast(c->b, high, u->vec, "");
 }
 
 /* The vec_width bytes of a quantized B at byte offset `at`. */
@@ -224,8 +238,16 @@ static void load_b_rows(ukernel *u, LLVMValueRef k, LLVMValueRef bv[2][MAX_ACC])
     LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
     LLVMValueRef row = u->bk == B_Q4 ? LLVMBuildLShr(c->b, k, mb_i64(c, 1), "") : k;
     LLVMValueRef brow = LLVMBuildMul(c->b, row, arg(u, P_LDB), "");
+    int width = u->bk == B_BF16 ? 2 * c->t->vec_width : c->t->vec_width; /* elements */
     for (int j = 0; j < u->nv; j++) {
-        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width), "");
+        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * width), "");
+        if (u->bk == B_BF16) { /* k even: pair row k/2 starts at element k * ldb */
+            LLVMValueRef two[2];
+            load_bf16_pair(u, at, two);
+            bv[0][j] = two[0];
+            bv[1][j] = two[1];
+            continue;
+        }
         if (!is_quant(u->bk)) {
             bv[0][j] = load_b(u, at);
             continue;
@@ -241,21 +263,57 @@ static void load_b_rows(ukernel *u, LLVMValueRef k, LLVMValueRef bv[2][MAX_ACC])
     }
 }
 
-/* K rows per step: int4 takes the two of a byte row together. */
+/* K rows per step: int4 takes the two of a byte row together, bf16 the two of a pair. */
 static int rows_per_step(const ukernel *u) {
-    return u->bk == B_Q4 ? 2 : 1;
+    return u->bk == B_Q4 || u->bk == B_BF16 ? 2 : 1;
+}
+
+/* A's floats k and k+1 (k alone, and 0, when last) of one row rounded to a bf16 pair
+ * (nearest even), broadcast to every pair of a vector: vdpbf16ps's A operand. */
+static LLVMValueRef a_pair(ukernel *u, LLVMValueRef arow, LLVMValueRef k, bool last) {
+    mb_ctx *c = u->c;
+    LLVMTypeRef f2 = LLVMVectorType(c->f32, 2);
+    LLVMValueRef two;
+    if (last) {
+        LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow, k), "");
+        two = LLVMBuildInsertElement(c->b, LLVMConstNull(f2), a, LLVMConstInt(c->i32, 0, 0), "");
+    } else {
+        two = LLVMBuildLoad2(c->b, f2, gep_f32(c, arow, k), "");
+        LLVMSetAlignment(two, 4);
+    }
+    LLVMTypeRef bf2 = LLVMVectorType(LLVMBFloatTypeInContext(c->cx), 2);
+    LLVMValueRef bits = LLVMBuildBitCast(c->b, LLVMBuildFPTrunc(c->b, two, bf2, ""), c->i32, "");
+    LLVMValueRef all = splat(u, LLVMBuildBitCast(c->b, bits, c->f32, ""));
+    return LLVMBuildBitCast(c->b, all, LLVMTypeOf(LLVMGetParam(u->dot, 1)), "");
+}
+
+/* The dot-product step: one vdpbf16ps per row and vector sums A's pair into the tile. */
+static void dot_step(ukernel *u, int mr, LLVMValueRef k, bool last, LLVMValueRef *arow,
+                     LLVMValueRef bv[2][MAX_ACC], LLVMValueRef *cur) {
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef a = a_pair(u, arow[r], k, last);
+        for (int j = 0; j < u->nv; j++) {
+            LLVMValueRef args[3] = {cur[r * u->nv + j], a, bv[0][j]};
+            cur[r * u->nv + j] = LLVMBuildCall2(u->c->b, u->dot_ty, u->dot, args, 3, "");
+        }
+    }
 }
 
 /* One step of K: nv B vectors per row, one broadcast of A per row of the tile and K row,
- * mr*nv FMAs per K row, in ascending k. */
-static void k_step(ukernel *u, int mr, LLVMValueRef k, LLVMValueRef *arow, LLVMValueRef *acc,
-                   LLVMValueRef *next) {
+ * mr*nv FMAs per K row, in ascending k. `last`: the odd last row of a bf16 panel alone. */
+static void k_step(ukernel *u, int mr, LLVMValueRef k, bool last, LLVMValueRef *arow,
+                   LLVMValueRef *acc, LLVMValueRef *next) {
     mb_ctx *c = u->c;
     LLVMValueRef bv[2][MAX_ACC], cur[MAX_ACC];
     int nacc = mr * u->nv, nall = nacc + row_sums(u, mr);
     load_b_rows(u, k, bv);
     memcpy(cur, acc, sizeof(LLVMValueRef) * (size_t)nall);
-    for (int s = 0; s < rows_per_step(u); s++) {
+    if (u->dot) {
+        dot_step(u, mr, k, last, arow, bv, cur);
+        memcpy(next, cur, sizeof(LLVMValueRef) * (size_t)nall);
+        return;
+    }
+    for (int s = 0; s < (last ? 1 : rows_per_step(u)); s++) {
         LLVMValueRef ks = s ? LLVMBuildAdd(c->b, k, mb_i64(c, s), "") : k;
         for (int r = 0; r < mr; r++) {
             LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], ks), "");
@@ -268,8 +326,31 @@ static void k_step(ukernel *u, int mr, LLVMValueRef k, LLVMValueRef *arow, LLVMV
     memcpy(next, cur, sizeof(LLVMValueRef) * (size_t)nall);
 }
 
+/* The odd last row of a bf16 panel's K, after the loop over pairs: acc updated in place. */
+static void odd_tail(ukernel *u, int mr, LLVMValueRef *arow, LLVMValueRef *acc, int nacc) {
+    mb_ctx *c = u->c;
+    LLVMValueRef K = arg(u, P_K), next[MAX_ACC];
+    LLVMBasicBlockRef from = LLVMGetInsertBlock(c->b);
+    LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(c->cx, u->fn, "odd");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->cx, u->fn, "even");
+    LLVMValueRef odd = LLVMBuildAnd(c->b, K, mb_i64(c, 1), "");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntNE, odd, mb_i64(c, 0), ""), tail, join);
+    LLVMPositionBuilderAtEnd(c->b, tail);
+    k_step(u, mr, LLVMBuildSub(c->b, K, mb_i64(c, 1), ""), true, arow, acc, next);
+    LLVMBasicBlockRef tail_end = LLVMGetInsertBlock(c->b);
+    LLVMBuildBr(c->b, join);
+    LLVMPositionBuilderAtEnd(c->b, join);
+    for (int i = 0; i < nacc; i++) {
+        LLVMValueRef phi = LLVMBuildPhi(c->b, LLVMTypeOf(acc[i]), "");
+        LLVMAddIncoming(phi, (LLVMValueRef[]){acc[i], next[i]},
+                        (LLVMBasicBlockRef[]){from, tail_end}, 2);
+        acc[i] = phi;
+    }
+}
+
 /* The whole tile for exactly mr rows, from block `entry` (which it fills) to a return:
- * a partial tile runs only the FMAs of its rows, and stores only them. */
+ * a partial tile runs only the FMAs of its rows, and stores only them. The loop takes K
+ * rows a step (two for int4 and bf16: K rounded down to even, bf16's odd row after). */
 static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     mb_ctx *c = u->c;
     int nacc = mr * u->nv + row_sums(u, mr); /* vector accumulators, then row sums */
@@ -281,15 +362,16 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     init_acc(u, mr, init);
     if (is_quant(u->bk)) load_group(u);
     entry = LLVMGetInsertBlock(c->b); /* load_group may have branched */
-    LLVMValueRef K = arg(u, P_K);
+    int step = rows_per_step(u);
+    LLVMValueRef K = LLVMBuildAnd(c->b, arg(u, P_K), mb_i64(c, -step), "");
     LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, mb_i64(c, 0), ""), loop, done);
 
     LLVMPositionBuilderAtEnd(c->b, loop);
     LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
     for (int i = 0; i < nacc; i++)
         acc[i] = LLVMBuildPhi(c->b, i < mr * u->nv ? u->vec : c->f32, "");
-    k_step(u, mr, k, arow, acc, next);
-    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, rows_per_step(u)), "");
+    k_step(u, mr, k, false, arow, acc, next);
+    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, step), "");
     LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k1, K, ""), loop, done);
     LLVMValueRef zero = mb_i64(c, 0);
     LLVMAddIncoming(k, (LLVMValueRef[]){zero, k1}, (LLVMBasicBlockRef[]){entry, loop}, 2);
@@ -303,6 +385,7 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
         LLVMAddIncoming(out[i], (LLVMValueRef[]){init[i], next[i]},
                         (LLVMBasicBlockRef[]){entry, loop}, 2);
     }
+    if (u->bk == B_BF16) odd_tail(u, mr, arow, out, nacc);
     if (scales_at_end(u)) scale_acc(u, mr, out);
     store_acc(u, mr, out);
     LLVMBuildRetVoid(c->b);
@@ -393,6 +476,12 @@ static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_on
     unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
     u.fma = LLVMGetIntrinsicDeclaration(c->mod, id, &u.vec, 1);
     u.fma_ty = LLVMIntrinsicGetType(c->cx, id, &u.vec, 1);
+    if (bk == B_BF16 && c->t->bf16_dot) { /* bf16_dot: 16 floats a vector */
+        static const char dot[] = "llvm.x86.avx512bf16.dpbf16ps.512";
+        unsigned dot_id = LLVMLookupIntrinsicID(dot, sizeof dot - 1);
+        u.dot = LLVMGetIntrinsicDeclaration(c->mod, dot_id, NULL, 0);
+        u.dot_ty = LLVMIntrinsicGetType(c->cx, dot_id, NULL, 0);
+    }
     if (!full)
         emit_trap(&u);
     else if (dequant_only)

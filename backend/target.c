@@ -1,10 +1,11 @@
-/* backend/target.c: the target machine, and the GEMM micro-kernel's vector width on it.
+/* backend/target.c: the target machine, and the GEMM micro-kernel's vector width and
+ * dot-product instructions on it.
  *
  * Without --target-triple moec compiles for the machine it runs on, CPU and features
  * included (like -march=native); with one it compiles for that triple's generic CPU
- * unless --cpu/--features say more. The vector width comes from the features: given
- * explicitly, read off the host, or looked up for a named x86 CPU (LLVM's C API cannot
- * be asked what a CPU name implies). */
+ * unless --cpu/--features say more. The vector width and AVX512-BF16 come from the
+ * features: given explicitly, read off the host, or looked up for a named x86 CPU (LLVM's
+ * C API cannot be asked what a CPU name implies). */
 #include "internal.h"
 
 #include <llvm-c/Target.h>
@@ -28,14 +29,25 @@ static void init_llvm_targets(void) {
     done = true;
 }
 
-/* '+' or '-' when the comma-separated feature list names f with that sign, else 0. */
+/* '+' or '-' when the comma-separated feature list names f with that sign, else 0; the
+ * last mention wins, as in LLVM. */
 static char feature_sign(const char *features, const char *f) {
     size_t n = strlen(f);
+    char sign = 0;
     for (const char *p = features; (p = strstr(p, f)); p += n)
         if (p > features && (p[-1] == '+' || p[-1] == '-') && (p - 1 == features || p[-2] == ',') &&
             (p[n] == ',' || p[n] == 0))
-            return p[-1];
-    return 0;
+            sign = p[-1];
+    return sign;
+}
+
+/* The host's features followed by the given ones, which thus override them. */
+static char *host_features_and(const char *host, const char *given) {
+    size_t n = strlen(host) + strlen(given) + 2;
+    char *s = malloc(n);
+    if (!s) mc_oom(n);
+    snprintf(s, n, "%s%s%s", host, *host && *given ? "," : "", given);
+    return s;
 }
 
 static bool cpu_is(const char *cpu, const char *const *names) {
@@ -59,6 +71,14 @@ static int x86_width(const char *cpu, const char *features) {
     if (avx512 == '+' || (named512 && !avx512)) return 16;
     if (avx == '+' || avx2 == '+' || (named2 && avx != '-' && avx2 != '-')) return 8;
     return 4;
+}
+
+/* AVX512-BF16 (vdpbf16ps): with AVX-512's width only, the bf16 micro-kernel's tile. */
+static bool x86_bf16_dot(const char *cpu, const char *features, int width) {
+    static const char *const bf16_cpus[] = {
+        "cooperlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5", NULL};
+    char sign = feature_sign(features, "avx512bf16");
+    return width == 16 && (sign == '+' || (cpu_is(cpu, bf16_cpus) && !sign));
 }
 
 static bool arch_of(mb_target *t, mc_diag *d) {
@@ -112,7 +132,8 @@ static _Noreturn void probe_child(const mb_target *t, LLVMTargetRef target, int 
     _exit(LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &err, &out) ? 1 : 0);
 }
 
-static bool probe_target(const mb_target *t, LLVMTargetRef target, int opt_level, mc_diag *d) {
+static bool probe_target(const mb_target *t, const mb_options *o, LLVMTargetRef target,
+                         int opt_level, mc_diag *d) {
     int fds[2];
     if (pipe(fds) != 0) return true; /* cannot probe: LLVM's own warnings will show */
     fflush(stderr);
@@ -129,8 +150,9 @@ static bool probe_target(const mb_target *t, LLVMTargetRef target, int opt_level
     if (pid < 0 || waitpid(pid, &status, 0) < 0) return true;
     said[strcspn(said, "\n")] = 0;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !said[0]) return true;
-    return mc_error(d, "", "--cpu '%s' / --features '%s' for %s: %s", t->cpu, t->features,
-                    t->triple, said[0] ? said : "LLVM cannot generate code for it");
+    return mc_error(d, "", "--cpu '%s' / --features '%s' for %s: %s", t->cpu,
+                    o->features ? o->features : "", t->triple,
+                    said[0] ? said : "LLVM cannot generate code for it");
 }
 
 bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
@@ -144,7 +166,12 @@ bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
     char *hcpu = host ? LLVMGetHostCPUName() : NULL,
          *hfeat = host ? LLVMGetHostCPUFeatures() : NULL;
     t->cpu = copy_str(o->cpu ? o->cpu : hcpu ? hcpu : "generic");
-    t->features = copy_str(o->features ? o->features : (host && !o->cpu) ? hfeat : "");
+    /* For the host, --features adjusts its features (--features=-avx512bf16 keeps the
+     * widening bf16 kernel); a named CPU or another triple starts from none. */
+    if (host && !o->cpu)
+        t->features = host_features_and(hfeat ? hfeat : "", o->features ? o->features : "");
+    else
+        t->features = copy_str(o->features ? o->features : "");
     LLVMDisposeMessage(hcpu);
     LLVMDisposeMessage(hfeat);
     LLVMTargetRef target;
@@ -155,13 +182,14 @@ bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
         return false;
     }
     bool x86 = strcmp(t->arch, "x86_64") == 0;
-    if ((o->cpu || o->features) && !probe_target(t, target, o->opt_level, d)) return false;
+    if ((o->cpu || o->features) && !probe_target(t, o, target, o->opt_level, d)) return false;
     t->tm = make_tm(t, target, o->opt_level);
     if (!t->tm)
         return mc_error(d, "",
                         "--cpu %s / --features '%s': LLVM cannot make a target machine for %s",
                         t->cpu, t->features, t->triple);
     t->vec_width = x86 ? x86_width(t->cpu, t->features) : 4;
+    t->bf16_dot = x86 && x86_bf16_dot(t->cpu, t->features, t->vec_width);
     /* AVX-512 has 32 vector registers: a 6 x 4-vector tile; 16 elsewhere: 6 x 2. */
     t->mr = 6;
     t->nr = (t->vec_width == 16 ? 4 : 2) * t->vec_width;

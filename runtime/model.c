@@ -28,6 +28,31 @@ void moert_pack_panels(const void *src, size_t elem, int64_t lead, int64_t K, in
             }
 }
 
+/* bf16 rows in pairs (moert_pack_weight). */
+static void pack_pairs(const uint16_t *src, int64_t lead, int64_t K, int64_t N, int64_t nr,
+                       uint16_t *dst) {
+    int64_t panels = (N + nr - 1) / nr, rows = moert_panel_rows(MOERT_BF16, K);
+    for (int64_t l = 0; l < lead; l++)
+        for (int64_t p = 0; p < panels; p++) {
+            uint16_t *panel = dst + (l * panels + p) * rows * nr;
+            for (int64_t k = 0; k < rows; k++)
+                for (int64_t j = 0; j < nr; j++) {
+                    int64_t n = p * nr + j;
+                    panel[((k & ~(int64_t)1) * nr) + 2 * j + (k & 1)] =
+                        k < K && n < N ? src[(l * K + k) * N + n] : 0;
+                }
+        }
+}
+
+void moert_pack_weight(moert_dtype dt, const void *src, int64_t lead, int64_t K, int64_t N,
+                       int64_t nr, void *dst) {
+    if (nr <= 0) return;
+    if (dt == MOERT_BF16)
+        pack_pairs(src, lead, K, N, nr, dst);
+    else
+        moert_pack_panels(src, moert_dtype_size(dt), lead, K, N, nr, dst);
+}
+
 void moert_pack_quant(moert_dtype dt, const void *values, const float *scales, const uint8_t *zeros,
                       int64_t lead, int64_t K, int64_t N, int64_t group, int64_t nr, void *dst) {
     moert_quant_sizes plain = moert_quant_layout(dt, K, N, group, zeros != NULL, 0);

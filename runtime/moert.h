@@ -121,9 +121,24 @@ void moert_model_destroy(moert_model *m);
 moert_status moert_model_save_weights(moert_model *m, const char *path);
 
 /* B[.., K, N] of elem-byte elements (lead = product of leading dims) into GEMM panels of
- * width nr (mk.h): dst holds lead * ceil(N/nr) * K * nr elements. */
+ * width nr: for each matrix, ceil(N/nr) panels, panel p holding B[k][p*nr + j] at
+ * [p][k][j] (zero past N); dst holds lead * ceil(N/nr) * K * nr elements. */
 void moert_pack_panels(const void *src, size_t elem, int64_t lead, int64_t K, int64_t N, int64_t nr,
                        void *dst);
+
+/* A float weight (f32, f16 or bf16) in the panels the GEMM micro-kernels read. f32 and f16
+ * panels are moert_pack_panels'. bf16 panels hold their rows in pairs, rows 2i and 2i+1
+ * interleaved element by element ([p][i][j][2]; K rounded up to even with a zero row):
+ * the operand layout of the bf16 dot-product instructions (AVX512-BF16 vdpbf16ps), and
+ * one load of two rows for the kernels that widen instead. */
+static inline int64_t moert_panel_rows(moert_dtype dt, int64_t K) {
+    return dt == MOERT_BF16 ? K + (K & 1) : K;
+}
+static inline int64_t moert_panel_elems(moert_dtype dt, int64_t K, int64_t N, int64_t nr) {
+    return (N + nr - 1) / nr * nr * moert_panel_rows(dt, K);
+}
+void moert_pack_weight(moert_dtype dt, const void *src, int64_t lead, int64_t K, int64_t N,
+                       int64_t nr, void *dst);
 
 /* A quantized matrix [K, N] (MOERT_Q8 or MOERT_Q4, scales per `group` rows of K) in
  * GEMM panels of width nr: the values' panels, then the scales' (f32), then the zero

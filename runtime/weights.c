@@ -97,12 +97,12 @@ static moert_status pack_param(moert_weight_set *w, int64_t i, const moert_st_te
     int64_t K = t->dims[t->rank - 2], N = t->dims[t->rank - 1], lead = 1;
     for (int64_t k = 0; k < t->rank - 2; k++)
         lead *= t->dims[k];
-    int64_t dims[3] = {lead, (N + nr - 1) / nr, K * nr};
+    int64_t dims[3] = {lead, (N + nr - 1) / nr, moert_panel_rows(t->dtype, K) * nr};
     int ok;
     size_t elem = moert_dtype_size(t->dtype), bytes = moert_nbytes(dims, 3, elem, &ok);
     void *dst = ok ? alloc_aligned(bytes) : NULL;
     if (!dst) return moert_fail(MOERT_ERR_MEMORY, "cannot allocate panels for param '%s'", t->name);
-    moert_pack_panels(t->data, elem, lead, K, N, nr, dst);
+    moert_pack_weight(t->dtype, t->data, lead, K, N, nr, dst);
     w->owned[i] = dst;
     w->params[i] = dst;
     return MOERT_OK;

@@ -13,7 +13,9 @@
  * ExpertMatMul over Dispatch's rows, without those rows).
  * f16 and bf16 weights (B) next to f32 activations go through the same tiles with
  * micro-kernels that widen B in registers (mk_ukernel_bf16/_f16): the same sums, in the
- * same order, as f32 weights holding the widened values. int8 and int4 weights (always
+ * same order, as f32 weights holding the widened values; on targets with AVX512-BF16,
+ * mk_ukernel_bf16 rounds A to bf16 and uses the dot-product instruction instead (mk.h).
+ * A bf16 B not in panels is widened into a buffer (gather_chunk). int8 and int4 weights (always
  * in panels, with their scales: moert_quant_layout) are widened in registers by
  * mk_ukernel_q8/_q4 for tiles of few rows, one call per group of K rows, and a chunk of
  * a panel that many rows share is dequantized into a buffer once (mk_dequant_q8/_q4)
@@ -94,7 +96,8 @@ static void ukernel(const mat *m, int64_t p, int64_t k0, int64_t kc, const float
         quant_ukernel(m, p, k0, kc, rows, mr, nr, C, ldc, accumulate);
         return;
     }
-    int64_t at = m->packed ? (p * m->K + k0) * nr : k0 * m->ldb + p * nr;
+    int64_t krows = moert_panel_rows((moert_dtype)m->bdt, m->K); /* k0 even: a bf16 pair row */
+    int64_t at = m->packed ? (p * krows + k0) * nr : k0 * m->ldb + p * nr;
     int64_t ldb = m->packed ? nr : m->ldb;
     const uint16_t *h = (const uint16_t *)m->B + at;
     switch (m->bdt) {
@@ -222,9 +225,12 @@ void mk_gemm_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, f
                   int64_t ldc) {
     int64_t MR = mk_gemm_mr(), nn = mk_gemm_panel_cols(m, p, nr);
     /* Chunks pay when the panel serves more than one tile of rows, and a packed float
-     * panel's only when it is longer than a chunk. */
+     * panel's only when it is longer than a chunk. A plain bf16 B always takes them:
+     * mk_ukernel_bf16 reads panels' pairs only, and the chunk is gathered as f32. */
     bool read_in_place = m->packed && !mk_is_quant(m->bdt);
-    if (nn == nr && nr <= MK_MAX_NR && m->K > (read_in_place ? KC : 0) && r1 - r0 > MR) {
+    bool must_gather = !m->packed && m->bdt == MK_BF16;
+    bool chunks = m->K > (read_in_place ? KC : 0) && r1 - r0 > MR;
+    if (nn == nr && nr <= MK_MAX_NR && (chunks || must_gather)) {
         chunked_rows(m, p, r0, r1, nr, C, ldc);
         return;
     }

@@ -34,7 +34,8 @@ static inline void mk_mat_weight(mk_mat *m, const mk_tensor *W, int64_t index, i
     m->bdt = W->dt;
     m->packed = W->layout == MK_PANELS;
     if (!mk_is_quant(W->dt)) {
-        int64_t elems = m->packed ? mk_panel_floats(m->K, m->N, nr) : m->K * m->N;
+        int64_t elems =
+            m->packed ? moert_panel_elems((moert_dtype)W->dt, m->K, m->N, nr) : m->K * m->N;
         m->B = (const char *)W->p + index * elems * mk_dtsize(W->dt);
         return;
     }

@@ -112,12 +112,10 @@ static inline mk_tensor mk_scratch_rest(const mk_tensor *scratch, int64_t at) {
 }
 
 /* GEMM panel layout (MK_PANELS) of a B operand [.., K, N] (f32, f16 or bf16 elements):
- * for each leading index (an expert), ceil(N / nr) panels, panel p holding B[k][p*nr + j]
- * at [p][k][j] for k < K, j < nr, zero beyond N. The backend packs constant weights this way at
- * compile time and the runtime packs external weights at create time (moert_pack_panels). */
-static inline int64_t mk_panel_floats(int64_t K, int64_t N, int64_t nr) {
-    return ((N + nr - 1) / nr) * K * nr;
-}
+ * for each leading index (an expert), ceil(N / nr) panels of moert_panel_rows rows of nr
+ * elements (moert_panel_elems in all; bf16 rows in interleaved pairs), as
+ * moert_pack_weight writes them: the backend packs constant weights at compile time and
+ * the runtime packs external weights at create time. */
 
 /* The register-blocked micro-kernel, emitted by the backend as explicit vector code for
  * the target (backend/gemm.c): C[0..mr)[0..NR) (+)= A[0..mr)[0..K) * B[0..K)[0..NR), where
@@ -129,12 +127,18 @@ static inline int64_t mk_panel_floats(int64_t K, int64_t N, int64_t nr) {
 enum { MK_MAX_MR = 16, MK_MAX_NR = 64 };
 void mk_ukernel(int64_t K, const float *const *A, int64_t mr, const float *B, int64_t ldb, float *C,
                 int64_t ldc, int64_t accumulate);
-/* The same over B stored as bf16 or f16 (ldb in elements), widened exactly in registers:
- * the sums of mk_ukernel over the widened values, in its order. */
-void mk_ukernel_bf16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
-                     float *C, int64_t ldc, int64_t accumulate);
+/* The same over B stored as f16 (ldb in elements), widened exactly in registers: the
+ * sums of mk_ukernel over the widened values, in its order. */
 void mk_ukernel_f16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
                     float *C, int64_t ldc, int64_t accumulate);
+/* The same over a bf16 panel (rows in pairs, moert_pack_weight: rows 2i and 2i+1 at
+ * B + 2i * ldb; any K, the zero row of an odd K's last pair unread). Where the target has
+ * bf16 dot products (mb_target.bf16_dot), each pair of A's floats is rounded to bf16
+ * (to nearest even) and vdpbf16ps sums a[2i] b[2i] + a[2i+1] b[2i+1] into C: products
+ * of the rounded activations, a relative error near 2^-9 per product; elsewhere B is
+ * widened exactly in registers, the sums of mk_ukernel over the widened values. */
+void mk_ukernel_bf16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
+                     float *C, int64_t ldc, int64_t accumulate);
 /* The same over quantized B rows that share one group: the NR scales S and (int4) zero
  * points Z (NULL: 8) of that group. The values are widened in registers and summed
  * against A, and the scales applied once: C (+)= S[j] * sum_k A[k] q[k][j] for int8
@@ -155,7 +159,7 @@ int64_t mk_gemm_mr(void);
 int64_t mk_gemm_nr(void);
 
 /* C[M,N] = A[M,K] B[K,N] in f32 through the micro-kernel, with B in panels of
- * mk_gemm_nr() columns (mk_panel_floats(K, N, nr) floats: panel p's row k at
+ * mk_gemm_nr() columns (moert_panel_elems(MOERT_F32, K, N, nr) floats: panel p's row k at
  * Bp + (p K + k) nr, columns past N zero), as packed weights are; on the calling thread,
  * for kernels already parallel at a coarser grain. Each element sums over k in ascending
  * order. (backend/kernels/k_gemm.c) */

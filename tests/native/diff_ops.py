@@ -20,6 +20,7 @@ optimizer, which was most of the time) and the runtime; an op's other cases vary
 kernel's attributes, and -O3 its optimized code, which the release run checks."""
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -176,6 +177,11 @@ NARROW_WEIGHTS = ("matmul", "expert_matmul", "gather_matmul_wide", "fused_up_sil
                   "fused_down_combine")
 
 
+# The widening bf16 kernel on every x86 host: AVX512-BF16's dot-product kernel rounds
+# the activations, and bf16_dot.py checks it against the interpreter on rounded inputs.
+WIDEN_BF16 = ["--features=-avx512bf16"] if platform.machine() == "x86_64" else []
+
+
 def weight_dtype_cases(cases):
     """f16 and bf16 weights next to f32 activations (what --weight-dtype makes): the
     products read them in panels and widen them in registers, the interpreter widens the
@@ -187,7 +193,8 @@ def weight_dtype_cases(cases):
         for dt, tag in (("float16", "f16"), ("bfloat16", "bf16")):
             inits = [dict(i, dtype=dt) if "init" in i and len(i["shape"]) >= 2 else i for i in c["inits"]]
             assert inits != c["inits"], c["name"]
-            out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits))
+            flags = WIDEN_BF16 if tag == "bf16" else []
+            out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits, build_flags=flags))
     return out
 
 
@@ -412,7 +419,7 @@ def check_case(moec, cs, work, rng):
     mode = "--mode=" + cs["mode"]
     for opt in OPT_LEVELS:
         exes[opt] = os.path.join(d, "model" + opt)
-        run([moec, "build", model, "-o", exes[opt], opt, mode])
+        run([moec, "build", model, "-o", exes[opt], opt, mode] + cs.get("build_flags", []))
     problems = []
     for T in T_VALUES:
         feeds = feeds_of(cs, T, rng)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# What the backend emits: packed FMAs in the GEMM micro-kernel on AVX-512 and AVX2, an
+# What the backend emits: packed FMAs in the GEMM micro-kernel on AVX-512 and AVX2,
+# AVX512-BF16 dot products for bf16 weights where the target has them, an
 # AArch64 object (inspected with llvm-readobj-19 and llvm-objdump-19), large weights in
 # the x86-64 large-data section so that models above 2 GiB of weights still link, and
 # nothing half-written when a compile fails.
@@ -17,6 +18,17 @@ grep -Eq 'vfmadd[0-9]+ps[^#]*%zmm' "$work/avx512.s" || fail "no packed zmm FMA f
 "$moec" compile "$model" "${x86[@]}" --cpu=haswell --emit=asm -o "$work/avx2.s"
 grep -Eq 'vfmadd[0-9]+ps[^#]*%ymm' "$work/avx2.s" || fail "no packed ymm FMA for haswell"
 grep -Eq '%zmm' "$work/avx2.s" && fail "haswell code uses AVX-512 registers"
+
+# bf16 weights: vdpbf16ps where the CPU or the features have AVX512-BF16, and only there.
+bf16=(--weight-dtype=bf16 --emit=asm "${x86[@]}")
+"$moec" compile "$model" "${bf16[@]}" --cpu=sapphirerapids -o "$work/spr.s"
+grep -Eq 'vdpbf16ps[^#]*%zmm' "$work/spr.s" || fail "no vdpbf16ps for bf16 weights on sapphirerapids"
+"$moec" compile "$model" "${bf16[@]}" --cpu=skylake-avx512 --features=+avx512bf16 -o "$work/skx_bf16.s"
+grep -q 'vdpbf16ps' "$work/skx_bf16.s" || fail "no vdpbf16ps with --features=+avx512bf16"
+"$moec" compile "$model" "${bf16[@]}" --cpu=sapphirerapids --features=-avx512bf16 -o "$work/spr_no.s"
+grep -q 'vdpbf16ps' "$work/spr_no.s" && fail "vdpbf16ps despite --features=-avx512bf16"
+"$moec" compile "$model" "${bf16[@]}" --cpu=skylake-avx512 -o "$work/skx.s"
+grep -q 'vdpbf16ps' "$work/skx.s" && fail "vdpbf16ps on skylake-avx512, which lacks it"
 
 "$moec" compile "$model" --target-triple aarch64-linux-gnu -o "$work/a64.o"
 # (Tool output goes to files first: grep -q closing a pipe early trips pipefail.)

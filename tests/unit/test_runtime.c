@@ -430,6 +430,33 @@ Test(pack, panels_of_four_over_five_columns) {
     }
 }
 
+Test(pack, bf16_rows_in_pairs_with_an_odd_k) {
+    /* B[k][n] = 10k + n + 1 as bits, K = 3 (a zero fourth row), N = 5, nr = 4: panel p holds
+     * pair row i at [p][i][j][2] = B[2i][p*4+j], B[2i+1][p*4+j]. */
+    uint16_t b[15], got[2 * 4 * 4];
+    for (int k = 0; k < 3; k++)
+        for (int n = 0; n < 5; n++)
+            b[k * 5 + n] = (uint16_t)(10 * k + n + 1);
+    memset(got, 0xFF, sizeof got);
+    cr_assert_eq(moert_panel_rows(MOERT_BF16, 3), 4);
+    cr_assert_eq(moert_panel_elems(MOERT_BF16, 3, 5, 4), 32);
+    cr_assert_eq(moert_panel_elems(MOERT_F16, 3, 5, 4), 24);
+    moert_pack_weight(MOERT_BF16, b, 1, 3, 5, 4, got);
+    for (int p = 0; p < 2; p++)
+        for (int k = 0; k < 4; k++)
+            for (int j = 0; j < 4; j++) {
+                int n = p * 4 + j;
+                uint16_t want = k < 3 && n < 5 ? (uint16_t)(10 * k + n + 1) : 0;
+                int at = p * 16 + (k / 2) * 8 + 2 * j + k % 2;
+                cr_assert_eq(got[at], want, "panel %d row %d column %d: %d != %d", p, k, j, got[at],
+                             want);
+            }
+    /* f16 keeps plain rows (moert_pack_panels'). */
+    uint16_t plain[24];
+    moert_pack_weight(MOERT_F16, b, 1, 3, 5, 4, plain);
+    cr_assert_eq(plain[4], b[5]); /* panel 0, row 1, column 0 */
+}
+
 /* ---- the model object ---- */
 
 static const moert_dim w_dims[] = {{3, -1}, {5, -1}}, b_dims[] = {{5, -1}};
