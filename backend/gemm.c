@@ -42,6 +42,13 @@ static bool is_quant(b_kind bk) {
     return bk == B_Q8 || bk == B_Q4;
 }
 
+/* K rows per step: one load of B's vector holds a pair of bf16 rows, a block of 4 int8
+ * rows or of 8 int4 rows. */
+static int rows_per_step(const ukernel *u) {
+    static const int rows[] = {[B_F32] = 1, [B_BF16] = 2, [B_F16] = 1, [B_Q8] = 4, [B_Q4] = 8};
+    return rows[u->bk];
+}
+
 static LLVMValueRef arg(ukernel *u, int which) {
     /* mk_dequant_*(K, B, ldb, S, Z, out): out takes C's place */
     static const int dequant_params[NUM_P] = {
@@ -231,17 +238,33 @@ static LLVMValueRef dequant(ukernel *u, int j, LLVMValueRef q) {
     return LLVMBuildCall2(c->b, u->fma_ty, u->fma, args, 3, "");
 }
 
-/* The B vectors of K rows k (and, for int4, k + 1: the two nibbles of one byte row) into
- * bv[row][j]. */
-static void load_b_rows(ukernel *u, LLVMValueRef k, LLVMValueRef bv[2][MAX_ACC]) {
+enum { MAX_STEP = 8 }; /* K rows a step: one 4-byte block of int4 */
+
+/* Row b (0..3) of int8 4-byte blocks: the sign-extended byte b of each lane. */
+static LLVMValueRef q8_row(mb_ctx *c, LLVMValueRef blocks, int b) {
+    LLVMValueRef up = b < 3 ? LLVMBuildShl(c->b, blocks, splat_i32(c, 24 - 8 * b), "") : blocks;
+    return LLVMBuildAShr(c->b, up, splat_i32(c, 24), "");
+}
+
+/* Row b (0..7) of int4 4-byte blocks: rows 0..3 in the low nibbles, 4..7 in the high. */
+static LLVMValueRef q4_row(mb_ctx *c, LLVMValueRef blocks, int b) {
+    int shift = 8 * (b % 4) + 4 * (b / 4);
+    LLVMValueRef down = shift ? LLVMBuildLShr(c->b, blocks, splat_i32(c, shift), "") : blocks;
+    return LLVMBuildAnd(c->b, down, splat_i32(c, 15), "");
+}
+
+/* The B vectors of the step's K rows from k on into bv[row][j]: one load of a pair of
+ * bf16 rows, or of a 4-byte block of int8 or int4 rows (moert_quant_layout), per vector. */
+static void load_b_rows(ukernel *u, LLVMValueRef k, LLVMValueRef bv[MAX_STEP][MAX_ACC]) {
     mb_ctx *c = u->c;
     LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    /* where the step starts: element k * ldb (int4: two rows a byte) */
     LLVMValueRef row = u->bk == B_Q4 ? LLVMBuildLShr(c->b, k, mb_i64(c, 1), "") : k;
     LLVMValueRef brow = LLVMBuildMul(c->b, row, arg(u, P_LDB), "");
-    int width = u->bk == B_BF16 ? 2 * c->t->vec_width : c->t->vec_width; /* elements */
+    int per_lane = u->bk == B_BF16 ? 2 : is_quant(u->bk) ? 4 : 1; /* elements */
     for (int j = 0; j < u->nv; j++) {
-        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * width), "");
-        if (u->bk == B_BF16) { /* k even: pair row k/2 starts at element k * ldb */
+        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width * per_lane), "");
+        if (u->bk == B_BF16) {
             LLVMValueRef two[2];
             load_bf16_pair(u, at, two);
             bv[0][j] = two[0];
@@ -252,31 +275,37 @@ static void load_b_rows(ukernel *u, LLVMValueRef k, LLVMValueRef bv[2][MAX_ACC])
             bv[0][j] = load_b(u, at);
             continue;
         }
-        LLVMValueRef q = load_bytes(u, arg(u, P_B), at);
-        if (u->bk == B_Q8) {
-            bv[0][j] = dequant(u, j, LLVMBuildSExt(c->b, q, i32v, ""));
-            continue;
-        }
-        LLVMValueRef wide = LLVMBuildZExt(c->b, q, i32v, "");
-        bv[0][j] = dequant(u, j, LLVMBuildAnd(c->b, wide, splat_i32(c, 15), ""));
-        bv[1][j] = dequant(u, j, LLVMBuildLShr(c->b, wide, splat_i32(c, 4), ""));
+        LLVMValueRef at_bytes = LLVMBuildGEP2(c->b, c->i8, arg(u, P_B), &at, 1, "");
+        LLVMValueRef blocks = LLVMBuildLoad2(c->b, i32v, at_bytes, "");
+        LLVMSetAlignment(blocks, 1);
+        for (int b = 0; b < rows_per_step(u); b++)
+            bv[b][j] = dequant(u, j, u->bk == B_Q8 ? q8_row(c, blocks, b) : q4_row(c, blocks, b));
     }
 }
 
-/* K rows per step: int4 takes the two of a byte row together, bf16 the two of a pair. */
-static int rows_per_step(const ukernel *u) {
-    return u->bk == B_Q4 || u->bk == B_BF16 ? 2 : 1;
+/* A[k] of one row; in a partial step (the last, past K's last whole step) 0 from K on,
+ * never loaded: the rows there are B's zero padding. */
+static LLVMValueRef load_a(ukernel *u, LLVMValueRef arow, LLVMValueRef k, bool partial) {
+    mb_ctx *c = u->c;
+    if (!partial) return LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow, k), "");
+    LLVMValueRef last = LLVMBuildSub(c->b, arg(u, P_K), mb_i64(c, 1), "");
+    LLVMValueRef inside = LLVMBuildICmp(c->b, LLVMIntSLE, k, last, "");
+    LLVMValueRef at = LLVMBuildSelect(c->b, inside, k, last, "");
+    LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow, at), "");
+    return LLVMBuildSelect(c->b, inside, a, LLVMConstReal(c->f32, 0), "");
 }
 
-/* A's floats k and k+1 (k alone, and 0, when last) of one row rounded to a bf16 pair
- * (nearest even), broadcast to every pair of a vector: vdpbf16ps's A operand. */
-static LLVMValueRef a_pair(ukernel *u, LLVMValueRef arow, LLVMValueRef k, bool last) {
+/* A's floats k and k+1 of one row rounded to a bf16 pair (nearest even), broadcast to
+ * every pair of a vector: vdpbf16ps's A operand. */
+static LLVMValueRef a_pair(ukernel *u, LLVMValueRef arow, LLVMValueRef k, bool partial) {
     mb_ctx *c = u->c;
     LLVMTypeRef f2 = LLVMVectorType(c->f32, 2);
     LLVMValueRef two;
-    if (last) {
-        LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow, k), "");
-        two = LLVMBuildInsertElement(c->b, LLVMConstNull(f2), a, LLVMConstInt(c->i32, 0, 0), "");
+    if (partial) {
+        LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, 1), "");
+        LLVMValueRef a0 = load_a(u, arow, k, true), a1 = load_a(u, arow, k1, true);
+        two = LLVMBuildInsertElement(c->b, LLVMGetUndef(f2), a0, LLVMConstInt(c->i32, 0, 0), "");
+        two = LLVMBuildInsertElement(c->b, two, a1, LLVMConstInt(c->i32, 1, 0), "");
     } else {
         two = LLVMBuildLoad2(c->b, f2, gep_f32(c, arow, k), "");
         LLVMSetAlignment(two, 4);
@@ -288,10 +317,10 @@ static LLVMValueRef a_pair(ukernel *u, LLVMValueRef arow, LLVMValueRef k, bool l
 }
 
 /* The dot-product step: one vdpbf16ps per row and vector sums A's pair into the tile. */
-static void dot_step(ukernel *u, int mr, LLVMValueRef k, bool last, LLVMValueRef *arow,
-                     LLVMValueRef bv[2][MAX_ACC], LLVMValueRef *cur) {
+static void dot_step(ukernel *u, int mr, LLVMValueRef k, bool partial, LLVMValueRef *arow,
+                     LLVMValueRef bv[MAX_STEP][MAX_ACC], LLVMValueRef *cur) {
     for (int r = 0; r < mr; r++) {
-        LLVMValueRef a = a_pair(u, arow[r], k, last);
+        LLVMValueRef a = a_pair(u, arow[r], k, partial);
         for (int j = 0; j < u->nv; j++) {
             LLVMValueRef args[3] = {cur[r * u->nv + j], a, bv[0][j]};
             cur[r * u->nv + j] = LLVMBuildCall2(u->c->b, u->dot_ty, u->dot, args, 3, "");
@@ -300,23 +329,23 @@ static void dot_step(ukernel *u, int mr, LLVMValueRef k, bool last, LLVMValueRef
 }
 
 /* One step of K: nv B vectors per row, one broadcast of A per row of the tile and K row,
- * mr*nv FMAs per K row, in ascending k. `last`: the odd last row of a bf16 panel alone. */
-static void k_step(ukernel *u, int mr, LLVMValueRef k, bool last, LLVMValueRef *arow,
+ * mr*nv FMAs per K row, in ascending k. `partial`: the last step, which K ends inside. */
+static void k_step(ukernel *u, int mr, LLVMValueRef k, bool partial, LLVMValueRef *arow,
                    LLVMValueRef *acc, LLVMValueRef *next) {
     mb_ctx *c = u->c;
-    LLVMValueRef bv[2][MAX_ACC], cur[MAX_ACC];
+    LLVMValueRef bv[MAX_STEP][MAX_ACC], cur[MAX_ACC];
     int nacc = mr * u->nv, nall = nacc + row_sums(u, mr);
     load_b_rows(u, k, bv);
     memcpy(cur, acc, sizeof(LLVMValueRef) * (size_t)nall);
     if (u->dot) {
-        dot_step(u, mr, k, last, arow, bv, cur);
+        dot_step(u, mr, k, partial, arow, bv, cur);
         memcpy(next, cur, sizeof(LLVMValueRef) * (size_t)nall);
         return;
     }
-    for (int s = 0; s < (last ? 1 : rows_per_step(u)); s++) {
+    for (int s = 0; s < rows_per_step(u); s++) {
         LLVMValueRef ks = s ? LLVMBuildAdd(c->b, k, mb_i64(c, s), "") : k;
         for (int r = 0; r < mr; r++) {
-            LLVMValueRef a = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arow[r], ks), "");
+            LLVMValueRef a = load_a(u, arow[r], ks, partial);
             if (nall > nacc) cur[nacc + r] = LLVMBuildFAdd(c->b, cur[nacc + r], a, "");
             LLVMValueRef av = splat(u, a);
             for (int j = 0; j < u->nv; j++)
@@ -326,17 +355,19 @@ static void k_step(ukernel *u, int mr, LLVMValueRef k, bool last, LLVMValueRef *
     memcpy(next, cur, sizeof(LLVMValueRef) * (size_t)nall);
 }
 
-/* The odd last row of a bf16 panel's K, after the loop over pairs: acc updated in place. */
-static void odd_tail(ukernel *u, int mr, LLVMValueRef *arow, LLVMValueRef *acc, int nacc) {
+/* The rows of K past its last whole step (bf16: an odd K's last; int8: up to 3; int4 has
+ * none, its groups being multiples of 8), read as a partial step: acc updated in place. */
+static void partial_tail(ukernel *u, int mr, LLVMValueRef *arow, LLVMValueRef *acc, int nacc) {
     mb_ctx *c = u->c;
     LLVMValueRef K = arg(u, P_K), next[MAX_ACC];
     LLVMBasicBlockRef from = LLVMGetInsertBlock(c->b);
-    LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(c->cx, u->fn, "odd");
-    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->cx, u->fn, "even");
-    LLVMValueRef odd = LLVMBuildAnd(c->b, K, mb_i64(c, 1), "");
-    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntNE, odd, mb_i64(c, 0), ""), tail, join);
+    LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(c->cx, u->fn, "partial");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(c->cx, u->fn, "whole");
+    int step = rows_per_step(u);
+    LLVMValueRef rest = LLVMBuildAnd(c->b, K, mb_i64(c, step - 1), "");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntNE, rest, mb_i64(c, 0), ""), tail, join);
     LLVMPositionBuilderAtEnd(c->b, tail);
-    k_step(u, mr, LLVMBuildSub(c->b, K, mb_i64(c, 1), ""), true, arow, acc, next);
+    k_step(u, mr, LLVMBuildAnd(c->b, K, mb_i64(c, -step), ""), true, arow, acc, next);
     LLVMBasicBlockRef tail_end = LLVMGetInsertBlock(c->b);
     LLVMBuildBr(c->b, join);
     LLVMPositionBuilderAtEnd(c->b, join);
@@ -350,7 +381,7 @@ static void odd_tail(ukernel *u, int mr, LLVMValueRef *arow, LLVMValueRef *acc, 
 
 /* The whole tile for exactly mr rows, from block `entry` (which it fills) to a return:
  * a partial tile runs only the FMAs of its rows, and stores only them. The loop takes K
- * rows a step (two for int4 and bf16: K rounded down to even, bf16's odd row after). */
+ * rows a step (rows_per_step: K rounded down to whole steps, the rest after). */
 static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
     mb_ctx *c = u->c;
     int nacc = mr * u->nv + row_sums(u, mr); /* vector accumulators, then row sums */
@@ -385,7 +416,7 @@ static void emit_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
         LLVMAddIncoming(out[i], (LLVMValueRef[]){init[i], next[i]},
                         (LLVMBasicBlockRef[]){entry, loop}, 2);
     }
-    if (u->bk == B_BF16) odd_tail(u, mr, arow, out, nacc);
+    if (u->bk == B_BF16 || u->bk == B_Q8) partial_tail(u, mr, arow, out, nacc);
     if (scales_at_end(u)) scale_acc(u, mr, out);
     store_acc(u, mr, out);
     LLVMBuildRetVoid(c->b);
@@ -403,7 +434,7 @@ static void emit_dequant(ukernel *u) {
     LLVMValueRef K = arg(u, P_K);
     LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, mb_i64(c, 0), ""), loop, done);
     LLVMPositionBuilderAtEnd(c->b, loop);
-    LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k"), bv[2][MAX_ACC];
+    LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k"), bv[MAX_STEP][MAX_ACC];
     load_b_rows(u, k, bv);
     for (int s = 0; s < rows_per_step(u); s++) {
         LLVMValueRef row =

@@ -3,6 +3,8 @@
  * "weights" file (tensor "key", default the initializer's name). */
 #include "load.h"
 
+#include "../runtime/moert.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -230,9 +232,10 @@ static bool from_quantized(ld_ctx *c, const mc_safetensors *st, const mc_st_tens
     if (t->dt == MC_DT_Q8 && groups != 1)
         return ld_fail(c, path, "%s: int8 '%s' has %lld scales per column; moec's int8 has one",
                        file, t->name, (long long)groups);
-    if (t->dt == MC_DT_Q4 && group % 2 != 0)
-        return ld_fail(c, path, "%s: int4 '%s' has groups of %lld rows; they must be even", file,
-                       t->name, (long long)group);
+    if (t->dt == MC_DT_Q4 && group % MOERT_Q4_GROUP_ROWS != 0)
+        return ld_fail(c, path,
+                       "%s: int4 '%s' has groups of %lld rows; they must be a multiple of %d", file,
+                       t->name, (long long)group, MOERT_Q4_GROUP_ROWS);
     if (t->dt == MC_DT_Q4 && !companion(c, st, file, path, t, "zero", MC_DT_Q4, v, &groups, &zero))
         return false;
     if ((uintptr_t)scale->data % 4 != 0)

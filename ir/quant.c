@@ -38,7 +38,8 @@ bool mc_weight_format_parse(const char *name, mc_weight_format *out) {
     if (*p == ':' && p[1] >= '1' && p[1] <= '9') {
         char *end;
         long gsize = strtol(p + 1, &end, 10);
-        if (gsize < 2 || gsize > 1 << 20 || gsize % 2) return false;
+        if (gsize < MOERT_Q4_GROUP_ROWS || gsize > 1 << 20 || gsize % MOERT_Q4_GROUP_ROWS)
+            return false;
         out->group = (int)gsize;
         p = end;
     }

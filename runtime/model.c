@@ -53,14 +53,40 @@ void moert_pack_weight(moert_dtype dt, const void *src, int64_t lead, int64_t K,
         moert_pack_panels(src, moert_dtype_size(dt), lead, K, N, nr, dst);
 }
 
+/* The 4-bit value of row k, column n of a plain int4 matrix (N columns). */
+static unsigned nibble(const uint8_t *v, int64_t N, int64_t k, int64_t n) {
+    return (v[(k / 2) * N + n] >> (4 * (k & 1))) & 15u;
+}
+
+/* Byte b of column n's 4-byte block i (moert_quant_layout), from a plain matrix. */
+static uint8_t block_byte(moert_dtype dt, const uint8_t *v, int64_t K, int64_t N, int64_t i,
+                          int64_t n, int b) {
+    if (dt == MOERT_Q8) return 4 * i + b < K ? v[(4 * i + b) * N + n] : 0;
+    return (uint8_t)(nibble(v, N, 8 * i + b, n) | nibble(v, N, 8 * i + 4 + b, n) << 4);
+}
+
+/* A plain [K, N] matrix of int8 / int4 values into its panels of 4-byte blocks. */
+static void pack_blocks(moert_dtype dt, const uint8_t *v, int64_t K, int64_t N, int64_t nr,
+                        uint8_t *dst) {
+    int64_t panels = (N + nr - 1) / nr;
+    int64_t blocks = dt == MOERT_Q8 ? moert_quant_panel_rows(dt, K) / 4 : K / 8;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t i = 0; i < blocks; i++)
+            for (int64_t j = 0; j < nr; j++) {
+                uint8_t *d = dst + ((p * blocks + i) * nr + j) * 4;
+                for (int b = 0; b < 4; b++)
+                    d[b] = p * nr + j < N ? block_byte(dt, v, K, N, i, p * nr + j, b) : 0;
+            }
+}
+
 void moert_pack_quant(moert_dtype dt, const void *values, const float *scales, const uint8_t *zeros,
                       int64_t lead, int64_t K, int64_t N, int64_t group, int64_t nr, void *dst) {
     moert_quant_sizes plain = moert_quant_layout(dt, K, N, group, zeros != NULL, 0);
     moert_quant_sizes packed = moert_quant_layout(dt, K, N, group, zeros != NULL, nr);
-    int64_t rows = dt == MOERT_Q4 ? K / 2 : K, groups = K / group;
+    int64_t groups = K / group;
     for (int64_t l = 0; l < lead; l++) {
         char *m = (char *)dst + l * packed.matrix;
-        moert_pack_panels((const char *)values + l * plain.values, 1, 1, rows, N, nr, m);
+        pack_blocks(dt, (const uint8_t *)values + l * plain.values, K, N, nr, (uint8_t *)m);
         moert_pack_panels((const char *)scales + l * plain.scales, 4, 1, groups, N, nr,
                           m + packed.values);
         if (zeros)

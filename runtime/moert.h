@@ -143,17 +143,28 @@ void moert_pack_weight(moert_dtype dt, const void *src, int64_t lead, int64_t K,
 /* A quantized matrix [K, N] (MOERT_Q8 or MOERT_Q4, scales per `group` rows of K) in
  * GEMM panels of width nr: the values' panels, then the scales' (f32), then the zero
  * points' (one byte each, only with zero points), panel p of each at p times its size;
- * columns past N are zero. With nr = 0 (as in a file) each array is plain C order:
- * values [K, N] (int4: [K/2, N] bytes), scales [K/group, N], zeros [K/group, N]. */
+ * columns past N are zero. The values' panels hold K in blocks, the operand layout of the
+ * int8 dot-product instructions (vpdpbusd): column j of a block is 4 bytes, int8 rows
+ * 4i..4i+3 (K rounded up to a multiple of 4 with zero rows), int4 rows 8i..8i+3 in the
+ * low nibbles and 8i+4..8i+7 in the high ones (int4 groups are multiples of
+ * MOERT_Q4_GROUP_ROWS, so K is too). With nr = 0 (as in a file) each array is plain C
+ * order: values [K, N] (int4: [K/2, N] bytes, rows 2i and 2i+1 in the low and high
+ * nibbles of byte row i), scales [K/group, N], zeros [K/group, N]. */
+enum { MOERT_Q4_GROUP_ROWS = 8 };
 typedef struct moert_quant_sizes {
     int64_t values, scales, zeros; /* bytes of each array, per matrix */
     int64_t matrix;                /* their sum: matrix l of a batch at l * matrix */
 } moert_quant_sizes;
+/* K rows of a quantized panel: int8's rounded up to a multiple of 4. */
+static inline int64_t moert_quant_panel_rows(moert_dtype dt, int64_t K) {
+    return dt == MOERT_Q8 ? (K + 3) / 4 * 4 : K;
+}
 static inline moert_quant_sizes moert_quant_layout(moert_dtype dt, int64_t K, int64_t N,
                                                    int64_t group, int64_t zero, int64_t nr) {
     int64_t cols = nr > 0 ? (N + nr - 1) / nr * nr : N, groups = group > 0 ? K / group : 0;
+    int64_t rows = nr > 0 ? moert_quant_panel_rows(dt, K) : K;
     moert_quant_sizes s;
-    s.values = (dt == MOERT_Q4 ? K / 2 : K) * cols;
+    s.values = (dt == MOERT_Q4 ? rows / 2 : rows) * cols;
     s.scales = groups * cols * 4;
     s.zeros = zero ? groups * cols : 0;
     s.matrix = s.values + s.scales + s.zeros;

@@ -210,10 +210,11 @@ static int parse_format(cli_args *a, const char *v) {
 static int parse_weight_dtype(cli_args *a, const char *v) {
     mc_weight_format f;
     if (!mc_weight_format_parse(v, &f) || f.dt == MC_DT_F32)
-        return cli_misuse(a,
-                          "--weight-dtype takes bf16, f16, int8 or int4[:GROUP][:zp] (GROUP even, "
-                          "32 by default), got '%s'",
-                          v);
+        return cli_misuse(
+            a,
+            "--weight-dtype takes bf16, f16, int8 or int4[:GROUP][:zp] (GROUP a multiple of 8, "
+            "32 by default), got '%s'",
+            v);
     a->pipe.weight_dtype = f;
     return EXIT_OK;
 }

@@ -65,7 +65,8 @@ typedef struct {
 
 static quant_rows quant_rows_at(const mat *m, int64_t p, int64_t k, int64_t stop, int64_t nr) {
     int64_t g = k / m->group, at = p * (m->K / m->group) + g, end = (g + 1) * m->group;
-    int64_t row = m->bdt == MK_Q4 ? (p * m->K + k) / 2 : p * m->K + k; /* int4: 2 rows a byte */
+    int64_t rows = moert_quant_panel_rows((moert_dtype)m->bdt, m->K);
+    int64_t row = m->bdt == MK_Q4 ? (p * rows + k) / 2 : p * rows + k; /* int4: 2 rows a byte */
     quant_rows q = {end < stop ? end : stop, (const char *)m->B + row * nr, m->S + at * nr,
                     m->Z ? m->Z + at * nr : NULL};
     return q;

@@ -140,17 +140,20 @@ void mk_ukernel_f16(int64_t K, const float *const *A, int64_t mr, const uint16_t
 void mk_ukernel_bf16(int64_t K, const float *const *A, int64_t mr, const uint16_t *B, int64_t ldb,
                      float *C, int64_t ldc, int64_t accumulate);
 /* The same over quantized B rows that share one group: the NR scales S and (int4) zero
- * points Z (NULL: 8) of that group. The values are widened in registers and summed
- * against A, and the scales applied once: C (+)= S[j] * sum_k A[k] q[k][j] for int8
- * (row k at B + k * ldb), C (+)= S[j] * sum_k A[k] u[k][j] + O[j] * sum_k A[k] for int4
- * (O[j] = -(Z[j] * S[j]); rows 2i and 2i+1 are the low and high nibbles of
- * B + i * ldb, K even). That is the product with ir/quant.c's weights up to rounding
- * (within the GEMM tolerance), not the same bits. */
+ * points Z (NULL: 8) of that group. The values (moert_quant_layout's 4-byte blocks: the
+ * block of rows 4i.. (int8) or 8i.. (int4) of column j at B + 4 (i ldb + j), ldb = NR)
+ * are widened in registers and summed against A,
+ * and the scales applied once: C (+)= S[j] * sum_k A[k] q[k][j] for int8 (any K: the rows
+ * past it are the block's zero padding, and A is not read there), C (+)= S[j] * sum_k
+ * A[k] u[k][j] + O[j] * sum_k A[k] for int4 (O[j] = -(Z[j] * S[j]); K a multiple of 8).
+ * That is the product with ir/quant.c's weights up to rounding (within the GEMM
+ * tolerance), not the same bits. */
 void mk_ukernel_q8(int64_t K, const float *const *A, int64_t mr, const int8_t *B, int64_t ldb,
                    const float *S, const uint8_t *Z, float *C, int64_t ldc, int64_t accumulate);
 void mk_ukernel_q4(int64_t K, const float *const *A, int64_t mr, const uint8_t *B, int64_t ldb,
                    const float *S, const uint8_t *Z, float *C, int64_t ldc, int64_t accumulate);
-/* Those weights of K rows of one group into out (NR floats a row). */
+/* Those weights of K rows of one group into out (NR floats a row; int8 writes whole
+ * blocks: K rounded up to a multiple of 4 rows, the extra ones zero). */
 void mk_dequant_q8(int64_t K, const int8_t *B, int64_t ldb, const float *S, const uint8_t *Z,
                    float *out);
 void mk_dequant_q4(int64_t K, const uint8_t *B, int64_t ldb, const float *S, const uint8_t *Z,

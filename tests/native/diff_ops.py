@@ -185,16 +185,25 @@ WIDEN_BF16 = ["--features=-avx512bf16"] if platform.machine() == "x86_64" else [
 def weight_dtype_cases(cases):
     """f16 and bf16 weights next to f32 activations (what --weight-dtype makes): the
     products read them in panels and widen them in registers, the interpreter widens the
-    same values; a weight init recipe fills its declared dtype."""
+    same values; a weight init recipe fills its declared dtype. int8 weights (K of 37, 10,
+    300 and 40: every remainder of the 4-row blocks but 3), and int4 in groups of 8 for the
+    weights whose K allows, through the initializer's "weight_dtype": the interpreter
+    dequantizes."""
     out = []
     for c in cases:
         if c["name"] not in NARROW_WEIGHTS:
             continue
+        weights = [i for i in c["inits"] if "init" in i and len(i["shape"]) >= 2]
+        assert weights, c["name"]
         for dt, tag in (("float16", "f16"), ("bfloat16", "bf16")):
-            inits = [dict(i, dtype=dt) if "init" in i and len(i["shape"]) >= 2 else i for i in c["inits"]]
-            assert inits != c["inits"], c["name"]
+            inits = [dict(i, dtype=dt) if i in weights else i for i in c["inits"]]
             flags = WIDEN_BF16 if tag == "bf16" else []
             out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits, build_flags=flags))
+        for fmt, tag in (("int8", "int8"), ("int4:8", "int4")):
+            takes = [i for i in weights if fmt == "int8" or i["shape"][-2] % 8 == 0]
+            if takes:
+                inits = [dict(i, weight_dtype=fmt) if i in takes else i for i in c["inits"]]
+                out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits, build_flags=[]))
     return out
 
 

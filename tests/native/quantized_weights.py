@@ -229,7 +229,11 @@ def check_errors(moec, ex, quant, work):
         (["check", model, "--weights=" + bad_file("odd", **{
             "w_up.scale": ("F32", np.ones((8, 64, 128), np.float32)),
             "w_up.zero": ("U8", np.zeros((8, 64, 128), np.uint8))})],
-         1, "groups of 1 rows; they must be even"),
+         1, "groups of 1 rows; they must be a multiple of 8"),
+        (["check", model, "--weights=" + bad_file("four", **{
+            "w_up.scale": ("F32", np.ones((8, 16, 128), np.float32)),
+            "w_up.zero": ("U8", np.zeros((8, 16, 128), np.uint8))})],
+         1, "groups of 4 rows; they must be a multiple of 8"),
         (["check", model, "--weights=" + bad_file("zshape", **{"w_up.zero": ("U8", np.zeros((8, 4, 128), np.uint8))})],
          1, "'w_up.zero' as U8 [8,4,128]"),
         (["dump", model, "--weight-dtype=int4:48"], 1, "cannot be stored as int4:48"),

@@ -930,7 +930,8 @@ Test(weight_format, names_parse_and_print_back) {
     }
     mc_weight_format f = {MC_DT_Q4, 64, true};
     cr_expect_str_eq(mc_weight_format_str(g, &f), "int4:64:zp");
-    static const char *bad[] = {"int4:7", "int4:0", "int4:", "int4:32:z", "int3", "int8:32", "F32"};
+    static const char *bad[] = {
+        "int4:7", "int4:4", "int4:12", "int4:0", "int4:", "int4:32:z", "int3", "int8:32", "F32"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         cr_expect_not(mc_weight_format_parse(bad[i], &f), "%s", bad[i]);
     mc_graph_free(g);

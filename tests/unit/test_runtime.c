@@ -457,6 +457,53 @@ Test(pack, bf16_rows_in_pairs_with_an_odd_k) {
     cr_assert_eq(plain[4], b[5]); /* panel 0, row 1, column 0 */
 }
 
+Test(pack, int8_rows_in_blocks_of_four) {
+    /* q[k][n] = 10k + n, K = 5 (three zero rows), N = 3, nr = 2: column j of block i holds
+     * rows 4i..4i+3; one group, its scales after the values. */
+    int8_t q[15];
+    float s[3] = {1, 2, 3};
+    for (int k = 0; k < 5; k++)
+        for (int n = 0; n < 3; n++)
+            q[k * 3 + n] = (int8_t)(10 * k + n);
+    moert_quant_sizes m = moert_quant_layout(MOERT_Q8, 5, 3, 5, 0, 2);
+    cr_assert_eq(m.values, 8 * 4, "two panels of two blocks of 2 columns x 4 bytes");
+    uint8_t got[64];
+    memset(got, 0xEE, sizeof got);
+    moert_pack_quant(MOERT_Q8, q, s, NULL, 1, 5, 3, 5, 2, got);
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++)
+                for (int b = 0; b < 4; b++) {
+                    int k = 4 * i + b, n = 2 * p + j;
+                    int want = k < 5 && n < 3 ? 10 * k + n : 0;
+                    int at = ((p * 2 + i) * 2 + j) * 4 + b;
+                    cr_assert_eq(got[at], want, "panel %d row %d column %d", p, k, j);
+                }
+    float scale[4];
+    memcpy(scale, got + m.values, sizeof scale);
+    cr_assert(scale[0] == 1 && scale[1] == 2 && scale[2] == 3 && scale[3] == 0);
+}
+
+Test(pack, int4_rows_in_blocks_of_eight) {
+    /* u[k][n] = (k + 3n) % 16, K = 16 (two blocks), N = 1, nr = 1: byte b of block i holds
+     * row 8i+b in its low nibble and row 8i+4+b in its high one. */
+    uint8_t plain[8 * 2] = {0}, got[16 + 2 * 2 * 4]; /* values, then 2 groups x 2 scales */
+    for (int k = 0; k < 16; k++)
+        for (int n = 0; n < 2; n++)
+            plain[(k / 2) * 2 + n] |= (uint8_t)(((k + 3 * n) % 16) << (4 * (k % 2)));
+    float s[4] = {1, 1, 1, 1};
+    cr_assert_eq(moert_quant_layout(MOERT_Q4, 16, 2, 8, 0, 1).matrix, (int64_t)sizeof got);
+    moert_pack_quant(MOERT_Q4, plain, s, NULL, 1, 16, 2, 8, 1, got);
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < 2; i++)
+            for (int b = 0; b < 4; b++) {
+                uint8_t byte = got[(p * 2 + i) * 4 + b];
+                cr_assert_eq(byte & 15, (8 * i + b + 3 * p) % 16, "column %d row %d", p, 8 * i + b);
+                cr_assert_eq(byte >> 4, (8 * i + 4 + b + 3 * p) % 16, "column %d row %d", p,
+                             8 * i + 4 + b);
+            }
+}
+
 /* ---- the model object ---- */
 
 static const moert_dim w_dims[] = {{3, -1}, {5, -1}}, b_dims[] = {{5, -1}};
