@@ -20,22 +20,26 @@
 #include <string.h>
 
 typedef enum { B_F32, B_BF16, B_F16, B_Q8, B_Q4 } b_kind;
+/* What a kernel computes: products of f32 A rows and B; B's rows widened to f32
+ * (mk_dequant_*); products of int8 A rows and int8 / int4 B (mk_ukernel_q*_dot). */
+typedef enum { U_PRODUCT, U_DEQUANT, U_INT8_DOT } u_kind;
 
 typedef struct {
     mb_ctx *c;
     b_kind bk; /* how B is stored */
     LLVMTypeRef vec;
-    LLVMValueRef fma, dot; /* dot: vdpbf16ps (bf16 B, on targets that have it), or NULL */
+    LLVMValueRef fma, dot; /* dot: vdpbf16ps (bf16 B, where the target has it), vpdpbusd
+                            * (the int8 dot kernels), or NULL */
     LLVMTypeRef fma_ty, dot_ty;
     LLVMValueRef fn;
-    int nv;            /* vectors per tile row: nr / vec_width */
-    bool dequant_only; /* mk_dequant_*: writes the widened rows of B instead of products */
+    int nv; /* vectors per tile row: nr / vec_width */
+    u_kind kind;
     /* quantized B: the group's scales (f32) and zero points (i32) per vector of the tile */
     LLVMValueRef scale[16], zero[16]; /* nv <= 64 / 4 */
 } ukernel;
 
-/* Parameters; the float kernels have no S and Z. */
-enum { P_K, P_A, P_MR, P_B, P_LDB, P_S, P_Z, P_C, P_LDC, P_ACC, NUM_P };
+/* Parameters; the float kernels have no S and Z, only the int8 dot kernels SA and ASUM. */
+enum { P_K, P_A, P_MR, P_B, P_LDB, P_S, P_Z, P_C, P_LDC, P_ACC, P_SA, P_ASUM, NUM_P };
 enum { MAX_ACC = 32 };
 
 static bool is_quant(b_kind bk) {
@@ -53,7 +57,7 @@ static LLVMValueRef arg(ukernel *u, int which) {
     /* mk_dequant_*(K, B, ldb, S, Z, out): out takes C's place */
     static const int dequant_params[NUM_P] = {
         [P_K] = 0, [P_B] = 1, [P_LDB] = 2, [P_S] = 3, [P_Z] = 4, [P_C] = 5};
-    if (u->dequant_only) return LLVMGetParam(u->fn, (unsigned)dequant_params[which]);
+    if (u->kind == U_DEQUANT) return LLVMGetParam(u->fn, (unsigned)dequant_params[which]);
     return LLVMGetParam(u->fn, (unsigned)(!is_quant(u->bk) && which > P_Z ? which - 2 : which));
 }
 
@@ -106,7 +110,7 @@ static LLVMValueRef c_or_zero(ukernel *u, int r, int j) {
  * offset = -(zero * scale), with a running sum of each A row). At T = 1 the per-weight
  * multiply or FMA was the widening's largest part. */
 static bool scales_at_end(const ukernel *u) {
-    return is_quant(u->bk) && !u->dequant_only;
+    return is_quant(u->bk) && u->kind == U_PRODUCT;
 }
 
 /* Scalar running sums of the A rows (int4), after the vector accumulators. */
@@ -166,6 +170,15 @@ static LLVMValueRef splat_i32(mb_ctx *c, int v) {
     for (int i = 0; i < c->t->vec_width; i++)
         e[i] = LLVMConstInt(c->i32, (unsigned long long)v, 0);
     return LLVMConstVector(e, (unsigned)c->t->vec_width);
+}
+
+/* An i32 value in every lane. */
+static LLVMValueRef splat_i32_value(mb_ctx *c, LLVMValueRef v) {
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    LLVMValueRef one =
+        LLVMBuildInsertElement(c->b, LLVMGetUndef(i32v), v, LLVMConstInt(c->i32, 0, 0), "");
+    LLVMValueRef mask = LLVMConstNull(i32v);
+    return LLVMBuildShuffleVector(c->b, one, LLVMGetUndef(i32v), mask, "");
 }
 
 /* Two rows of a bf16 panel from one load of their interleaved pairs (i16 element idx):
@@ -451,6 +464,124 @@ static void emit_dequant(ukernel *u) {
     LLVMBuildRetVoid(c->b);
 }
 
+/* ---- the int8 dot-product kernels (AVX512-VNNI vpdpbusd) ---- */
+
+static LLVMValueRef vpdpbusd(ukernel *u, LLVMValueRef acc, LLVMValueRef unsigned_bytes,
+                             LLVMValueRef signed_bytes) {
+    LLVMValueRef args[3] = {acc, unsigned_bytes, signed_bytes};
+    return LLVMBuildCall2(u->c->b, u->dot_ty, u->dot, args, 3, "");
+}
+
+/* Four int8 of A's row at byte k, as one i32 broadcast to every lane. */
+static LLVMValueRef a_quad(ukernel *u, LLVMValueRef arow, LLVMValueRef k) {
+    mb_ctx *c = u->c;
+    LLVMValueRef at = LLVMBuildGEP2(c->b, c->i8, arow, &k, 1, "");
+    LLVMValueRef four = LLVMBuildLoad2(c->b, c->i32, at, "");
+    LLVMSetAlignment(four, 1);
+    return splat_i32_value(c, four);
+}
+
+/* B's blocks at step k as vpdpbusd's unsigned operands, ub[0] (and int4's ub[1], rows 4..7):
+ * int8 values flipped to q + 128 (the caller's ASUM takes the 128 sum(a) back out), int4
+ * nibbles 0..15 as they are. */
+static void dot_b_blocks(ukernel *u, LLVMValueRef k, LLVMValueRef ub[2][MAX_ACC]) {
+    mb_ctx *c = u->c;
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    LLVMValueRef row = u->bk == B_Q4 ? LLVMBuildLShr(c->b, k, mb_i64(c, 1), "") : k;
+    LLVMValueRef brow = LLVMBuildMul(c->b, row, arg(u, P_LDB), "");
+    for (int j = 0; j < u->nv; j++) {
+        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width * 4), "");
+        LLVMValueRef blocks =
+            LLVMBuildLoad2(c->b, i32v, LLVMBuildGEP2(c->b, c->i8, arg(u, P_B), &at, 1, ""), "");
+        LLVMSetAlignment(blocks, 1);
+        if (u->bk == B_Q8) {
+            ub[0][j] = LLVMBuildXor(c->b, blocks, splat_i32(c, (int)0x80808080u), "");
+            continue;
+        }
+        LLVMValueRef low = splat_i32(c, 0x0f0f0f0f);
+        ub[0][j] = LLVMBuildAnd(c->b, blocks, low, "");
+        ub[1][j] = LLVMBuildAnd(c->b, LLVMBuildLShr(c->b, blocks, splat_i32(c, 4), ""), low, "");
+    }
+}
+
+/* One step: 4 K rows (int8) or 8 (int4) of every row and vector, in i32 sums. */
+static void dot_k_step(ukernel *u, int mr, LLVMValueRef k, LLVMValueRef *arow, LLVMValueRef *acc) {
+    mb_ctx *c = u->c;
+    LLVMValueRef ub[2][MAX_ACC];
+    dot_b_blocks(u, k, ub);
+    for (int r = 0; r < mr; r++)
+        for (int h = 0; h < (u->bk == B_Q4 ? 2 : 1); h++) {
+            LLVMValueRef kh = h ? LLVMBuildAdd(c->b, k, mb_i64(c, 4), "") : k;
+            LLVMValueRef a = a_quad(u, arow[r], kh);
+            for (int j = 0; j < u->nv; j++)
+                acc[r * u->nv + j] = vpdpbusd(u, acc[r * u->nv + j], ub[h][j], a);
+        }
+}
+
+/* The i32 sums to C: C (+)= S (SA[r] (sum - 128 ASUM[r])) for int8, and
+ * C (+)= S (SA[r] sum) + O (SA[r] ASUM[r]) for int4 (O = -zero * S, load_group's). */
+static void dot_scale_store(ukernel *u, int mr, LLVMValueRef *acc) {
+    mb_ctx *c = u->c;
+    LLVMValueRef out[MAX_ACC];
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef idx = mb_i64(c, r);
+        LLVMValueRef sa = LLVMBuildLoad2(c->b, c->f32, gep_f32(c, arg(u, P_SA), idx), "");
+        LLVMValueRef asum_at = LLVMBuildGEP2(c->b, c->i32, arg(u, P_ASUM), &idx, 1, "");
+        LLVMValueRef asum = LLVMBuildLoad2(c->b, c->i32, asum_at, "");
+        LLVMValueRef a_scale = splat(u, sa);
+        for (int j = 0; j < u->nv; j++) {
+            LLVMValueRef sum = acc[r * u->nv + j], base = c_or_zero(u, r, j);
+            if (u->bk == B_Q8) {
+                LLVMValueRef bias = LLVMBuildShl(c->b, asum, LLVMConstInt(c->i32, 7, 0), "");
+                sum = LLVMBuildSub(c->b, sum, splat_i32_value(c, bias), "");
+            } else {
+                LLVMValueRef a_sum =
+                    LLVMBuildFMul(c->b, sa, LLVMBuildSIToFP(c->b, asum, c->f32, ""), "");
+                base = fma3(u, splat(u, a_sum), u->zero[j], base);
+            }
+            LLVMValueRef f =
+                LLVMBuildFMul(c->b, LLVMBuildSIToFP(c->b, sum, u->vec, ""), a_scale, "");
+            out[r * u->nv + j] = fma3(u, f, u->scale[j], base);
+        }
+    }
+    store_acc(u, mr, out);
+}
+
+/* The dot kernel's tile for exactly mr rows (K a multiple of the step, rows of A padded). */
+static void emit_dot_rows(ukernel *u, int mr, LLVMBasicBlockRef entry) {
+    mb_ctx *c = u->c;
+    int nacc = mr * u->nv, step = rows_per_step(u);
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    LLVMValueRef arow[MAX_ACC], acc[MAX_ACC], next[MAX_ACC], out[MAX_ACC];
+    LLVMBasicBlockRef loop = LLVMAppendBasicBlockInContext(c->cx, u->fn, "loop");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->cx, u->fn, "done");
+    LLVMPositionBuilderAtEnd(c->b, entry);
+    a_rows(u, mr, arow);
+    load_group(u);
+    entry = LLVMGetInsertBlock(c->b);
+    LLVMValueRef K = arg(u, P_K), zero = LLVMConstNull(i32v);
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, K, mb_i64(c, 0), ""), loop, done);
+    LLVMPositionBuilderAtEnd(c->b, loop);
+    LLVMValueRef k = LLVMBuildPhi(c->b, c->i64, "k");
+    for (int i = 0; i < nacc; i++)
+        next[i] = acc[i] = LLVMBuildPhi(c->b, i32v, "");
+    dot_k_step(u, mr, k, arow, next);
+    LLVMValueRef k1 = LLVMBuildAdd(c->b, k, mb_i64(c, step), "");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, k1, K, ""), loop, done);
+    LLVMAddIncoming(k, (LLVMValueRef[]){mb_i64(c, 0), k1}, (LLVMBasicBlockRef[]){entry, loop}, 2);
+    for (int i = 0; i < nacc; i++)
+        LLVMAddIncoming(acc[i], (LLVMValueRef[]){zero, next[i]}, (LLVMBasicBlockRef[]){entry, loop},
+                        2);
+    LLVMPositionBuilderAtEnd(c->b, done);
+    for (int i = 0; i < nacc; i++) {
+        out[i] = LLVMBuildPhi(c->b, i32v, "");
+        LLVMAddIncoming(out[i], (LLVMValueRef[]){zero, next[i]}, (LLVMBasicBlockRef[]){entry, loop},
+                        2);
+    }
+    dot_scale_store(u, mr, out);
+    LLVMBuildRetVoid(c->b);
+}
+
 /* A switch on mr to one loop per row count 1..MR. */
 static void emit_body(ukernel *u) {
     mb_ctx *c = u->c;
@@ -461,7 +592,10 @@ static void emit_body(ukernel *u) {
     for (int mr = 1; mr <= c->t->mr; mr++) {
         LLVMBasicBlockRef rows = LLVMAppendBasicBlockInContext(c->cx, u->fn, "rows");
         LLVMAddCase(sw, mb_i64(c, mr), rows);
-        emit_rows(u, mr, rows);
+        if (u->kind == U_INT8_DOT)
+            emit_dot_rows(u, mr, rows);
+        else
+            emit_rows(u, mr, rows);
     }
     LLVMPositionBuilderAtEnd(c->b, none);
     LLVMBuildRetVoid(c->b);
@@ -486,19 +620,40 @@ static void emit_trap(ukernel *u) {
     LLVMBuildUnreachable(c->b);
 }
 
-/* full: the model has values of the kernel's dtype (else its body is a trap). */
-static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_only, bool full) {
+/* The target's dot-product intrinsic for the kernel, if it uses one. */
+static void find_dot(ukernel *u) {
+    mb_ctx *c = u->c;
+    const char *name = NULL;
+    if (u->bk == B_BF16 && u->kind == U_PRODUCT && c->t->bf16_dot)
+        name = "llvm.x86.avx512bf16.dpbf16ps.512"; /* both need 16 floats a vector */
+    if (u->kind == U_INT8_DOT) name = "llvm.x86.avx512.vpdpbusd.512";
+    if (!name) return;
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    u->dot = LLVMGetIntrinsicDeclaration(c->mod, id, NULL, 0);
+    u->dot_ty = LLVMIntrinsicGetType(c->cx, id, NULL, 0);
+}
+
+/* full: the model has values of the kernel's dtype, and the target its instructions
+ * (else its body is a trap). */
+static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, u_kind kind, bool full) {
     ukernel u = {.c = c,
                  .bk = bk,
-                 .dequant_only = dequant_only,
+                 .kind = kind,
                  .vec = LLVMVectorType(c->f32, (unsigned)c->t->vec_width),
                  .nv = c->t->nr / c->t->vec_width};
     LLVMTypeRef i64 = c->i64, p = c->ptr;
-    LLVMTypeRef floats[] = {i64, p, i64, p, i64, p, i64, i64};      /* K A mr B ldb C ldc acc */
-    LLVMTypeRef quant[] = {i64, p, i64, p, i64, p, p, p, i64, i64}; /* ... B ldb S Z C ... */
-    LLVMTypeRef dequant[] = {i64, p, i64, p, p, p};                 /* K B ldb S Z out */
-    LLVMTypeRef *params = dequant_only ? dequant : is_quant(bk) ? quant : floats;
-    unsigned nparams = dequant_only ? 6 : is_quant(bk) ? NUM_P : NUM_P - 2;
+    LLVMTypeRef floats[] = {i64, p, i64, p, i64, p, i64, i64};          /* K A mr B ldb C ldc acc */
+    LLVMTypeRef quant[] = {i64, p, i64, p, i64, p, p, p, i64, i64};     /* ... B ldb S Z C ... */
+    LLVMTypeRef dot[] = {i64, p, i64, p, i64, p, p, p, i64, i64, p, p}; /* ... acc SA ASUM */
+    LLVMTypeRef dequant[] = {i64, p, i64, p, p, p};                     /* K B ldb S Z out */
+    LLVMTypeRef *params = kind == U_DEQUANT    ? dequant
+                          : kind == U_INT8_DOT ? dot
+                          : is_quant(bk)       ? quant
+                                               : floats;
+    unsigned nparams = kind == U_DEQUANT    ? 6
+                       : kind == U_INT8_DOT ? NUM_P
+                       : is_quant(bk)       ? P_SA
+                                            : P_SA - 2;
     u.fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, nparams, 0));
     char width[16];
     snprintf(width, sizeof width, "%d", 32 * c->t->vec_width);
@@ -507,15 +662,12 @@ static void emit_ukernel(mb_ctx *c, const char *name, b_kind bk, bool dequant_on
     unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
     u.fma = LLVMGetIntrinsicDeclaration(c->mod, id, &u.vec, 1);
     u.fma_ty = LLVMIntrinsicGetType(c->cx, id, &u.vec, 1);
-    if (bk == B_BF16 && c->t->bf16_dot) { /* bf16_dot: 16 floats a vector */
-        static const char dot[] = "llvm.x86.avx512bf16.dpbf16ps.512";
-        unsigned dot_id = LLVMLookupIntrinsicID(dot, sizeof dot - 1);
-        u.dot = LLVMGetIntrinsicDeclaration(c->mod, dot_id, NULL, 0);
-        u.dot_ty = LLVMIntrinsicGetType(c->cx, dot_id, NULL, 0);
-    }
-    if (!full)
+    if (!full) {
         emit_trap(&u);
-    else if (dequant_only)
+        return;
+    }
+    find_dot(&u);
+    if (kind == U_DEQUANT)
         emit_dequant(&u);
     else
         emit_body(&u);
@@ -527,21 +679,28 @@ void mb_emit_ukernel(mb_ctx *c) {
         const char *name;
         b_kind bk;
         mc_dtype dt;
-        bool dequant_only;
+        u_kind kind;
     } kernels[] = {
-        {"mk_ukernel", B_F32, MC_DT_F32, false},     {"mk_ukernel_bf16", B_BF16, MC_DT_BF16, false},
-        {"mk_ukernel_f16", B_F16, MC_DT_F16, false}, {"mk_ukernel_q8", B_Q8, MC_DT_Q8, false},
-        {"mk_ukernel_q4", B_Q4, MC_DT_Q4, false},    {"mk_dequant_q8", B_Q8, MC_DT_Q8, true},
-        {"mk_dequant_q4", B_Q4, MC_DT_Q4, true},
+        {"mk_ukernel", B_F32, MC_DT_F32, U_PRODUCT},
+        {"mk_ukernel_bf16", B_BF16, MC_DT_BF16, U_PRODUCT},
+        {"mk_ukernel_f16", B_F16, MC_DT_F16, U_PRODUCT},
+        {"mk_ukernel_q8", B_Q8, MC_DT_Q8, U_PRODUCT},
+        {"mk_ukernel_q4", B_Q4, MC_DT_Q4, U_PRODUCT},
+        {"mk_dequant_q8", B_Q8, MC_DT_Q8, U_DEQUANT},
+        {"mk_dequant_q4", B_Q4, MC_DT_Q4, U_DEQUANT},
+        {"mk_ukernel_q8_dot", B_Q8, MC_DT_Q8, U_INT8_DOT},
+        {"mk_ukernel_q4_dot", B_Q4, MC_DT_Q4, U_INT8_DOT},
     };
     bool present[MC_NUM_DTYPES] = {false}; /* the dtypes the model's values have */
     for (int v = 0; v < c->g->nvalues; v++)
         if (!mc_val(c->g, v)->dead) present[mc_val(c->g, v)->dt] = true;
-    for (size_t i = 0; i < sizeof kernels / sizeof *kernels; i++)
-        emit_ukernel(c, kernels[i].name, kernels[i].bk, kernels[i].dequant_only,
-                     present[kernels[i].dt]);
+    for (size_t i = 0; i < sizeof kernels / sizeof *kernels; i++) {
+        bool full = present[kernels[i].dt] && (kernels[i].kind != U_INT8_DOT || c->t->int8_dot);
+        emit_ukernel(c, kernels[i].name, kernels[i].bk, kernels[i].kind, full);
+    }
     emit_const_fn(c, "mk_gemm_mr", c->t->mr);
     emit_const_fn(c, "mk_gemm_nr", c->t->nr);
+    emit_const_fn(c, "mk_gemm_int8_dot", c->t->int8_dot);
 }
 
 /* A param is stored as panels when every use is the B operand of a GEMM the kernels

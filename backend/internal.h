@@ -18,6 +18,7 @@ typedef struct mb_target {
     int vec_width; /* floats per vector register: 16 AVX-512, 8 AVX2, 4 SSE/NEON */
     int mr, nr;    /* micro-kernel tile: mr rows by nr columns (whole vectors) */
     bool bf16_dot; /* AVX512-BF16: mk_ukernel_bf16 sums with vdpbf16ps */
+    bool int8_dot; /* AVX512-VNNI: int8 / int4 weights meet int8 activations (vpdpbusd) */
 } mb_target;
 
 bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d);

@@ -73,12 +73,28 @@ static int x86_width(const char *cpu, const char *features) {
     return 4;
 }
 
-/* AVX512-BF16 (vdpbf16ps): with AVX-512's width only, the bf16 micro-kernel's tile. */
+/* Whether the features or the named CPU have `feature`: with AVX-512's width only, the
+ * dot-product kernels' tile. */
+static bool x86_has(const char *cpu, const char *features, int width, const char *feature,
+                    const char *const *cpus) {
+    char sign = feature_sign(features, feature);
+    return width == 16 && (sign == '+' || (cpu_is(cpu, cpus) && !sign));
+}
+
+/* AVX512-BF16 (vdpbf16ps). */
 static bool x86_bf16_dot(const char *cpu, const char *features, int width) {
-    static const char *const bf16_cpus[] = {
+    static const char *const cpus[] = {
         "cooperlake", "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5", NULL};
-    char sign = feature_sign(features, "avx512bf16");
-    return width == 16 && (sign == '+' || (cpu_is(cpu, bf16_cpus) && !sign));
+    return x86_has(cpu, features, width, "avx512bf16", cpus);
+}
+
+/* AVX512-VNNI (vpdpbusd). */
+static bool x86_int8_dot(const char *cpu, const char *features, int width) {
+    static const char *const cpus[] = {"cascadelake",    "cooperlake",    "icelake-client",
+                                       "icelake-server", "tigerlake",     "rocketlake",
+                                       "sapphirerapids", "emeraldrapids", "graniterapids",
+                                       "znver4",         "znver5",        NULL};
+    return x86_has(cpu, features, width, "avx512vnni", cpus);
 }
 
 static bool arch_of(mb_target *t, mc_diag *d) {
@@ -190,6 +206,7 @@ bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
                         t->cpu, t->features, t->triple);
     t->vec_width = x86 ? x86_width(t->cpu, t->features) : 4;
     t->bf16_dot = x86 && x86_bf16_dot(t->cpu, t->features, t->vec_width);
+    t->int8_dot = x86 && x86_int8_dot(t->cpu, t->features, t->vec_width);
     /* AVX-512 has 32 vector registers: a 6 x 4-vector tile; 16 elsewhere: 6 x 2. */
     t->mr = 6;
     t->nr = (t->vec_width == 16 ? 4 : 2) * t->vec_width;

@@ -14,11 +14,11 @@ add_test(NAME native.weight_dtype
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/weight_dtype.py
                  $<TARGET_FILE:moec> ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
 set_tests_properties(native.weight_dtype PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
-# bf16 weights on an AVX512-BF16 host: compiled code equals the interpreter on activations
-# rounded to bf16 (the dot-product kernel's semantics).
-add_test(NAME native.bf16_dot
-         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/bf16_dot.py $<TARGET_FILE:moec>)
-set_tests_properties(native.bf16_dot PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# The dot-product kernels where the host has them: bf16 weights against the interpreter
+# on activations rounded to bf16, int8 / int4 against NumPy's int8-activation model.
+add_test(NAME native.dot_kernels
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/dot_kernels.py $<TARGET_FILE:moec>)
+set_tests_properties(native.dot_kernels PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # int8 / int4 weights: dumps, native against the interpreter, external files, files that
 # hold quantized tensors against NumPy's dequantization, accuracy bounds, errors.
 add_test(NAME native.quantized_weights

@@ -177,9 +177,12 @@ NARROW_WEIGHTS = ("matmul", "expert_matmul", "gather_matmul_wide", "fused_up_sil
                   "fused_down_combine")
 
 
-# The widening bf16 kernel on every x86 host: AVX512-BF16's dot-product kernel rounds
-# the activations, and bf16_dot.py checks it against the interpreter on rounded inputs.
-WIDEN_BF16 = ["--features=-avx512bf16"] if platform.machine() == "x86_64" else []
+# The widening kernels on every x86 host: the dot-product kernels of AVX512-BF16 and
+# AVX512-VNNI round or quantize the activations, and dot_kernels.py checks them against
+# the interpreter on rounded inputs and against NumPy.
+X86 = platform.machine() == "x86_64"
+WIDEN = {"bf16": ["--features=-avx512bf16"] if X86 else [],
+         "int8": ["--features=-avx512vnni"] if X86 else []}
 
 
 def weight_dtype_cases(cases):
@@ -197,13 +200,14 @@ def weight_dtype_cases(cases):
         assert weights, c["name"]
         for dt, tag in (("float16", "f16"), ("bfloat16", "bf16")):
             inits = [dict(i, dtype=dt) if i in weights else i for i in c["inits"]]
-            flags = WIDEN_BF16 if tag == "bf16" else []
+            flags = WIDEN["bf16"] if tag == "bf16" else []
             out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits, build_flags=flags))
         for fmt, tag in (("int8", "int8"), ("int4:8", "int4")):
             takes = [i for i in weights if fmt == "int8" or i["shape"][-2] % 8 == 0]
             if takes:
                 inits = [dict(i, weight_dtype=fmt) if i in takes else i for i in c["inits"]]
-                out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits, build_flags=[]))
+                out.append(dict(c, name="%s_w%s" % (c["name"], tag), inits=inits,
+                                build_flags=WIDEN["int8"]))
     return out
 
 

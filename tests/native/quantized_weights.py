@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_np import read as read_st, write as write_st  # noqa: E402
-from weight_dtype import native_problems, run, with_weight_dtype  # noqa: E402
+from weight_dtype import matches_interpreter, native_problems, run, with_weight_dtype  # noqa: E402
 
 # Relative L2 error of an example's output against f32 (docs/backend.md); measured
 # 0.006 (int8) and 0.09-0.10 (int4) on mixtral_block.
@@ -113,7 +113,7 @@ def check_example(moec, ex, fmt, work, external, f32_cache):
         problems += check_external_file(ext + ".safetensors", quantized, fmt)
         got_ext = outputs([ext], ["--input", "x=" + x, "--weights", ext + ".safetensors"], outs, work, "ext")
     for o in outs:
-        problems += native_problems(o, got[o], want[o], got_ext[o] if external else None)
+        problems += native_problems(o, got[o], want[o], got_ext[o] if external else None, fmt)
         if f32[o].dtype.kind != "f":
             continue
         err = rel(want[o], f32[o])
@@ -197,7 +197,7 @@ def check_stored(moec, ex, work):
     if out["iq"].tobytes() != out["iw"].tobytes():
         problems.append("stored file: the interpreter differs from NumPy's dequantized weights by %g"
                         % np.abs(out["iq"] - out["iw"]).max())
-    if not np.allclose(out["nq"], out["iq"], rtol=1e-4, atol=1e-5):
+    if not matches_interpreter(out["nq"], out["iq"], "int4"):
         problems.append("stored file: native differs from the interpreter")
     return problems, quant
 

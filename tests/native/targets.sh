@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the backend emits: packed FMAs in the GEMM micro-kernel on AVX-512 and AVX2,
-# AVX512-BF16 dot products for bf16 weights where the target has them, an
+# AVX512-BF16 and AVX512-VNNI dot products for bf16 and int8 weights where the target
+# has them, an
 # AArch64 object (inspected with llvm-readobj-19 and llvm-objdump-19), large weights in
 # the x86-64 large-data section so that models above 2 GiB of weights still link, and
 # nothing half-written when a compile fails.
@@ -29,6 +30,14 @@ grep -q 'vdpbf16ps' "$work/skx_bf16.s" || fail "no vdpbf16ps with --features=+av
 grep -q 'vdpbf16ps' "$work/spr_no.s" && fail "vdpbf16ps despite --features=-avx512bf16"
 "$moec" compile "$model" "${bf16[@]}" --cpu=skylake-avx512 -o "$work/skx.s"
 grep -q 'vdpbf16ps' "$work/skx.s" && fail "vdpbf16ps on skylake-avx512, which lacks it"
+# int8 weights: vpdpbusd where the CPU or the features have AVX512-VNNI, and only there.
+int8=(--weight-dtype=int8 --emit=asm "${x86[@]}")
+"$moec" compile "$model" "${int8[@]}" --cpu=icelake-server -o "$work/icx.s"
+grep -Eq 'vpdpbusd[^#]*%zmm' "$work/icx.s" || fail "no vpdpbusd for int8 weights on icelake-server"
+"$moec" compile "$model" "${int8[@]}" --cpu=icelake-server --features=-avx512vnni -o "$work/icx_no.s"
+grep -q 'vpdpbusd' "$work/icx_no.s" && fail "vpdpbusd despite --features=-avx512vnni"
+"$moec" compile "$model" "${int8[@]}" --cpu=skylake-avx512 -o "$work/skx8.s"
+grep -q 'vpdpbusd' "$work/skx8.s" && fail "vpdpbusd on skylake-avx512, which lacks it"
 
 "$moec" compile "$model" --target-triple aarch64-linux-gnu -o "$work/a64.o"
 # (Tool output goes to files first: grep -q closing a pipe early trips pipefail.)

@@ -5,7 +5,7 @@ inference:
     and routers, norms, biases and heads still f32;
   - compiled code against the interpreter with the same flag: (1e-4, 1e-5), or with
     bf16 on an AVX512-BF16 host (activations rounded to bf16 in the GEMMs) a relative L2
-    error of 5e-3; on
+    error of 5e-3 (matches_interpreter, which quantized_weights.py shares); on
     mixtral_block also --weights=external, whose file holds the narrowed tensors and
     gives the embedded weights' bits;
   - accuracy against the f32 model (interpreter): relative L2 error of the output
@@ -57,22 +57,27 @@ def params(dump):
     return out
 
 
-def host_bf16_dot():
-    """Whether moec's code for this host sums bf16 weights with AVX512-BF16's vdpbf16ps,
-    which rounds the activations to bf16 (docs/backend.md)."""
+def host_has(flag):
+    """Whether this host's CPU has AVX-512 and `flag` (as /proc/cpuinfo spells it), so
+    that moec's code for it uses the dot-product kernels that need it (docs/backend.md):
+    avx512_bf16 for bf16 weights (activations rounded to bf16), avx512_vnni for int8 and
+    int4 (activations quantized to int8 in tiles of few rows)."""
     with open("/proc/cpuinfo") as f:
         flags = set(next((line for line in f if line.startswith("flags")), "").split())
-    return {"avx512f", "avx512_bf16"} <= flags
+    return {"avx512f", flag} <= flags
 
 
-# Compiled code against the interpreter: (1e-4, 1e-5) elementwise; bf16 weights on an
-# AVX512-BF16 host (activations rounded in the GEMMs) a relative L2 error of 5e-3.
-BF16_DOT_BOUND = 5e-3
+# Compiled code against the interpreter: (1e-4, 1e-5) elementwise, or, where the host's
+# dot-product kernels round the activations, a relative L2 error of 5e-3 (bf16) and
+# 2.5e-2 (int8, int4).
+DOT_BOUND = {"bf16": ("avx512_bf16", 5e-3), "int8": ("avx512_vnni", 2.5e-2),
+             "int4": ("avx512_vnni", 2.5e-2)}
 
 
 def matches_interpreter(got, want, dt=None):
-    if dt == "bf16" and host_bf16_dot():
-        return np.linalg.norm(got - want) <= BF16_DOT_BOUND * np.linalg.norm(want)
+    flag, bound = DOT_BOUND.get((dt or "").split(":")[0], (None, 0))
+    if flag and host_has(flag):
+        return np.linalg.norm(got - want) <= bound * np.linalg.norm(want)
     return np.allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
