@@ -29,7 +29,7 @@ typedef struct {
     b_kind bk; /* how B is stored */
     LLVMTypeRef vec;
     LLVMValueRef fma, dot; /* dot: vdpbf16ps (bf16 B, where the target has it), vpdpbusd
-                            * (the int8 dot kernels), or NULL */
+                            * or sdot (the int8 dot kernels), or NULL */
     LLVMTypeRef fma_ty, dot_ty;
     LLVMValueRef fn;
     int nv; /* vectors per tile row: nr / vec_width */
@@ -464,12 +464,24 @@ static void emit_dequant(ukernel *u) {
     LLVMBuildRetVoid(c->b);
 }
 
-/* ---- the int8 dot-product kernels (AVX512-VNNI vpdpbusd) ---- */
+/* ---- the int8 dot-product kernels (AVX512-VNNI vpdpbusd, AArch64 sdot) ---- */
 
-static LLVMValueRef vpdpbusd(ukernel *u, LLVMValueRef acc, LLVMValueRef unsigned_bytes,
-                             LLVMValueRef signed_bytes) {
-    LLVMValueRef args[3] = {acc, unsigned_bytes, signed_bytes};
-    return LLVMBuildCall2(u->c->b, u->dot_ty, u->dot, args, 3, "");
+/* AArch64's sdot multiplies signed bytes by signed bytes, x86's vpdpbusd unsigned by
+ * signed: int8 weights are flipped to unsigned there. */
+static bool signed_dot(const ukernel *u) {
+    return strcmp(u->c->t->arch, "aarch64") == 0;
+}
+
+/* acc + the sums of four byte products per lane: b (B's bytes), a (A's, signed). */
+static LLVMValueRef int8_dot(ukernel *u, LLVMValueRef acc, LLVMValueRef b, LLVMValueRef a) {
+    mb_ctx *c = u->c;
+    if (signed_dot(u)) { /* sdot takes the bytes as <16 x i8> */
+        LLVMTypeRef bytes = LLVMVectorType(c->i8, (unsigned)c->t->vec_width * 4);
+        b = LLVMBuildBitCast(c->b, b, bytes, "");
+        a = LLVMBuildBitCast(c->b, a, bytes, "");
+    }
+    LLVMValueRef args[3] = {acc, b, a};
+    return LLVMBuildCall2(c->b, u->dot_ty, u->dot, args, 3, "");
 }
 
 /* Four int8 of A's row at byte k, as one i32 broadcast to every lane. */
@@ -481,9 +493,9 @@ static LLVMValueRef a_quad(ukernel *u, LLVMValueRef arow, LLVMValueRef k) {
     return splat_i32_value(c, four);
 }
 
-/* B's blocks at step k as vpdpbusd's unsigned operands, ub[0] (and int4's ub[1], rows 4..7):
- * int8 values flipped to q + 128 (the caller's ASUM takes the 128 sum(a) back out), int4
- * nibbles 0..15 as they are. */
+/* B's blocks at step k as the dot product's B operands, ub[0] (and int4's ub[1], rows
+ * 4..7): int8 values as they are for sdot, flipped to q + 128 for vpdpbusd's unsigned
+ * bytes (dot_scale_store takes 128 sum(a) back out), int4 nibbles 0..15 as they are. */
 static void dot_b_blocks(ukernel *u, LLVMValueRef k, LLVMValueRef ub[2][MAX_ACC]) {
     mb_ctx *c = u->c;
     LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
@@ -495,7 +507,9 @@ static void dot_b_blocks(ukernel *u, LLVMValueRef k, LLVMValueRef ub[2][MAX_ACC]
             LLVMBuildLoad2(c->b, i32v, LLVMBuildGEP2(c->b, c->i8, arg(u, P_B), &at, 1, ""), "");
         LLVMSetAlignment(blocks, 1);
         if (u->bk == B_Q8) {
-            ub[0][j] = LLVMBuildXor(c->b, blocks, splat_i32(c, (int)0x80808080u), "");
+            ub[0][j] = signed_dot(u)
+                           ? blocks
+                           : LLVMBuildXor(c->b, blocks, splat_i32(c, (int)0x80808080u), "");
             continue;
         }
         LLVMValueRef low = splat_i32(c, 0x0f0f0f0f);
@@ -514,7 +528,7 @@ static void dot_k_step(ukernel *u, int mr, LLVMValueRef k, LLVMValueRef *arow, L
             LLVMValueRef kh = h ? LLVMBuildAdd(c->b, k, mb_i64(c, 4), "") : k;
             LLVMValueRef a = a_quad(u, arow[r], kh);
             for (int j = 0; j < u->nv; j++)
-                acc[r * u->nv + j] = vpdpbusd(u, acc[r * u->nv + j], ub[h][j], a);
+                acc[r * u->nv + j] = int8_dot(u, acc[r * u->nv + j], ub[h][j], a);
         }
 }
 
@@ -531,10 +545,10 @@ static void dot_scale_store(ukernel *u, int mr, LLVMValueRef *acc) {
         LLVMValueRef a_scale = splat(u, sa);
         for (int j = 0; j < u->nv; j++) {
             LLVMValueRef sum = acc[r * u->nv + j], base = c_or_zero(u, r, j);
-            if (u->bk == B_Q8) {
+            if (u->bk == B_Q8 && !signed_dot(u)) {
                 LLVMValueRef bias = LLVMBuildShl(c->b, asum, LLVMConstInt(c->i32, 7, 0), "");
                 sum = LLVMBuildSub(c->b, sum, splat_i32_value(c, bias), "");
-            } else {
+            } else if (u->bk == B_Q4) {
                 LLVMValueRef a_sum =
                     LLVMBuildFMul(c->b, sa, LLVMBuildSIToFP(c->b, asum, c->f32, ""), "");
                 base = fma3(u, splat(u, a_sum), u->zero[j], base);
@@ -624,13 +638,15 @@ static void emit_trap(ukernel *u) {
 static void find_dot(ukernel *u) {
     mb_ctx *c = u->c;
     const char *name = NULL;
+    LLVMTypeRef overload[2] = {LLVMVectorType(c->i32, 4), LLVMVectorType(c->i8, 16)};
     if (u->bk == B_BF16 && u->kind == U_PRODUCT && c->t->bf16_dot)
-        name = "llvm.x86.avx512bf16.dpbf16ps.512"; /* both need 16 floats a vector */
-    if (u->kind == U_INT8_DOT) name = "llvm.x86.avx512.vpdpbusd.512";
+        name = "llvm.x86.avx512bf16.dpbf16ps.512"; /* x86's need 16 floats a vector */
+    if (u->kind == U_INT8_DOT)
+        name = signed_dot(u) ? "llvm.aarch64.neon.sdot" : "llvm.x86.avx512.vpdpbusd.512";
     if (!name) return;
-    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-    u->dot = LLVMGetIntrinsicDeclaration(c->mod, id, NULL, 0);
-    u->dot_ty = LLVMIntrinsicGetType(c->cx, id, NULL, 0);
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name)), n = signed_dot(u) ? 2 : 0;
+    u->dot = LLVMGetIntrinsicDeclaration(c->mod, id, n ? overload : NULL, n);
+    u->dot_ty = LLVMIntrinsicGetType(c->cx, id, n ? overload : NULL, n);
 }
 
 /* full: the model has values of the kernel's dtype, and the target its instructions

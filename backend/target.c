@@ -97,6 +97,17 @@ static bool x86_int8_dot(const char *cpu, const char *features, int width) {
     return x86_has(cpu, features, width, "avx512vnni", cpus);
 }
 
+/* AArch64's dot product (sdot, FEAT_DotProd): optional in ARMv8.2, in every core since
+ * the Cortex-A76 and Neoverse N1 and in Apple's. */
+static bool aarch64_int8_dot(const char *cpu, const char *features) {
+    static const char *const cpus[] = {
+        "cortex-a76",  "cortex-a77",  "cortex-a78",  "cortex-a710", "cortex-x1", "cortex-x2",
+        "neoverse-n1", "neoverse-n2", "neoverse-v1", "neoverse-v2", "apple-m1",  "apple-m2",
+        "apple-m3",    "apple-a14",   "apple-a15",   "apple-a16",   "ampere1",   NULL};
+    char sign = feature_sign(features, "dotprod");
+    return sign == '+' || (cpu_is(cpu, cpus) && !sign);
+}
+
 static bool arch_of(mb_target *t, mc_diag *d) {
     if (strncmp(t->triple, "x86_64", 6) == 0)
         t->arch = "x86_64";
@@ -206,7 +217,8 @@ bool mb_target_init(mb_target *t, const mb_options *o, mc_diag *d) {
                         t->cpu, t->features, t->triple);
     t->vec_width = x86 ? x86_width(t->cpu, t->features) : 4;
     t->bf16_dot = x86 && x86_bf16_dot(t->cpu, t->features, t->vec_width);
-    t->int8_dot = x86 && x86_int8_dot(t->cpu, t->features, t->vec_width);
+    t->int8_dot = x86 ? x86_int8_dot(t->cpu, t->features, t->vec_width)
+                      : aarch64_int8_dot(t->cpu, t->features);
     /* AVX-512 has 32 vector registers: a 6 x 4-vector tile; 16 elsewhere: 6 x 2. */
     t->mr = 6;
     t->nr = (t->vec_width == 16 ? 4 : 2) * t->vec_width;

@@ -15,11 +15,13 @@
  * micro-kernels that widen B in registers (mk_ukernel_bf16/_f16): the same sums, in the
  * same order, as f32 weights holding the widened values; on targets with AVX512-BF16,
  * mk_ukernel_bf16 rounds A to bf16 and uses the dot-product instruction instead (mk.h).
- * A bf16 B not in panels is widened into a buffer (gather_chunk). int8 and int4 weights (always
- * in panels, with their scales: moert_quant_layout) are widened in registers by
+ * A bf16 B not in panels is widened into a buffer (gather_chunk). int8 and int4 weights
+ * (always in panels, with their scales: moert_quant_layout) are widened in registers by
  * mk_ukernel_q8/_q4 for tiles of few rows, one call per group of K rows, and a chunk of
  * a panel that many rows share is dequantized into a buffer once (mk_dequant_q8/_q4)
- * for the f32 micro-kernel. Other dtypes of A, transposed
+ * for the f32 micro-kernel; on targets with AVX512-VNNI every tile quantizes its A rows
+ * to int8 instead, per block of A_BLOCK rows, for mk_ukernel_q8_dot/_q4_dot (integer
+ * sums, quantize_rows). Other dtypes of A, transposed
  * operands and vector (rank-1) operands take a plain loop, which reads B in C order: the
  * backend packs B into panels only for uses that take the fast path (backend/gemm.c,
  * is_panel_use). */
@@ -101,23 +103,32 @@ static uint32_t most_bits(const float *a, int64_t n) {
     return most;
 }
 
+/* One row's n floats into q (zeros up to A_BLOCK); returns its scale and sets *sum. */
+static inline float quantize_row(const float *a, int64_t n, int8_t *q, int32_t *sum) {
+    uint32_t bits = most_bits(a, n);
+    float most;
+    __builtin_memcpy(&most, &bits, sizeof most);
+    bool finite = bits < 0x7f800000u;
+    float inv = finite && most > 0 ? 127.0f / most : 0.0f;
+    int32_t s = 0;
+    for (int64_t k = 0; k < n; k++) {
+        int32_t v = (int32_t)__builtin_rintf(a[k] * inv);
+        q[k] = (int8_t)v;
+        s += v;
+    }
+    for (int64_t k = n; k < A_BLOCK; k++)
+        q[k] = 0;
+    *sum = s;
+    return finite ? most / 127.0f : __builtin_nanf("");
+}
+
 static void quantize_rows(const float *const *rows, int64_t mr, int64_t n, quant_a *qa) {
     for (int64_t r = 0; r < mr; r++) {
-        uint32_t bits = most_bits(rows[r], n);
-        float most;
-        __builtin_memcpy(&most, &bits, sizeof most);
-        bool finite = bits < 0x7f800000u;
-        float inv = finite && most > 0 ? 127.0f / most : 0.0f;
-        int32_t sum = 0;
-        for (int64_t k = 0; k < n; k++) {
-            int32_t v = (int32_t)__builtin_rintf(rows[r][k] * inv);
-            qa->q[r][k] = (int8_t)v;
-            sum += v;
-        }
-        for (int64_t k = n; k < A_BLOCK; k++)
-            qa->q[r][k] = 0;
-        qa->scale[r] = finite ? most / 127.0f : __builtin_nanf("");
-        qa->sum[r] = sum;
+        /* a whole block (the usual case) with its length known: full-width vectors */
+        if (n == A_BLOCK)
+            qa->scale[r] = quantize_row(rows[r], A_BLOCK, qa->q[r], &qa->sum[r]);
+        else
+            qa->scale[r] = quantize_row(rows[r], n, qa->q[r], &qa->sum[r]);
         qa->rows[r] = qa->q[r];
     }
 }
@@ -258,7 +269,8 @@ static void gather_chunk(const mat *m, int64_t p, int64_t k0, int64_t kc, int64_
  * 1024 rows (in L2) 27.5-28 ms; no chunks 30 ms. A packed panel's chunk is read where it
  * lies (f16/bf16 widened in registers); a plain B's is gathered into a buffer as f32
  * first, and so is a quantized one's, dequantized once for all the row tiles (rather
- * than widened and scaled again in each). Chunks after the first accumulate into C:
+ * than widened and scaled again in each), unless the int8 dot kernels read it in place.
+ * Chunks after the first accumulate into C:
  * each element's FMAs run in the same order, and the bits are those of one unchunked
  * walk. */
 static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_t nr, float *C,
@@ -268,8 +280,9 @@ static void chunked_rows(const mat *m, int64_t p, int64_t r0, int64_t r1, int64_
     const float *rows[MK_MAX_MR];
     for (int64_t k0 = 0; k0 < m->K; k0 += KC) {
         int64_t kc = m->K - k0 < KC ? m->K - k0 : KC;
-        bool buffered = !m->packed || mk_is_quant(m->bdt);
-        if (mk_is_quant(m->bdt))
+        bool dequant = mk_is_quant(m->bdt) && !mk_gemm_int8_dot();
+        bool buffered = !m->packed || dequant;
+        if (dequant)
             dequant_chunk(m, p, k0, kc, nr, buf);
         else if (!m->packed)
             gather_chunk(m, p, k0, kc, nr, buf);

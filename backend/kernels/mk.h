@@ -158,8 +158,8 @@ void mk_dequant_q8(int64_t K, const int8_t *B, int64_t ldb, const float *S, cons
                    float *out);
 void mk_dequant_q4(int64_t K, const uint8_t *B, int64_t ldb, const float *S, const uint8_t *Z,
                    float *out);
-/* The int8 dot-product kernels (AVX512-VNNI), where mk_gemm_int8_dot() is 1: the same
- * sums over A rows quantized to int8 (see k_gemm.c, quantize_rows), each row r with its
+/* The int8 dot-product kernels (AVX512-VNNI), where mk_gemm_int8_dot() is 1, for every
+ * tile: the same sums over A rows quantized to int8 (k_gemm.c, quantize_rows), each row r with its
  * scale SA[r] and the sum ASUM[r] of its int8 values; K a multiple of 4 (int8) or 8
  * (int4), the rows of A padded with zeros to it. C (+)= S[j] * (SA[r] * sum_k a[k] q[k][j])
  * for int8, C (+)= S[j] * (SA[r] * sum_k a[k] u[k][j]) + O[j] * (SA[r] * ASUM[r]) for

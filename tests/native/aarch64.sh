@@ -3,7 +3,8 @@
 # models built with --target-triple aarch64-linux-gnu (NEON micro-kernels, every weight
 # storage: f32, bf16, f16, int8, int4 with zero points) and run on the bundled input and
 # on 64 tokens (the buffered path of quantized weights), against the interpreter on this
-# machine. Tolerance as native.examples: relative 1e-4, absolute 1e-5.
+# machine. Tolerance as native.examples: relative 1e-4, absolute 1e-5. Then int8 and int4
+# on a CPU with the dot product (sdot) against NumPy's model (dot_kernels.py --aarch64).
 # usage: aarch64.sh MOEC SOURCE_DIR [--quick]   (--quick: f32 and int4:64:zp only)
 set -euo pipefail
 moec=$(realpath "$1")
@@ -35,5 +36,7 @@ for fmt in "${formats[@]}"; do
         fi
     done
 done
-[ "$failed" -eq 0 ] && echo "aarch64: ok (${formats[*]})"
+# The dot-product kernels (sdot) on a CPU that has them, against NumPy's model.
+/usr/bin/python3 "$src/tests/native/dot_kernels.py" "$moec" --aarch64 || failed=1
+[ "$failed" -eq 0 ] && echo "aarch64: ok (${formats[*]}, sdot)"
 exit "$failed"

@@ -11,17 +11,21 @@ Cases: diff_ops.py's bf16-weight products whose A operand is a graph input (rows
 gathered from it, or dispatched copies of it), and a MatMul with an odd K past one
 384-row chunk and N past one panel, at T = 1 (one tile), 7 and 33 (chunks).
 
-AVX512-VNNI: a tile of at most MR rows over int8 or int4 weights quantizes its
-activations to int8 per row and block of 32 K rows (within a group), and sums int8
-products exactly. Compiled code must equal NumPy's model of that (below, from the
-weights file `--weights=external` writes: values, scales, zero points), within the GEMM
-tolerance, and differ from the interpreter by more than it. MatMuls at T = 1, 3 and 6:
+AVX512-VNNI: a GEMM over int8 or int4 weights quantizes its activations to int8 per
+row and block of 32 K rows (within a group), and sums int8 products exactly. Compiled
+code must equal NumPy's model of that (below, from the weights file `--weights=external`
+writes: values, scales, zero points), within the GEMM tolerance, and differ from the
+interpreter by more than it. MatMuls at T = 1, 3 and 6 (one tile) and 33 (chunks):
 int8 with K = 777 (a last block of 9 rows, padded), int4 in groups of 32, and int4 in
 groups of 64 with zero points (two blocks a group); N = 200 (a partial panel). An
 infinite activation makes its row's outputs non-finite and leaves the others alone.
 
+With --aarch64 (from aarch64.sh, which exports the cross toolchain and runtime), the
+int8 / int4 checks alone, on code built for aarch64-linux-gnu with a CPU that has the
+dot product (neoverse-n1: sdot) and run under qemu-user.
+
 The instruction selection itself is checked on object code by targets.sh.
-usage: dot_kernels.py MOEC"""
+usage: dot_kernels.py MOEC [--aarch64]"""
 import json
 import os
 import subprocess
@@ -107,7 +111,7 @@ def check_bf16(moec, cs, work, rng, dot):
 # ---- int8 / int4 ----
 
 def quant_model(fmt, K):
-    return {"moec": 1, "name": "q", "symbols": {"T": {"max": 8}},
+    return {"moec": 1, "name": "q", "symbols": {"T": {"max": 40}},
             "inputs": [{"name": "x", "dtype": "float32", "shape": ["T", K]}], "outputs": ["y"],
             "initializers": [{"name": "w", "dtype": "float32", "shape": [K, N], "weight_dtype": fmt,
                               "init": {"dist": "normal", "std": 0.05, "seed": 11}}],
@@ -144,18 +148,24 @@ def dot_reference(x, st, fmt, K):
     return y
 
 
-def check_quant(moec, fmt, K, work, rng, dot):
+# Where the int8 checks build and run: this host, or AArch64 under qemu-user.
+HOST = {"build": [], "run": []}
+AARCH64 = {"build": ["--target-triple", "aarch64-linux-gnu", "--cpu=neoverse-n1"], "run": ["qemu-aarch64"]}
+
+
+def check_quant(moec, fmt, K, work, rng, dot, target):
     d = os.path.join(work, fmt.replace(":", "_"))
     os.makedirs(d)
     model, exe = os.path.join(d, "model.json"), os.path.join(d, "model")
     with open(model, "w") as f:
         json.dump(quant_model(fmt, K), f)
-    run([moec, "build", model, "-o", exe, "--weights=external"])
+    run([moec, "build", model, "-o", exe, "--weights=external"] + target["build"])
     st = read_st(exe + ".safetensors")
+    native_cmd = target["run"] + [exe, "--weights", exe + ".safetensors"]
     problems = []
-    for T in (1, 3, MR):
+    for T in (1, 3, MR, 33):
         feeds = {"x": rng.standard_normal((T, K)).astype(np.float32)}
-        native = run_model([exe, "--weights", exe + ".safetensors"], feeds, "y", d, "native%d" % T)
+        native = run_model(native_cmd, feeds, "y", d, "native%d" % T)
         interp = run_model([moec, "run", model, "--interp"], feeds, "y", d, "interp%d" % T)
         want = dot_reference(feeds["x"], st, fmt, K) if dot else interp
         tol = dict(rtol=1e-5, atol=1e-5 * np.abs(want).max())
@@ -168,8 +178,8 @@ def check_quant(moec, fmt, K, work, rng, dot):
     # whose block scale is NaN), the other rows untouched.
     x = rng.standard_normal((3, K)).astype(np.float32)
     x[1, 5] = np.inf
-    native = run_model([exe, "--weights", exe + ".safetensors"], {"x": x}, "y", d, "inf")
-    clean = run_model([exe, "--weights", exe + ".safetensors"], {"x": x[[0, 2]]}, "y", d, "clean")
+    native = run_model(native_cmd, {"x": x}, "y", d, "inf")
+    clean = run_model(native_cmd, {"x": x[[0, 2]]}, "y", d, "clean")
     if np.isfinite(native[1]).any() or not np.array_equal(native[[0, 2]], clean):
         problems.append("an infinite activation: its row is not all non-finite, or the others changed")
     return problems
@@ -177,11 +187,16 @@ def check_quant(moec, fmt, K, work, rng, dot):
 
 def main():
     moec = os.path.abspath(sys.argv[1])
-    bf16_dot, int8_dot = host_has("avx512_bf16"), host_has("avx512_vnni")
-    print("host: AVX512-BF16 %s, AVX512-VNNI %s" % ("yes" if bf16_dot else "no", "yes" if int8_dot else "no"))
     rng = np.random.default_rng(20261208)
-    checks = [(cs["name"], lambda w, cs=cs: check_bf16(moec, cs, w, rng, bf16_dot)) for cs in bf16_cases()]
-    checks += [(fmt, lambda w, f=fmt, k=K: check_quant(moec, f, k, w, rng, int8_dot)) for fmt, K in QUANT]
+    if "--aarch64" in sys.argv:
+        checks = [(fmt, lambda w, f=fmt, k=K: check_quant(moec, f, k, w, rng, True, AARCH64))
+                  for fmt, K in QUANT]
+    else:
+        bf16_dot, int8_dot = host_has("avx512_bf16"), host_has("avx512_vnni")
+        print("host: AVX512-BF16 %s, AVX512-VNNI %s" % ("yes" if bf16_dot else "no", "yes" if int8_dot else "no"))
+        checks = [(cs["name"], lambda w, cs=cs: check_bf16(moec, cs, w, rng, bf16_dot)) for cs in bf16_cases()]
+        checks += [(fmt, lambda w, f=fmt, k=K: check_quant(moec, f, k, w, rng, int8_dot, HOST))
+                   for fmt, K in QUANT]
     failed = 0
     with tempfile.TemporaryDirectory() as work:
         for name, check in checks:

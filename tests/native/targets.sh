@@ -39,6 +39,13 @@ grep -q 'vpdpbusd' "$work/icx_no.s" && fail "vpdpbusd despite --features=-avx512
 "$moec" compile "$model" "${int8[@]}" --cpu=skylake-avx512 -o "$work/skx8.s"
 grep -q 'vpdpbusd' "$work/skx8.s" && fail "vpdpbusd on skylake-avx512, which lacks it"
 
+# AArch64: sdot for int8 weights on a CPU with the dot product, not on the generic CPU.
+a64_int8=(--weight-dtype=int8 --emit=asm --target-triple aarch64-linux-gnu)
+"$moec" compile "$model" "${a64_int8[@]}" --cpu=neoverse-n1 -o "$work/n1.s"
+grep -Eq 'sdot[[:space:]]+v[0-9]+\.4s' "$work/n1.s" || fail "no sdot for int8 weights on neoverse-n1"
+"$moec" compile "$model" "${a64_int8[@]}" -o "$work/a64gen.s"
+grep -q 'sdot' "$work/a64gen.s" && fail "sdot on the generic AArch64 CPU, which may lack it"
+
 "$moec" compile "$model" --target-triple aarch64-linux-gnu -o "$work/a64.o"
 # (Tool output goes to files first: grep -q closing a pipe early trips pipefail.)
 llvm-readobj-19 --file-headers "$work/a64.o" >"$work/a64.hdr"
