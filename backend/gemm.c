@@ -266,33 +266,47 @@ static LLVMValueRef q4_row(mb_ctx *c, LLVMValueRef blocks, int b) {
     return LLVMBuildAnd(c->b, down, splat_i32(c, 15), "");
 }
 
+/* Where B's step at K row k starts: element k * ldb (int4: two rows a byte). */
+static LLVMValueRef step_start(ukernel *u, LLVMValueRef k) {
+    mb_ctx *c = u->c;
+    LLVMValueRef row = u->bk == B_Q4 ? LLVMBuildLShr(c->b, k, mb_i64(c, 1), "") : k;
+    return LLVMBuildMul(c->b, row, arg(u, P_LDB), "");
+}
+
+/* Vector j of 4-byte blocks of a quantized B's step starting at byte `start`. */
+static LLVMValueRef load_blocks(ukernel *u, LLVMValueRef start, int j) {
+    mb_ctx *c = u->c;
+    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
+    LLVMValueRef at = LLVMBuildAdd(c->b, start, mb_i64(c, j * c->t->vec_width * 4), "");
+    LLVMValueRef blocks =
+        LLVMBuildLoad2(c->b, i32v, LLVMBuildGEP2(c->b, c->i8, arg(u, P_B), &at, 1, ""), "");
+    LLVMSetAlignment(blocks, 1);
+    return blocks;
+}
+
 /* The B vectors of the step's K rows from k on into bv[row][j]: one load of a pair of
  * bf16 rows, or of a 4-byte block of int8 or int4 rows (moert_quant_layout), per vector. */
 static void load_b_rows(ukernel *u, LLVMValueRef k, LLVMValueRef bv[MAX_STEP][MAX_ACC]) {
     mb_ctx *c = u->c;
-    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
-    /* where the step starts: element k * ldb (int4: two rows a byte) */
-    LLVMValueRef row = u->bk == B_Q4 ? LLVMBuildLShr(c->b, k, mb_i64(c, 1), "") : k;
-    LLVMValueRef brow = LLVMBuildMul(c->b, row, arg(u, P_LDB), "");
-    int per_lane = u->bk == B_BF16 ? 2 : is_quant(u->bk) ? 4 : 1; /* elements */
+    LLVMValueRef start = step_start(u, k);
     for (int j = 0; j < u->nv; j++) {
-        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width * per_lane), "");
-        if (u->bk == B_BF16) {
-            LLVMValueRef two[2];
-            load_bf16_pair(u, at, two);
-            bv[0][j] = two[0];
-            bv[1][j] = two[1];
+        if (is_quant(u->bk)) {
+            LLVMValueRef blocks = load_blocks(u, start, j);
+            for (int b = 0; b < rows_per_step(u); b++)
+                bv[b][j] =
+                    dequant(u, j, u->bk == B_Q8 ? q8_row(c, blocks, b) : q4_row(c, blocks, b));
             continue;
         }
-        if (!is_quant(u->bk)) {
+        int per_lane = u->bk == B_BF16 ? 2 : 1; /* elements: a bf16 pair per lane */
+        LLVMValueRef at = LLVMBuildAdd(c->b, start, mb_i64(c, j * c->t->vec_width * per_lane), "");
+        if (u->bk != B_BF16) {
             bv[0][j] = load_b(u, at);
             continue;
         }
-        LLVMValueRef at_bytes = LLVMBuildGEP2(c->b, c->i8, arg(u, P_B), &at, 1, "");
-        LLVMValueRef blocks = LLVMBuildLoad2(c->b, i32v, at_bytes, "");
-        LLVMSetAlignment(blocks, 1);
-        for (int b = 0; b < rows_per_step(u); b++)
-            bv[b][j] = dequant(u, j, u->bk == B_Q8 ? q8_row(c, blocks, b) : q4_row(c, blocks, b));
+        LLVMValueRef two[2];
+        load_bf16_pair(u, at, two);
+        bv[0][j] = two[0];
+        bv[1][j] = two[1];
     }
 }
 
@@ -498,14 +512,9 @@ static LLVMValueRef a_quad(ukernel *u, LLVMValueRef arow, LLVMValueRef k) {
  * bytes (dot_scale_store takes 128 sum(a) back out), int4 nibbles 0..15 as they are. */
 static void dot_b_blocks(ukernel *u, LLVMValueRef k, LLVMValueRef ub[2][MAX_ACC]) {
     mb_ctx *c = u->c;
-    LLVMTypeRef i32v = LLVMVectorType(c->i32, (unsigned)c->t->vec_width);
-    LLVMValueRef row = u->bk == B_Q4 ? LLVMBuildLShr(c->b, k, mb_i64(c, 1), "") : k;
-    LLVMValueRef brow = LLVMBuildMul(c->b, row, arg(u, P_LDB), "");
+    LLVMValueRef start = step_start(u, k);
     for (int j = 0; j < u->nv; j++) {
-        LLVMValueRef at = LLVMBuildAdd(c->b, brow, mb_i64(c, j * c->t->vec_width * 4), "");
-        LLVMValueRef blocks =
-            LLVMBuildLoad2(c->b, i32v, LLVMBuildGEP2(c->b, c->i8, arg(u, P_B), &at, 1, ""), "");
-        LLVMSetAlignment(blocks, 1);
+        LLVMValueRef blocks = load_blocks(u, start, j);
         if (u->bk == B_Q8) {
             ub[0][j] = signed_dot(u)
                            ? blocks
