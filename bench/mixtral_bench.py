@@ -16,7 +16,9 @@ usage: bench/setup.sh && bench/mixtral_bench.py [--moec build/moec] [--runs 20] 
 --weight-dtype (expert weights in 16 bits, int8 or int4, docs/backend.md), timed in the
 same run, and "pytorch bf16" (the block in bfloat16, at 1 and 2 threads); the moec
 engine's decode lines compare with the weight-read bound of its stored bytes (values,
-scales and zero points), and its output is compared with moec's f32 output.
+scales and zero points), and its output is compared with moec's f32 output. For int8
+and int4 also "onnxrt <dtype>": the ONNX export with its expert MatMuls rewritten as ONNX
+Runtime's MatMulNBits, weights quantized by ONNX Runtime's rules (bench/ort_quant.py).
 See docs/bench.md for what each line means. The PyTorch side is the Hugging Face Mixtral
 sparse block (gate Linear, a ModuleList of experts with w1/w2/w3 Linear layers; route,
 then per expert: gather, SwiGLU, weighted index_add), the code a PyTorch user runs; the
@@ -42,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 T, D, F, E, K = 256, 768, 2048, 8, 2
 DECODE_T = (1, 4)
 POOL = 64  # decode batches rotated through
+ORT_LEVELS = (0, 4)  # MatMulNBits' accuracy_level: A in f32, A quantized to int8 per block
 EXPERT_BYTES = 3 * D * F * 4  # w1, w2, w3 of one expert, fp32
 NAME = "mixtral_block"
 
@@ -205,15 +208,59 @@ def export_onnx(block, work):
     return path
 
 
+def export_nbits(onnx_path, weight_dtype, work):
+    """{accuracy_level: path} of the export with ONNX Runtime's own quantized weights
+    (MatMulNBits, bench/ort_quant.py) for weight_dtype, at each of ORT_LEVELS; {} without
+    ONNX Runtime or for a dtype MatMulNBits has no counterpart of (bf16, f16)."""
+    import ort_quant
+    if not onnx_path or ort_quant.scheme(weight_dtype) is None:
+        return {}
+    import onnx
+    model = ort_quant.nbits_model(onnx_path, weight_dtype)
+    paths = {}
+    for level in ORT_LEVELS:
+        ort_quant.set_accuracy_level(model, level)
+        paths[level] = os.path.join(work, "block_nbits%d.onnx" % level)
+        onnx.save(model, paths[level])
+    return paths
+
+
+def run_ort(onnx_path, pool, calls, threads, work):
+    """ort_run.js on the pool: the finished process."""
+    pool.tofile(os.path.join(work, "pool.bin"))
+    p, t, d = pool.shape
+    return subprocess.run(["node", os.path.join(HERE, "ort_run.js"), onnx_path, os.path.join(work, "pool.bin"),
+                           str(p), str(t), str(d), str(calls), str(threads), os.path.join(work, "y_ort.bin")],
+                          capture_output=True, text=True, cwd=HERE)
+
+
+def ort_result(proc, work, pool):
+    """(per-call seconds, outputs [P, t, D]) of a run_ort that succeeded."""
+    return times_of(proc.stdout, "ort_run.js"), np.fromfile(os.path.join(work, "y_ort.bin"),
+                                                           dtype=np.float32).reshape(pool.shape)
+
+
 def bench_ort(onnx_path, pool, calls, threads, work):
     """As bench_moec, in ONNX Runtime."""
-    pool.tofile(os.path.join(work, "pool.bin"))
-    y = os.path.join(work, "y_ort.bin")
-    p, t, d = pool.shape
-    out = subprocess.run(["node", os.path.join(HERE, "ort_run.js"), onnx_path, os.path.join(work, "pool.bin"),
-                          str(p), str(t), str(d), str(calls), str(threads), y],
-                         check=True, capture_output=True, text=True, cwd=HERE).stdout
-    return times_of(out, "ort_run.js"), np.fromfile(y, dtype=np.float32).reshape(pool.shape)
+    proc = run_ort(onnx_path, pool, calls, threads, work)
+    if proc.returncode:
+        sys.exit("ort_run.js failed:\n" + proc.stderr)
+    return ort_result(proc, work, pool)
+
+
+def first_error_line(stderr):
+    """The first line of the exception ort_run.js reports (ONNX Runtime's own log line
+    before it repeats it behind a timestamp and colour codes)."""
+    lines = [re.sub(r"\x1b\[[\d;]*m", "", ln).strip() for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln]
+    return next((ln for ln in lines if ln.startswith("Error")), lines[0] if lines else "no message")
+
+
+def try_bench_ort(onnx_path, pool, calls, threads, work):
+    """As bench_ort, or the error's first line when ONNX Runtime rejects the model (a
+    contrib op or a variant of it missing from its CPU build)."""
+    proc = run_ort(onnx_path, pool, calls, threads, work)
+    return first_error_line(proc.stderr) if proc.returncode else ort_result(proc, work, pool)
 
 
 # ---- the report ----
@@ -259,10 +306,11 @@ def line(name, threads, t, fl, note=""):
     return "  %-8s %d thr  %8.3f ms  %7.1f GFLOP/s  %s" % (name, threads, t * 1e3, fl / t / 1e9, note)
 
 
-def run_engines(a, work, moec_exe, block, onnx, pool, calls, narrow_exe=None):
+def run_engines(a, work, moec_exe, block, onnx, pool, calls, narrow_exe=None, nbits=None):
     """{engine: (per-call seconds, outputs)} for moec at a.threads (and 1 thread for the
     prefill pool), moec with narrow weights, PyTorch at 1 and a.threads, ONNX Runtime at
-    a.threads."""
+    a.threads, and ONNX Runtime's MatMulNBits model at each accuracy level of `nbits`
+    ({level: path}; its entry is the error line when ONNX Runtime rejects it)."""
     r = {"moec": bench_moec(moec_exe, work, pool, calls, a.threads)}
     if narrow_exe:
         import torch
@@ -276,7 +324,12 @@ def run_engines(a, work, moec_exe, block, onnx, pool, calls, narrow_exe=None):
     r["pytorch 1"] = bench_torch(block, pool, calls, 1)
     if onnx:
         r["onnxrt"] = bench_ort(onnx, pool, calls, a.threads, work)
+    for level, path in (nbits or {}).items():
+        r["onnxrt nbits %d" % level] = try_bench_ort(path, pool, calls, a.threads, work)
     return r
+
+
+F32_PEERS = ("pytorch", "pytorch 1", "onnxrt")  # the engines that must agree with moec f32
 
 
 def ratios(r, t_moec, threads):
@@ -286,8 +339,7 @@ def ratios(r, t_moec, threads):
     if "onnxrt" in r:
         s += ", %.2fx onnxrt" % (np.median(r["onnxrt"][0]) / t_moec)
     y = r["moec"][1]
-    diff = max(float(np.abs(y - v[1]).max()) for k, v in r.items()
-               if not k.startswith("moec") and "bf16" not in k)
+    diff = max(float(np.abs(y - r[k][1]).max()) for k in F32_PEERS if k in r)
     return s, diff
 
 
@@ -307,6 +359,30 @@ def narrow_line(a, r, t_f32, bound=None):
         rel = np.linalg.norm(r[peer][1] - r["moec"][1]) / np.linalg.norm(r["moec"][1])
         print("  %-13s %8.3f ms  %d thr: moec %s is %.2fx it; its relative difference from f32 %.1e"
               % (peer.rsplit(" 1", 1)[0], tp * 1e3, thr, a.weight_dtype, tp / t, rel))
+    nbits_line(a, r, t)
+
+
+def nbits_line(a, r, t):
+    """ONNX Runtime's MatMulNBits model at its faster accuracy level against moec's
+    narrow-weight time t, or why ONNX Runtime did not run it."""
+    runs = {lv: r["onnxrt nbits %d" % lv] for lv in ORT_LEVELS if "onnxrt nbits %d" % lv in r}
+    if not runs:
+        return
+    name = "onnxrt " + a.weight_dtype
+    ok = {lv: v for lv, v in runs.items() if not isinstance(v, str)}
+    failed = {lv: v for lv, v in runs.items() if isinstance(v, str)}
+    if not ok:
+        lv, err = min(failed.items())
+        print("  %-13s MatMulNBits rejected by this ONNX Runtime build (accuracy_level %d): %s" % (name, lv, err))
+        return
+    lv = min(ok, key=lambda k: np.median(ok[k][0]))
+    tp = np.median(ok[lv][0])
+    rel = np.linalg.norm(ok[lv][1] - r["moec"][1]) / np.linalg.norm(r["moec"][1])
+    which = "the faster of %s" % " and ".join(map(str, sorted(ok))) if len(ok) > 1 else "the one it took"
+    print("  %-13s %8.3f ms  MatMulNBits (accuracy_level %d, %s): moec %s is %.2fx it; "
+          "its relative difference from f32 %.1e" % (name, tp * 1e3, lv, which, a.weight_dtype, tp / t, rel))
+    for lv, err in sorted(failed.items()):
+        print("  %-13s MatMulNBits at accuracy_level %d rejected: %s" % ("", lv, err))
 
 
 def report_prefill(a, r, m, compile_s):
@@ -379,14 +455,15 @@ def main():
             narrow = build_rotate(moec, work, ["--weight-dtype=" + a.weight_dtype], "_" + a.weight_dtype)[0]
         block = torch_block(w).eval()
         onnx = export_onnx(block, work)
+        nbits = export_nbits(onnx, a.weight_dtype, work)
         rng = np.random.default_rng(0)
         pool = rng.standard_normal((1, T, D)).astype(np.float32)
-        prefill = run_engines(a, work, rotate, block, onnx, pool, a.runs, narrow)
+        prefill = run_engines(a, work, rotate, block, onnx, pool, a.runs, narrow, nbits)
         calls = max(a.runs, 2 * POOL)
         decode = []
         for t in DECODE_T:
             pool, experts = decode_pool(rng, t, w["w_router"])
-            decode.append((t, experts, run_engines(a, work, rotate, block, onnx, pool, calls, narrow)))
+            decode.append((t, experts, run_engines(a, work, rotate, block, onnx, pool, calls, narrow, nbits)))
         m = best(m, probe(work, a.threads))  # probed before and after the engines
     print(describe(m))
     print("Mixtral MoE block D=%d F=%d E=%d k=%d fp32; torch %s (BLAS: %s), %s"
