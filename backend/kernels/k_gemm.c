@@ -133,6 +133,36 @@ static void quantize_rows(const float *const *rows, int64_t mr, int64_t n, quant
     }
 }
 
+/* The quantized blocks of A this thread made last, by block number along K. Consecutive
+ * tasks of a thread usually take the same rows in the next panel (decoding: every panel
+ * of an expert's few rows), and would quantize them again: at T = 4 that was most of the
+ * time (perf). An entry holds when it was made in this GEMM (gemm_generation, which
+ * mk_gemm_run advances: A's bytes change only between GEMMs) from the same row starts. */
+enum { CACHED_BLOCKS = 128 };
+typedef struct {
+    int64_t generation, mr, n;
+    const float *start[MK_MAX_MR];
+    quant_a a;
+} cached_block;
+static _Thread_local cached_block a_cache[CACHED_BLOCKS];
+static int64_t gemm_generation;
+
+static const quant_a *quantized(const float *const *seg, int64_t mr, int64_t n, int64_t k) {
+    cached_block *c = &a_cache[(k / A_BLOCK) % CACHED_BLOCKS];
+    int64_t generation = __atomic_load_n(&gemm_generation, __ATOMIC_RELAXED);
+    bool hit = c->generation == generation && c->mr == mr && c->n == n;
+    for (int64_t i = 0; hit && i < mr; i++)
+        hit = c->start[i] == seg[i];
+    if (hit) return &c->a;
+    quantize_rows(seg, mr, n, &c->a);
+    c->generation = generation;
+    c->mr = mr;
+    c->n = n;
+    for (int64_t i = 0; i < mr; i++)
+        c->start[i] = seg[i];
+    return &c->a;
+}
+
 /* Rows [k0, k0+kc) of a quantized B's panel p: one micro-kernel call per group they
  * cross, each with that group's scales (rows[] already start at k0); with the int8 dot
  * kernels, one per A_BLOCK rows of a group, A quantized for each. */
@@ -140,7 +170,6 @@ static void quant_ukernel(const mat *m, int64_t p, int64_t k0, int64_t kc, const
                           int64_t mr, int64_t nr, float *C, int64_t ldc, int64_t accumulate) {
     const float *seg[MK_MAX_MR];
     bool dot = mk_gemm_int8_dot();
-    quant_a qa;
     for (int64_t k = k0; k < k0 + kc;) {
         int64_t stop = dot && k + A_BLOCK < k0 + kc ? k + A_BLOCK : k0 + kc;
         quant_rows q = quant_rows_at(m, p, k, stop, nr);
@@ -148,14 +177,14 @@ static void quant_ukernel(const mat *m, int64_t p, int64_t k0, int64_t kc, const
             seg[i] = rows[i] + (k - k0);
         int64_t acc = accumulate || k > k0, n = q.end - k;
         if (dot) {
-            quantize_rows(seg, mr, n, &qa);
+            const quant_a *qa = quantized(seg, mr, n, k);
             int64_t padded = (n + 3) / 4 * 4; /* int4's n is a multiple of 8 already */
             if (m->bdt == MK_Q8)
-                mk_ukernel_q8_dot(padded, qa.rows, mr, q.values, nr, q.S, q.Z, C, ldc, acc,
-                                  qa.scale, qa.sum);
+                mk_ukernel_q8_dot(padded, qa->rows, mr, q.values, nr, q.S, q.Z, C, ldc, acc,
+                                  qa->scale, qa->sum);
             else
-                mk_ukernel_q4_dot(n, qa.rows, mr, q.values, nr, q.S, q.Z, C, ldc, acc, qa.scale,
-                                  qa.sum);
+                mk_ukernel_q4_dot(n, qa->rows, mr, q.values, nr, q.S, q.Z, C, ldc, acc, qa->scale,
+                                  qa->sum);
         } else if (m->bdt == MK_Q8) {
             mk_ukernel_q8(n, seg, mr, q.values, nr, q.S, q.Z, C, ldc, acc);
         } else {
@@ -364,6 +393,7 @@ void mk_gemm_run(gemm_job *j) {
         j->get(j, i, &m);
         total += tasks_of(&m, j->nr);
     }
+    __atomic_add_fetch(&gemm_generation, 1, __ATOMIC_RELAXED); /* before any task reads */
     moert_parallel_for(total, 1, gemm_tasks, j);
 }
 

@@ -18,7 +18,9 @@ writes: values, scales, zero points), within the GEMM tolerance, and differ from
 interpreter by more than it. MatMuls at T = 1, 3 and 6 (one tile) and 33 (chunks):
 int8 with K = 777 (a last block of 9 rows, padded), int4 in groups of 32, and int4 in
 groups of 64 with zero points (two blocks a group); N = 200 (a partial panel). An
-infinite activation makes its row's outputs non-finite and leaves the others alone.
+infinite activation makes its row's outputs non-finite and leaves the others alone. Two
+products in turn whose activations share a buffer each get their own quantized blocks
+(the kernels keep a thread's last ones for the next panel).
 
 With --aarch64 (from aarch64.sh, which exports the cross toolchain and runtime), the
 int8 / int4 checks alone, on code built for aarch64-linux-gnu with a CPU that has the
@@ -153,6 +155,35 @@ HOST = {"build": [], "run": []}
 AARCH64 = {"build": ["--target-triple", "aarch64-linux-gnu", "--cpu=neoverse-n1"], "run": ["qemu-aarch64"]}
 
 
+def reuse_model(fmt, K):
+    """Two products of one weight whose activations (2x, then x * x) the memory plan puts
+    in one buffer: the second must not take the first's quantized blocks, which the
+    kernels keep per thread for the next panel."""
+    m = quant_model(fmt, K)
+    m["outputs"] = ["y1", "y2"]
+    m["nodes"] = [{"name": "twice", "op": "Add", "inputs": ["x", "x"], "outputs": ["a1"]},
+                  {"name": "mm1", "op": "MatMul", "inputs": ["a1", "w"], "outputs": ["y1"]},
+                  {"name": "square", "op": "Mul", "inputs": ["x", "x"], "outputs": ["a2"]},
+                  {"name": "mm2", "op": "MatMul", "inputs": ["a2", "w"], "outputs": ["y2"]}]
+    return m
+
+
+def check_reuse(moec, fmt, K, d, rng, target, st):
+    model, exe = os.path.join(d, "reuse.json"), os.path.join(d, "reuse")
+    with open(model, "w") as f:
+        json.dump(reuse_model(fmt, K), f)
+    run([moec, "build", model, "-o", exe] + target["build"])  # w: the same recipe, values
+    x = rng.standard_normal((2, K)).astype(np.float32)
+    problems = []
+    for y, a in (("y1", x + x), ("y2", x * x)):
+        got = run_model(target["run"] + [exe], {"x": x}, y, d, "reuse_" + y)
+        want = dot_reference(a, st, fmt, K)
+        if not np.allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()):
+            problems.append("%s of two products in turn: differs from NumPy's model by %g"
+                            % (y, np.abs(got - want).max()))
+    return problems
+
+
 def check_quant(moec, fmt, K, work, rng, dot, target):
     d = os.path.join(work, fmt.replace(":", "_"))
     os.makedirs(d)
@@ -174,6 +205,8 @@ def check_quant(moec, fmt, K, work, rng, dot, target):
                 T, "NumPy's int8-activation model" if dot else "the interpreter", np.abs(native - want).max()))
         if dot and np.allclose(native, interp, **tol):
             problems.append("T=%d: equals the interpreter: the int8 dot kernel did not run" % T)
+    if dot:
+        problems += check_reuse(moec, fmt, K, d, rng, target, st)
     # An infinite activation: its row's outputs are not finite (NaN from the dot kernel,
     # whose block scale is NaN), the other rows untouched.
     x = rng.standard_normal((3, K)).astype(np.float32)
