@@ -89,6 +89,7 @@ int main(int argc, char **argv) {
         fail("reading inputs");
 
     /* Three instances: one packed copy (8 MiB of panels), not three. */
+    long none = resident_bytes();
     shared_model *a = create(path);
     long one = resident_bytes();
     shared_model *b = create(path), *c = create(path);
@@ -99,6 +100,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "shared_weights: two more instances took %ld KiB\n", (three - one) >> 10);
         return 1;
     }
+    printf("shared_weights: resident set: the first instance added %ld KiB, two more %ld KiB\n",
+           (one - none) >> 10, (three - one) >> 10);
     check_run(b, &want);
     shared_model_destroy(b); /* the others keep working */
     check_run(a, &want);
