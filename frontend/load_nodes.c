@@ -17,26 +17,38 @@ static bool count_ok(ld_ctx *c, const cJSON *arr, const char *path, const char *
     return ld_fail(c, path, "%s takes %d to %d %s, found %d", op, lo, hi, what, n);
 }
 
+/* A node's name: its "name", or, as ONNX allows nodes without one, OP_INDEX (the op's
+ * name and the node's position in "nodes"). */
+static bool node_name(ld_ctx *c, const cJSON *jn, const char *path, int i, const char **out) {
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(jn, "name");
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(jn, "op");
+    if (name && !cJSON_IsString(name))
+        return ld_fail(c, ld_path(c, "%s/name", path),
+                       "a node's \"name\" must be a string, found %s", ld_kind(name));
+    if (name && *name->valuestring)
+        *out = name->valuestring;
+    else
+        *out =
+            mc_arena_printf(c->g->arena, "%s_%d", cJSON_IsString(op) ? op->valuestring : "node", i);
+    return true;
+}
+
 /* Phase 1: the node itself and its output values. */
 static bool define_node(ld_ctx *c, const cJSON *jn, int i) {
-    const char *path = ld_path(c, "/nodes/%d", i);
+    const char *path = ld_path(c, "/nodes/%d", i), *name = NULL;
     if (!cJSON_IsObject(jn))
         return ld_fail(c, path, "a node must be an object, found %s", ld_kind(jn));
     if (!ld_check_keys(c, jn, path, "name|op|inputs|outputs|attrs|doc")) return false;
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(jn, "name");
+    if (!node_name(c, jn, path, i, &name)) return false;
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(jn, "op");
-    if (!cJSON_IsString(name) || !*name->valuestring)
-        return ld_fail(c, ld_path(c, "%s/name", path),
-                       "a node needs a non-empty \"name\", found %s", ld_kind(name));
     if (!cJSON_IsString(op))
         return ld_fail(c, ld_path(c, "%s/op", path), "node '%s' needs an \"op\" string, found %s",
-                       name->valuestring, ld_kind(op));
+                       name, ld_kind(op));
     mc_op o;
     if (!mc_op_from_name(op->valuestring, &o))
-        return ld_fail(c, ld_path(c, "%s/op", path), "node '%s': unknown op \"%s\"",
-                       name->valuestring, op->valuestring);
-    const char *tag =
-        mc_arena_printf(c->g->arena, "(%s, %s)", name->valuestring, mc_op_infos[o].name);
+        return ld_fail(c, ld_path(c, "%s/op", path), "node '%s': unknown op \"%s\"", name,
+                       op->valuestring);
+    const char *tag = mc_arena_printf(c->g->arena, "(%s, %s)", name, mc_op_infos[o].name);
     const cJSON *ins = cJSON_GetObjectItemCaseSensitive(jn, "inputs");
     const cJSON *outs = cJSON_GetObjectItemCaseSensitive(jn, "outputs");
     const mc_op_info *info = &mc_op_infos[o];
@@ -62,7 +74,7 @@ static bool define_node(ld_ctx *c, const cJSON *jn, int i) {
             return ld_fail(c, opath, "name \"%s\" is defined twice", o2->valuestring);
         out[k] = mc_graph_add_value(c->g, o2->valuestring, MC_DT_F32, MC_VK_TEMP);
     }
-    int id = mc_graph_add_node(c->g, o, name->valuestring, NULL, 0, out, nout);
+    int id = mc_graph_add_node(c->g, o, name, NULL, 0, out, nout);
     mc_nod(c->g, id)->src_index = i;
     return true;
 }
@@ -148,6 +160,10 @@ static bool load_attr(ld_ctx *c, mc_node *n, const cJSON *a) {
                              a->string, mc_op_infos[n->op].name, schema_names(c, n->op));
     switch (s->kind) {
     case MC_AK_INT:
+        if (cJSON_IsBool(a)) { /* ONNX's flags are integers; JSON's true and false read as 1, 0 */
+            mc_node_set_int(c->g, n, a->string, cJSON_IsTrue(a) ? 1 : 0);
+            return true;
+        }
         if (!cJSON_IsNumber(a) || a->valuedouble != floor(a->valuedouble) ||
             fabs(a->valuedouble) > 9.0e15)
             return mc_node_error(

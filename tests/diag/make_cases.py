@@ -168,7 +168,7 @@ def json_cases():
     mutate("48-data-and-init",
            lambda m: init(m, "w_gate").update(data=[0.0] * 64))
     mutate("49-missing-nodes", lambda m: m.pop("nodes"))
-    mutate("50-empty-node-name", lambda m: node(m, "act").update(name=""))
+    mutate("50-node-name-not-string", lambda m: node(m, "act").update(name=7))
 
 
 def weights_cases():

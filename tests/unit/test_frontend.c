@@ -63,6 +63,30 @@ Test(loader, optional_inputs_are_minus_one) {
     mc_graph_free(g);
 }
 
+Test(loader, nodes_may_be_nameless_and_flags_boolean) {
+    /* ONNX's conventions: a node without a name (or with "") is named OP_INDEX; JSON's
+     * true and false are the integer flags 1 and 0. */
+    const char *json =
+        "{\"moec\":1,\"name\":\"m\",\"inputs\":[{\"name\":\"z\",\"dtype\":\"float32\",\"shape\":["
+        "3,4]}],\"outputs\":[\"e\"],\"nodes\":["
+        "{\"op\":\"moe.TopKRoute\",\"inputs\":[\"z\"],\"outputs\":[\"e\",\"w\"],"
+        "\"attrs\":{\"k\":2,\"normalize\":true}},"
+        "{\"name\":\"\",\"op\":\"Relu\",\"inputs\":[\"w\"],\"outputs\":[\"r\"]},"
+        "{\"name\":\"t\",\"op\":\"Gemm\",\"inputs\":[\"z\",\"z\"],\"outputs\":[\"g\"],"
+        "\"attrs\":{\"transB\":true,\"transA\":false}}]}";
+    mc_diag d;
+    mc_graph *g = load(json, &d);
+    cr_assert_not_null(g, "%s", d.msg);
+    const mc_node *route = mc_nod(g, mc_val(g, mc_graph_find_value(g, "e"))->producer);
+    cr_assert_str_eq(route->name, "moe.TopKRoute_0");
+    cr_assert_eq(mc_attr_int(route, "normalize"), 1);
+    cr_assert_str_eq(mc_nod(g, mc_val(g, mc_graph_find_value(g, "r"))->producer)->name, "Relu_1");
+    const mc_node *gemm = mc_nod(g, mc_val(g, mc_graph_find_value(g, "g"))->producer);
+    cr_assert_eq(mc_attr_int(gemm, "transB"), 1);
+    cr_assert_eq(mc_attr_int(gemm, "transA"), 0);
+    mc_graph_free(g);
+}
+
 Test(init, normal_matches_an_independent_reimplementation) {
     /* First values of seed 7, std 0.02 from a separate Python implementation of the
      * algorithm in docs/format.md (splitmix64, polar method). */
