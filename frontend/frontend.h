@@ -6,6 +6,15 @@
 
 #include "ir.h"
 
+/* A symbol's largest value given on the command line (--max NAME=N): ONNX's dynamic
+ * dims have names but no maximum. */
+typedef struct mc_sym_max {
+    const char *name;
+    int64_t max;
+} mc_sym_max;
+
+typedef struct mc_safetensors mc_safetensors;
+
 typedef struct mc_load_opts {
     bool training; /* --mode=train */
     /* When set, every initializer found in this safetensors file takes its bytes from
@@ -14,6 +23,10 @@ typedef struct mc_load_opts {
     /* Most bytes an init recipe may generate for one initializer; 0: no limit. The fuzz
      * target sets one so that declared sizes stay testable. */
     int64_t max_init_bytes;
+    /* Initializers' bytes by name, read before anything else (an ONNX model's). */
+    const mc_safetensors *weights_table;
+    const mc_sym_max *sym_max; /* symbols' maxima for ONNX models */
+    int nsym_max;
 } mc_load_opts;
 
 /* Reads, checks and builds the graph: names resolved, arity and attributes checked
@@ -25,6 +38,22 @@ mc_graph *mc_load_model(const char *path, const mc_load_opts *opts, mc_diag *d);
 mc_graph *mc_load_model_from_memory(const char *json, size_t len, const char *file,
                                     const char *base_dir, const mc_load_opts *opts, mc_diag *d);
 
+/* A file's bytes (mc_alloc'd, NUL-terminated; free with mc_free); NULL after an error. */
+char *mc_read_file(const char *path, size_t *out_len, mc_diag *d);
+
+/* ---- ONNX (frontend/onnx.c) ---- */
+/* Whether a model file's bytes are ONNX (protobuf) rather than JSON text: every command
+ * reads both, recognizing the format by content. */
+bool mc_onnx_is_model(const void *buf, size_t len);
+/* An ONNX model read into a graph through moec's JSON loader (docs/format.md, "ONNX
+ * models"); `file` names it in messages and gives the model's name. */
+mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char *base_dir,
+                       const mc_load_opts *opts, mc_diag *d);
+/* That model as moec's JSON text (what the loader reads), naming `weights` as its
+ * weights file; free with free(). NULL after an error. */
+char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *weights,
+                      const mc_load_opts *opts, mc_diag *d);
+
 /* ---- safetensors ---- */
 typedef struct mc_st_tensor {
     const char *name;
@@ -34,11 +63,11 @@ typedef struct mc_st_tensor {
     const void *data; /* into the mapping; 0-byte tensors have data == NULL */
     size_t nbytes;
 } mc_st_tensor;
-typedef struct mc_safetensors {
+struct mc_safetensors {
     const char *path;
     int ntensors;
     mc_st_tensor *tensors;
-} mc_safetensors;
+};
 /* Maps the file read-only (unmapped when the arena is freed) and checks the header:
  * JSON, dtypes, shapes, offsets in order, inside the file, sizes matching. */
 bool mc_st_open(mc_safetensors *st, const char *path, mc_arena *a, mc_diag *d);

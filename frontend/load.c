@@ -139,6 +139,8 @@ static bool load_symbols(ld_ctx *c, const cJSON *root) {
         if (!ld_int(c, max, mpath, "max", &m)) return false;
         if (m < 1 || m > MC_MAX_DIM)
             return ld_fail(c, mpath, "max is %lld but must be between 1 and 2^40", (long long)m);
+        for (int i = 0; c->opts && i < c->opts->nsym_max; i++) /* --max NAME=N wins */
+            if (strcmp(c->opts->sym_max[i].name, s->string) == 0) m = c->opts->sym_max[i].max;
         if (mc_graph_add_symbol(c->g, s->string, m) < 0)
             return ld_fail(c, path, "too many symbols (at most %d)", MC_MAX_SYMS);
     }
@@ -347,7 +349,7 @@ mc_graph *mc_load_model_from_memory(const char *json, size_t len, const char *fi
     return g;
 }
 
-static char *read_file(const char *path, size_t *out_len, mc_diag *d) {
+char *mc_read_file(const char *path, size_t *out_len, mc_diag *d) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         mc_error(d, NULL, "cannot read %s: %s", path, strerror(errno));
@@ -385,13 +387,15 @@ static char *read_file(const char *path, size_t *out_len, mc_diag *d) {
 
 mc_graph *mc_load_model(const char *path, const mc_load_opts *opts, mc_diag *d) {
     size_t len;
-    char *json = read_file(path, &len, d);
+    char *json = mc_read_file(path, &len, d);
     if (!json) return NULL;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
-    mc_graph *g = mc_load_model_from_memory(json, len, path, slash ? dir : NULL, opts, d);
+    mc_graph *g = mc_onnx_is_model(json, len)
+                      ? mc_load_onnx(json, len, path, slash ? dir : NULL, opts, d)
+                      : mc_load_model_from_memory(json, len, path, slash ? dir : NULL, opts, d);
     mc_free(json);
     return g;
 }

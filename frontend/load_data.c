@@ -309,6 +309,9 @@ bool ld_initializer_data(ld_ctx *c, const cJSON *init, const char *path, int val
         const mc_st_tensor *t = mc_st_find(st, name);
         if (t) return from_tensor(c, st, t, c->opts->weights_path, path, v);
     }
+    const mc_safetensors *table = c->opts ? c->opts->weights_table : NULL;
+    const mc_st_tensor *in_table = table ? mc_st_find(table, name) : NULL;
+    if (in_table) return from_tensor(c, table, in_table, table->path, path, v);
     if (recipe) return parse_recipe(c, recipe, ld_path(c, "%s/init", path), v);
     if (!c->weights_file)
         return ld_fail(

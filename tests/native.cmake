@@ -14,6 +14,12 @@ add_test(NAME native.weight_dtype
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/weight_dtype.py
                  $<TARGET_FILE:moec> ${PROJECT_SOURCE_DIR}/examples ${QUICK_FLAG})
 set_tests_properties(native.weight_dtype PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# ONNX models in: .onnx files (written with python3-onnx) in every command, against
+# NumPy in the interpreter and natively, and `moec import`.
+add_test(NAME native.onnx
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/onnx_import.py $<TARGET_FILE:moec>
+                 ${QUICK_FLAG})
+set_tests_properties(native.onnx PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # The dot-product kernels where the host has them: bf16 weights against the interpreter
 # on activations rounded to bf16, int8 / int4 against NumPy's int8-activation model.
 add_test(NAME native.dot_kernels

@@ -25,6 +25,8 @@ typedef struct cli_args {
     int ninputs, noutputs;
     cli_binding syms[MC_MAX_SYMS];
     int nsyms;
+    mc_sym_max maxes[MC_MAX_SYMS]; /* --max NAME=N */
+    int nmaxes;
     bool has_seed;
     uint64_t seed;            /* --seed */
     bool interp;              /* run: --interp */
@@ -63,6 +65,7 @@ void cli_clock_quiet(void);
 void cli_clock_stop(void);
 
 int cmd_check(const cli_args *a);
+int cmd_import(const cli_args *a);
 int cmd_dump(const cli_args *a);
 int cmd_run(const cli_args *a);
 int cmd_init_weights(const cli_args *a);

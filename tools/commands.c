@@ -3,6 +3,7 @@
  * the progress line (docs/cli.md). */
 #include "cli.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,11 +144,34 @@ void cli_clock_stop(void) {
 
 /* ---- load and lower ---- */
 
+/* Every --max names a symbol of the model. */
+static bool maxes_used(const cli_args *a, const mc_graph *g, mc_diag *d) {
+    for (int i = 0; i < a->nmaxes; i++) {
+        bool found = false;
+        for (int s = 0; s < g->nsyms; s++)
+            found |= strcmp(g->syms[s].name, a->maxes[i].name) == 0;
+        if (!found)
+            return mc_error(d, NULL, "--max names '%s' but the model has no such symbol",
+                            a->maxes[i].name);
+    }
+    return true;
+}
+
+static mc_load_opts load_opts(const cli_args *a) {
+    return (mc_load_opts){.training = a->training,
+                          .weights_path = a->weights,
+                          .sym_max = a->maxes,
+                          .nsym_max = a->nmaxes};
+}
+
 mc_graph *cli_load_and_lower(const cli_args *a, const char *default_passes, mc_diag *d) {
-    mc_load_opts lo = {.training = a->training, .weights_path = a->weights};
+    mc_load_opts lo = load_opts(a);
     cli_phase("load");
     mc_graph *g = mc_load_model(a->model, &lo, d);
-    if (!g) return NULL;
+    if (!g || !maxes_used(a, g, d)) {
+        mc_graph_free(g);
+        return NULL;
+    }
     cli_phase("infer-shapes"); /* the manager's own inference, before its first pass */
     mc_pipeline_opts po = a->pipe;
     if (!po.passes) po.passes = default_passes;
@@ -227,6 +251,54 @@ int cmd_init_weights(const cli_args *a) {
     if (!g) return cli_fail(&d);
     if (a->has_seed) reseed_recipes(g, a->seed);
     bool ok = mc_st_write_params(a->out_path, g, &d);
+    mc_graph_free(g);
+    return ok ? EXIT_OK : cli_fail(&d);
+}
+
+/* -o's path with ".json" (if there) replaced by ".safetensors". */
+static char *weights_beside(const char *json_path) {
+    size_t n = strlen(json_path);
+    if (n > 5 && strcmp(json_path + n - 5, ".json") == 0) n -= 5;
+    char *s = malloc(n + 13);
+    if (!s) mc_oom(n + 13);
+    snprintf(s, n + 13, "%.*s.safetensors", (int)n, json_path);
+    return s;
+}
+
+/* The JSON text to `path`, through a temporary file renamed into place. */
+static bool write_text(const char *path, const char *text, mc_diag *d) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f) != 0) ok = false;
+    if (ok && rename(tmp, path) == 0) return true;
+    remove(tmp);
+    return mc_error(d, NULL, "cannot write %s: %s", path, strerror(errno));
+}
+
+/* moec import model.onnx -o model.json: the JSON moec reads the model as, and its
+ * initializers in model.safetensors beside it, which that JSON names. The model is
+ * checked whole first, so nothing is written for a model moec cannot read. */
+int cmd_import(const cli_args *a) {
+    mc_diag d;
+    mc_diag_init(&d, a->model);
+    mc_graph *g = cli_load_and_lower(a, "infer-shapes,verify", &d);
+    size_t len = 0;
+    char *bytes = g ? mc_read_file(a->model, &len, &d) : NULL;
+    if (bytes && !mc_onnx_is_model(bytes, len))
+        mc_error(&d, NULL, "import reads ONNX models; this is moec's JSON already");
+    char *wpath = weights_beside(a->out_path), *json = NULL;
+    if (!d.failed) {
+        const char *slash = strrchr(wpath, '/');
+        mc_load_opts lo = load_opts(a);
+        json = mc_onnx_to_json(bytes, len, a->model, slash ? slash + 1 : wpath, &lo, &d);
+    }
+    bool ok = json && mc_st_write_params(wpath, g, &d) && write_text(a->out_path, json, &d);
+    if (json && !ok) remove(wpath);
+    free(json);
+    free(wpath);
+    mc_free(bytes);
     mc_graph_free(g);
     return ok ? EXIT_OK : cli_fail(&d);
 }

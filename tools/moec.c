@@ -1,5 +1,5 @@
 /* tools/moec.c: argument parsing and dispatch for `moec check | dump | run | compile |
- * build | init-weights`. Options take `--opt=value` or `--opt value`. */
+ * build | import | init-weights`. Options take `--opt=value` or `--opt value`. */
 #include "backend.h"
 #include "cli.h"
 
@@ -62,6 +62,10 @@ static const command commands[] = {
      "  ./model --input x=x.npy [--output y=y.npy] [--sym T=N] [--weights FILE] [--bench N]\n"
      "--bench N prints min/median/max milliseconds over N runs after one warm-up.\n"
      "-v prints the wall time of each phase to stderr.\n"},
+    {"import", cmd_import, "moec import model.onnx -o model.json [--max NAME=N ...]",
+     "Writes the JSON moec reads an ONNX model as, and its initializers to -o with\n"
+     ".safetensors, which that JSON names. Every command also reads .onnx files\n"
+     "directly. --max NAME=N gives a dynamic dim's largest value (any command).\n"},
     {"init-weights", cmd_init_weights,
      "moec init-weights model.json -o weights.safetensors [--seed N]",
      "Writes every initializer (inline data, init recipes, weights file) to a\n"
@@ -151,6 +155,18 @@ static int add_binding(cli_args *a, cli_binding *list, int *count, const char *v
     if (!parse_binding(v, &list[*count]))
         return cli_misuse(a, "%s takes NAME=VALUE, got '%s'", opt, v);
     (*count)++;
+    return EXIT_OK;
+}
+
+/* --max NAME=N: a symbol's largest value (an ONNX model's dynamic dims have none). */
+static int parse_max(cli_args *a, const char *v) {
+    cli_binding b;
+    uint64_t n;
+    if (a->nmaxes == MC_MAX_SYMS)
+        return cli_misuse(a, "too many --max options (at most %d)", MC_MAX_SYMS);
+    if (!parse_binding(v, &b) || !parse_u64(b.path, &n) || n < 1 || n > (uint64_t)MC_MAX_DIM)
+        return cli_misuse(a, "--max takes NAME=N with N from 1 to 2^40, got '%s'", v);
+    a->maxes[a->nmaxes++] = (mc_sym_max){b.name, (int64_t)n};
     return EXIT_OK;
 }
 
@@ -281,6 +297,7 @@ static int parse_option(cli_args *a, int argc, char **argv, int *i) {
                    : st;
     if (is_opt(arg, "--sym"))
         return VALUE("--sym") ? add_binding(a, a->syms, &a->nsyms, v, "--sym", MC_MAX_SYMS) : st;
+    if (is_opt(arg, "--max")) return VALUE("--max") ? parse_max(a, v) : st;
     if (is_opt(arg, "--seed")) {
         if (!VALUE("--seed")) return st;
         if (!parse_u64(v, &a->seed))
@@ -307,9 +324,12 @@ static int check_applicable(const cli_args *a) {
         return cli_misuse(a, "--after, --dump-dir and --format belong to 'moec dump'");
     bool is_backend = strcmp(a->cmd, "compile") == 0 || strcmp(a->cmd, "build") == 0;
     if (a->has_seed && !is_init) return cli_misuse(a, "--seed belongs to 'moec init-weights'");
-    if (a->out_path && !is_init && !is_backend)
-        return cli_misuse(a, "-o belongs to 'moec compile', 'moec build' and 'moec init-weights'");
-    if ((is_init || is_backend) && !a->out_path) return cli_misuse(a, "%s needs -o FILE", a->cmd);
+    bool is_import = strcmp(a->cmd, "import") == 0;
+    if (a->out_path && !is_init && !is_backend && !is_import)
+        return cli_misuse(
+            a, "-o belongs to 'moec compile', 'moec build', 'moec import' and 'moec init-weights'");
+    if ((is_init || is_backend || is_import) && !a->out_path)
+        return cli_misuse(a, "%s needs -o FILE", a->cmd);
     bool backend_opts = a->header_path || a->emit || a->triple || a->cpu || a->features;
     if (backend_opts && !is_backend)
         return cli_misuse(a, "--header, --emit, --target-triple, --cpu and --features belong "

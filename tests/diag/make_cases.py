@@ -265,6 +265,45 @@ def fused_norm_cases():
           model(["x", "g", "", "e"], {"kind": "layer", "program": [0, 0, 1]}, [3, "T", 4]))
 
 
+def onnx_model(nodes=None, opset=17, x_type=None, x_shape=("batch", 4), inits=None, domain=None):
+    """A small ONNX model (python3-onnx): y = Relu(x @ W), or the nodes given."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    nodes = nodes or [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", x_type or TensorProto.FLOAT,
+                                                                     list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          inits if inits is not None else [w])
+    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(g, opset_imports=opsets).SerializeToString()
+
+
+def onnx_cases():
+    """ONNX models moec cannot read, each for one reason; `moec check` names it."""
+    from onnx import TensorProto, helper, numpy_helper
+    ext = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    ext.ClearField("raw_data")
+    ext.data_location = TensorProto.EXTERNAL
+    ext.external_data.add(key="location", value="w.bin")
+    cases = {
+        "90-onnx-unknown-op": onnx_model([helper.make_node("NonMaxSuppression", ["x", "W"], ["y"], name="nms")]),
+        "91-onnx-domain": onnx_model([helper.make_node("FusedGemm", ["x", "W"], ["y"], domain="com.example")],
+                                     domain="com.example"),
+        "92-onnx-opset": onnx_model(opset=11),
+        "93-onnx-dtype": onnx_model(x_type=TensorProto.DOUBLE),
+        "94-onnx-no-max": onnx_model(),
+        "95-onnx-unnamed-dim": onnx_model(x_shape=(None, 4)),
+        "96-onnx-truncated": onnx_model()[:-7],
+        "97-onnx-external-data": onnx_model(inits=[ext]),
+    }
+    for name, data in cases.items():
+        write_bin(name + ".onnx", data)
+        more = "" if name == "94-onnx-no-max" else " --max batch=4"
+        write(name, args="check %s.onnx%s" % (name, more))
+    write("98-onnx-max-unused", args="check 60-run.json --max B=4")
+    write("99-onnx-import-bad", args="import 90-onnx-unknown-op.onnx --max batch=4 -o OUT.json")
+
+
 if __name__ == "__main__":
     os.makedirs(HERE, exist_ok=True)
     json_cases()
@@ -272,3 +311,4 @@ if __name__ == "__main__":
     run_cases()
     loss_cases()
     fused_norm_cases()
+    onnx_cases()

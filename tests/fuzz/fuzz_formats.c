@@ -1,4 +1,5 @@
-/* libFuzzer target: arbitrary bytes as a .npy array and as a safetensors file. */
+/* libFuzzer target: arbitrary bytes as a .npy array, a safetensors file and an ONNX
+ * model. */
 #include "frontend.h"
 
 #include <stddef.h>
@@ -14,5 +15,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     mc_diag_init(&d, "fuzz");
     mc_st_parse(&st, data, size, arena, &d);
     mc_arena_free(arena);
+    static const mc_sym_max maxes[] = {{"batch", 4}, {"sequence", 8}, {"N", 3}};
+    mc_load_opts opts = {.sym_max = maxes, .nsym_max = 3, .max_init_bytes = 1 << 20};
+    mc_diag_init(&d, "fuzz");
+    mc_graph_free(mc_load_onnx(data, size, "fuzz.onnx", NULL, &opts, &d));
     return 0;
 }

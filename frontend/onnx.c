@@ -1,0 +1,418 @@
+/* frontend/onnx.c: ONNX models (.onnx, protobuf) in, through protobuf-c on ONNX's own
+ * onnx.proto (frontend/onnx/onnx.proto).
+ *
+ * A model is translated into the document moec's JSON format would hold for it (a cJSON
+ * tree: inputs, outputs, initializers declared by name, dtype and shape, nodes with
+ * their attributes) plus a table of the initializers' bytes, and the JSON loader reads
+ * both: one loader checks every model, whatever its file format, and `moec import`
+ * writes that same document and table (docs/format.md, "ONNX models"). What ONNX has and
+ * moec's format cannot say (an op, domain or opset moec lacks, a dtype, an unnamed
+ * dynamic dim, a symbol without a maximum) is an error here, naming the node or value. */
+#include "load.h"
+#include "onnx.pb-c.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { OPSET_MIN = 13, OPSET_MAX = 21 };
+
+typedef struct {
+    mc_arena *arena; /* the parse and the tensor bytes: freed with the graph */
+    mc_diag *d;
+    const char *file;
+    const mc_load_opts *opts;
+    cJSON *symbols;       /* the symbols the inputs name, with their --max */
+    mc_safetensors table; /* the initializers' bytes */
+    int opset;            /* the default domain's */
+} onnx_ctx;
+
+/* proto2 leaves an absent string NULL; moec's names are never empty, so "" is absent. */
+static const char *str(const char *s) {
+    return s ? s : "";
+}
+
+static void *pb_alloc(void *arena, size_t n) {
+    return mc_arena_alloc(arena, n ? n : 1);
+}
+
+static void pb_free(void *arena, void *p) {
+    (void)arena;
+    (void)p; /* the arena frees everything at once */
+}
+
+/* Whether the bytes are an ONNX model rather than JSON text: a protobuf message starts
+ * with a field's tag (ModelProto's ir_version: 0x08), never with text. */
+bool mc_onnx_is_model(const void *buf, size_t len) {
+    const unsigned char *b = buf;
+    return len > 0 && b[0] < 0x20 && b[0] != '\t' && b[0] != '\n' && b[0] != '\r';
+}
+
+/* ---- dtypes and shapes ---- */
+
+/* An ONNX TensorProto.DataType as moec's dtype (the codes Cast's "to" takes). */
+static bool dtype_of(onnx_ctx *c, int32_t t, const char *what, mc_dtype *out) {
+    if (mc_dtype_from_onnx(t, out)) return true;
+    return mc_error(c->d, NULL,
+                    "%s has ONNX data type %d; moec takes float (1), float16 (10), bfloat16 (16), "
+                    "int32 (6), int64 (7) and bool (9)",
+                    what, (int)t);
+}
+
+/* The largest value --max gives symbol `name`, or -1. */
+static int64_t sym_max(const onnx_ctx *c, const char *name) {
+    for (int i = 0; c->opts && i < c->opts->nsym_max; i++)
+        if (strcmp(c->opts->sym_max[i].name, name) == 0) return c->opts->sym_max[i].max;
+    return -1;
+}
+
+/* A dynamic dim: its symbol, declared with its --max on first use. */
+static bool dim_symbol(onnx_ctx *c, const char *name, const char *what, int k, cJSON *shape) {
+    int64_t max = sym_max(c, name);
+    if (max < 1)
+        return mc_error(c->d, NULL,
+                        "%s: dim %d is the dynamic size '%s'; give its largest value with --max "
+                        "%s=N",
+                        what, k, name, name);
+    if (!cJSON_GetObjectItemCaseSensitive(c->symbols, name)) {
+        cJSON *s = cJSON_AddObjectToObject(c->symbols, name);
+        cJSON_AddNumberToObject(s, "max", (double)max);
+    }
+    cJSON_AddItemToArray(shape, cJSON_CreateString(name));
+    return true;
+}
+
+/* {"name", "dtype", "shape"} of a graph input or output. */
+static cJSON *value_decl(onnx_ctx *c, const Onnx__ValueInfoProto *v) {
+    const char *what = mc_arena_printf(c->arena, "graph input '%s'", str(v->name));
+    const Onnx__TypeProto *t = v->type;
+    if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !t->tensor_type->shape) {
+        mc_error(c->d, NULL, "%s: moec needs a tensor type with a shape", what);
+        return NULL;
+    }
+    mc_dtype dt;
+    if (!dtype_of(c, t->tensor_type->elem_type, what, &dt)) return NULL;
+    cJSON *decl = cJSON_CreateObject(), *shape = cJSON_CreateArray();
+    cJSON_AddStringToObject(decl, "name", str(v->name));
+    cJSON_AddStringToObject(decl, "dtype", mc_dtype_json_name(dt));
+    cJSON_AddItemToObject(decl, "shape", shape);
+    const Onnx__TensorShapeProto *s = t->tensor_type->shape;
+    for (size_t k = 0; k < s->n_dim; k++) {
+        const Onnx__TensorShapeProto__Dimension *dim = s->dim[k];
+        bool ok = true;
+        if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)dim->dim_value));
+        else if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM)
+            ok = dim_symbol(c, str(dim->dim_param), what, (int)k, shape);
+        else
+            ok = mc_error(c->d, NULL,
+                          "%s: dim %d has neither a size nor a name; moec needs one of them", what,
+                          (int)k);
+        if (!ok) {
+            cJSON_Delete(decl);
+            return NULL;
+        }
+    }
+    return decl;
+}
+
+/* ---- initializers: their bytes into the table ---- */
+
+/* The bytes of t, from raw_data or from the typed field ONNX keeps its dtype in. */
+static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *out) {
+    int64_t n = 1;
+    for (size_t k = 0; k < t->n_dims; k++) {
+        if (t->dims[k] < 0 || t->dims[k] > MC_MAX_DIM ||
+            (t->dims[k] && n > MC_MAX_DIM / t->dims[k]))
+            return mc_error(c->d, NULL, "initializer '%s' has dims past 2^40 elements or below 0",
+                            str(t->name));
+        n *= t->dims[k];
+    }
+    size_t elem = mc_dtype_size(out->dt), bytes = (size_t)n * elem;
+    if (t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+        return mc_error(c->d, NULL,
+                        "initializer '%s' keeps its data in an external file; moec reads "
+                        "initializers stored in the model",
+                        str(t->name));
+    out->nbytes = bytes;
+    if (t->has_raw_data) {
+        if (t->raw_data.len != bytes)
+            return mc_error(c->d, NULL, "initializer '%s' holds %zu bytes of data, expected %zu",
+                            str(t->name), t->raw_data.len, bytes);
+        out->data = t->raw_data.data;
+        return true;
+    }
+    size_t have = out->dt == MC_DT_F32   ? t->n_float_data
+                  : out->dt == MC_DT_I64 ? t->n_int64_data
+                                         : t->n_int32_data;
+    if (have != (size_t)n)
+        return mc_error(c->d, NULL, "initializer '%s' holds %zu values, expected %lld",
+                        str(t->name), have, (long long)n);
+    unsigned char *dst = mc_arena_alloc(c->arena, bytes ? bytes : 1); /* as many as it holds */
+    for (int64_t i = 0; i < n; i++) { /* int32_data holds f16, bf16 and bool bits too */
+        if (out->dt == MC_DT_F32)
+            memcpy(dst + i * 4, &t->float_data[i], 4);
+        else if (out->dt == MC_DT_I64)
+            memcpy(dst + i * 8, &t->int64_data[i], 8);
+        else if (out->dt == MC_DT_I32)
+            memcpy(dst + i * 4, &t->int32_data[i], 4);
+        else if (out->dt == MC_DT_BOOL)
+            dst[i] = t->int32_data[i] != 0;
+        else {
+            uint16_t bits = (uint16_t)t->int32_data[i];
+            memcpy(dst + i * 2, &bits, 2);
+        }
+    }
+    out->data = dst;
+    return true;
+}
+
+static cJSON *initializer(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *entry) {
+    const char *what = mc_arena_printf(c->arena, "initializer '%s'", str(t->name));
+    mc_dtype dt;
+    if (!dtype_of(c, t->data_type, what, &dt)) return NULL;
+    if (t->n_dims > MC_MAX_RANK) {
+        mc_error(c->d, NULL, "%s has %zu dims; moec takes at most %d", what, t->n_dims,
+                 MC_MAX_RANK);
+        return NULL;
+    }
+    *entry = (mc_st_tensor){.name = str(t->name), .dt = dt, .rank = (int)t->n_dims};
+    cJSON *decl = cJSON_CreateObject(), *shape = cJSON_CreateArray();
+    for (size_t k = 0; k < t->n_dims; k++) {
+        entry->dims[k] = t->dims[k];
+        cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->dims[k]));
+    }
+    cJSON_AddStringToObject(decl, "name", str(t->name));
+    cJSON_AddStringToObject(decl, "dtype", mc_dtype_json_name(dt));
+    cJSON_AddItemToObject(decl, "shape", shape);
+    if (!tensor_bytes(c, t, entry)) {
+        cJSON_Delete(decl);
+        return NULL;
+    }
+    return decl;
+}
+
+/* ---- nodes ---- */
+
+static const char *node_what(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
+    return mc_arena_printf(c->arena, "node %zu ('%s', op %s, domain '%s', opset %d)", i,
+                           str(n->name), str(n->op_type), str(n->domain), c->opset);
+}
+
+static cJSON *attr_value(onnx_ctx *c, const Onnx__AttributeProto *a, const char *what) {
+    cJSON *arr;
+    switch (a->type) {
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: return cJSON_CreateNumber((double)a->i);
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: return cJSON_CreateNumber(a->f);
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
+        return cJSON_CreateString(
+            mc_arena_printf(c->arena, "%.*s", (int)a->s.len, (const char *)a->s.data));
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
+        arr = cJSON_CreateArray();
+        for (size_t k = 0; k < a->n_ints; k++)
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)a->ints[k]));
+        return arr;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
+        arr = cJSON_CreateArray();
+        for (size_t k = 0; k < a->n_floats; k++)
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(a->floats[k]));
+        return arr;
+    default:
+        mc_error(c->d, NULL,
+                 "%s: attribute '%s' is of ONNX attribute type %d; moec takes int, float, "
+                 "string, ints and floats",
+                 what, str(a->name), (int)a->type);
+        return NULL;
+    }
+}
+
+static cJSON *name_list(char **names, size_t n) {
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t k = 0; k < n; k++)
+        cJSON_AddItemToArray(arr, cJSON_CreateString(str(names[k])));
+    return arr;
+}
+
+/* The standard ops moec has, for the message about one it lacks. */
+static const char *standard_ops(onnx_ctx *c) {
+    const char *s = "";
+    for (int o = 0; o < MC_NUM_OPS; o++) {
+        const char *name = mc_op_infos[o].name;
+        if (!strchr(name, '.')) s = mc_arena_printf(c->arena, "%s%s%s", s, *s ? ", " : "", name);
+    }
+    return s;
+}
+
+static cJSON *node(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
+    const char *what = node_what(c, n, i);
+    bool standard = !n->domain || !*n->domain || strcmp(n->domain, "ai.onnx") == 0;
+    mc_op op;
+    if (!standard) {
+        mc_error(c->d, NULL, "%s: moec reads ops of the default ONNX domain only", what);
+        return NULL;
+    }
+    if (!n->op_type || strchr(n->op_type, '.') || !mc_op_from_name(n->op_type, &op)) {
+        mc_error(c->d, NULL, "%s: moec has no such op; it has %s", what, standard_ops(c));
+        return NULL;
+    }
+    cJSON *j = cJSON_CreateObject(), *attrs = cJSON_CreateObject();
+    if (n->name && *n->name) cJSON_AddStringToObject(j, "name", n->name);
+    cJSON_AddStringToObject(j, "op", n->op_type);
+    cJSON_AddItemToObject(j, "inputs", name_list(n->input, n->n_input));
+    cJSON_AddItemToObject(j, "outputs", name_list(n->output, n->n_output));
+    if (n->n_attribute)
+        cJSON_AddItemToObject(j, "attrs", attrs);
+    else
+        cJSON_Delete(attrs);
+    for (size_t k = 0; k < n->n_attribute; k++) {
+        cJSON *v = attr_value(c, n->attribute[k], what);
+        if (!v) {
+            cJSON_Delete(j);
+            return NULL;
+        }
+        cJSON_AddItemToObject(attrs, str(n->attribute[k]->name), v);
+    }
+    return j;
+}
+
+/* ---- the model ---- */
+
+/* The default domain's opset, which must be one moec reads. */
+static bool check_opsets(onnx_ctx *c, const Onnx__ModelProto *m) {
+    c->opset = -1;
+    for (size_t k = 0; k < m->n_opset_import; k++) {
+        const Onnx__OperatorSetIdProto *o = m->opset_import[k];
+        if (!o->domain || !*o->domain || strcmp(o->domain, "ai.onnx") == 0)
+            c->opset = (int)o->version;
+    }
+    if (c->opset < 0)
+        return mc_error(c->d, NULL, "the model imports no opset of the default ONNX domain");
+    if (c->opset < OPSET_MIN || c->opset > OPSET_MAX)
+        return mc_error(c->d, NULL,
+                        "the model uses opset %d of the default domain; moec reads "
+                        "opsets %d to %d",
+                        c->opset, OPSET_MIN, OPSET_MAX);
+    return true;
+}
+
+/* The file's name without directory and extension, as a C identifier: the model's name,
+ * which prefixes the generated API (ONNX graph names such as "torch_jit" say little). */
+static const char *model_name(onnx_ctx *c) {
+    const char *base = strrchr(c->file, '/');
+    char *s = mc_arena_strdup(c->arena, base ? base + 1 : c->file);
+    char *dot = strchr(s, '.');
+    if (dot && dot != s) *dot = 0;
+    for (char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_') *p = '_';
+    if (!*s || isdigit((unsigned char)*s) || strlen(s) > 60)
+        s = mc_arena_printf(c->arena, "m_%.60s", s);
+    return s;
+}
+
+static bool is_initializer(const Onnx__GraphProto *g, const char *name) {
+    for (size_t k = 0; k < g->n_initializer; k++)
+        if (strcmp(str(g->initializer[k]->name), name) == 0) return true;
+    return false;
+}
+
+static bool add_values(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
+    cJSON *ins = cJSON_AddArrayToObject(doc, "inputs"),
+          *outs = cJSON_AddArrayToObject(doc, "outputs");
+    for (size_t k = 0; k < g->n_input; k++) { /* before IR 4, initializers are inputs too */
+        if (is_initializer(g, str(g->input[k]->name))) continue;
+        cJSON *decl = value_decl(c, g->input[k]);
+        if (!decl) return false;
+        cJSON_AddItemToArray(ins, decl);
+    }
+    for (size_t k = 0; k < g->n_output; k++)
+        cJSON_AddItemToArray(outs, cJSON_CreateString(str(g->output[k]->name)));
+    cJSON *inits = cJSON_AddArrayToObject(doc, "initializers");
+    c->table.ntensors = (int)g->n_initializer;
+    c->table.tensors = mc_arena_alloc(c->arena, sizeof(mc_st_tensor) * (g->n_initializer + 1));
+    for (size_t k = 0; k < g->n_initializer; k++) {
+        cJSON *decl = initializer(c, g->initializer[k], &c->table.tensors[k]);
+        if (!decl) return false;
+        cJSON_AddItemToArray(inits, decl);
+    }
+    return true;
+}
+
+static bool add_nodes(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
+    cJSON *nodes = cJSON_AddArrayToObject(doc, "nodes");
+    for (size_t k = 0; k < g->n_node; k++) {
+        cJSON *n = node(c, g->node[k], k);
+        if (!n) return false;
+        cJSON_AddItemToArray(nodes, n);
+    }
+    return true;
+}
+
+/* The JSON document of the model; NULL after an error. */
+static cJSON *translate(onnx_ctx *c, const Onnx__ModelProto *m) {
+    if (!m->graph) {
+        mc_error(c->d, NULL, "the model has no graph");
+        return NULL;
+    }
+    if (!check_opsets(c, m)) return NULL;
+    cJSON *doc = cJSON_CreateObject();
+    cJSON_AddNumberToObject(doc, "moec", 1);
+    cJSON_AddStringToObject(doc, "name", model_name(c));
+    c->symbols = cJSON_AddObjectToObject(doc, "symbols");
+    if (!add_values(c, m->graph, doc) || !add_nodes(c, m->graph, doc)) {
+        cJSON_Delete(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+static void free_arena(void *arena) {
+    mc_arena_free(arena);
+}
+
+/* The model's JSON document (its bytes in c->table); NULL after an error. */
+static cJSON *read_model(onnx_ctx *c, const void *buf, size_t len) {
+    ProtobufCAllocator alloc = {pb_alloc, pb_free, c->arena};
+    Onnx__ModelProto *m = onnx__model_proto__unpack(&alloc, len, buf);
+    if (!m) {
+        mc_error(c->d, NULL, "not a valid ONNX model: its protobuf encoding does not parse");
+        return NULL;
+    }
+    c->table.path = c->file;
+    return translate(c, m);
+}
+
+mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char *base_dir,
+                       const mc_load_opts *opts, mc_diag *d) {
+    onnx_ctx c = {
+        .arena = mc_arena_new(), .d = d, .file = file ? file : "model.onnx", .opts = opts};
+    cJSON *doc = read_model(&c, buf, len);
+    char *json = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    mc_graph *g = NULL;
+    if (json) {
+        mc_load_opts o = opts ? *opts : (mc_load_opts){0};
+        o.weights_table = &c.table;
+        g = mc_load_model_from_memory(json, strlen(json), c.file, base_dir, &o, d);
+        cJSON_free(json);
+    }
+    if (g) /* the params' bytes stay in c.arena */
+        mc_arena_on_free(g->arena, free_arena, c.arena);
+    else
+        mc_arena_free(c.arena);
+    return g;
+}
+
+char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *weights,
+                      const mc_load_opts *opts, mc_diag *d) {
+    onnx_ctx c = {
+        .arena = mc_arena_new(), .d = d, .file = file ? file : "model.onnx", .opts = opts};
+    cJSON *doc = read_model(&c, buf, len);
+    char *json = NULL;
+    if (doc) {
+        cJSON_AddStringToObject(doc, "weights", weights);
+        json = cJSON_Print(doc);
+    }
+    cJSON_Delete(doc);
+    mc_arena_free(c.arena);
+    return json;
+}
