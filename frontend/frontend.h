@@ -51,8 +51,8 @@ mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char
                        const mc_load_opts *opts, mc_diag *d);
 /* That model as moec's JSON text (what the loader reads), naming `weights` as its
  * weights file; free with free(). NULL after an error. */
-char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *weights,
-                      const mc_load_opts *opts, mc_diag *d);
+char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *base_dir,
+                      const char *weights, const mc_load_opts *opts, mc_diag *d);
 
 /* ---- safetensors ---- */
 typedef struct mc_st_tensor {
@@ -71,6 +71,9 @@ struct mc_safetensors {
 /* Maps the file read-only (unmapped when the arena is freed) and checks the header:
  * JSON, dtypes, shapes, offsets in order, inside the file, sizes matching. */
 bool mc_st_open(mc_safetensors *st, const char *path, mc_arena *a, mc_diag *d);
+/* A whole file mapped read-only until the arena is freed ("" for an empty file); NULL
+ * after an error naming it as `what` ("weights file"). */
+const void *mc_map_file(const char *path, const char *what, size_t *len, mc_arena *a, mc_diag *d);
 bool mc_st_parse(mc_safetensors *st, const void *buf, size_t len, mc_arena *a, mc_diag *d);
 const mc_st_tensor *mc_st_find(const mc_safetensors *st, const char *name);
 /* Writes every param (and const) of g that has data, sorted by name, 8-byte aligned

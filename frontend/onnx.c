@@ -13,9 +13,16 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-enum { OPSET_MIN = 13, OPSET_MAX = 21 };
+enum { OPSET_MIN = 13, OPSET_MAX = 21, MAX_EXTERNAL_FILES = 64 };
+
+typedef struct {
+    const char *location;
+    const unsigned char *data;
+    size_t len;
+} external;
 
 typedef struct {
     mc_arena *arena; /* the parse and the tensor bytes: freed with the graph */
@@ -25,6 +32,9 @@ typedef struct {
     cJSON *symbols;       /* the symbols the inputs name, with their --max */
     mc_safetensors table; /* the initializers' bytes */
     int opset;            /* the default domain's */
+    const char *base_dir; /* the model's directory: external data lies there */
+    external files[MAX_EXTERNAL_FILES];
+    int nfiles;
 } onnx_ctx;
 
 /* proto2 leaves an absent string NULL; moec's names are never empty, so "" is absent. */
@@ -118,6 +128,71 @@ static cJSON *value_decl(onnx_ctx *c, const Onnx__ValueInfoProto *v) {
 
 /* ---- initializers: their bytes into the table ---- */
 
+/* The value of external_data's `key`, or NULL. */
+static const char *external_key(const Onnx__TensorProto *t, const char *key) {
+    for (size_t k = 0; k < t->n_external_data; k++)
+        if (strcmp(str(t->external_data[k]->key), key) == 0) return str(t->external_data[k]->value);
+    return NULL;
+}
+
+/* A file of external data, mapped once for all the tensors in it. */
+static const unsigned char *external_file(onnx_ctx *c, const char *location, size_t *len) {
+    for (int i = 0; i < c->nfiles; i++)
+        if (strcmp(c->files[i].location, location) == 0) {
+            *len = c->files[i].len;
+            return c->files[i].data;
+        }
+    const char *path =
+        c->base_dir ? mc_arena_printf(c->arena, "%s/%s", c->base_dir, location) : location;
+    const unsigned char *data = mc_map_file(path, "external data file", len, c->arena, c->d);
+    if (data && c->nfiles < MAX_EXTERNAL_FILES)
+        c->files[c->nfiles++] = (external){location, data, *len};
+    return data;
+}
+
+/* *out = s as a decimal count; an absent s leaves *out as it is. */
+static bool decimal(const char *s, unsigned long long *out) {
+    if (!s) return true;
+    char *end;
+    *out = strtoull(s, &end, 10);
+    return *s >= '0' && *s <= '9' && !*end;
+}
+
+/* An initializer kept in an external file (models over protobuf's 2 GiB): its bytes
+ * where they lie in the mapped file, copied only when misaligned for its dtype. The
+ * location must stay in the model's directory, as ONNX Runtime requires. */
+static bool external_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *out) {
+    const char *location = external_key(t, "location"), *off = external_key(t, "offset");
+    const char *len_s = external_key(t, "length"), *name = str(t->name);
+    if (!location || !*location || location[0] == '/' || strstr(location, ".."))
+        return mc_error(c->d, NULL,
+                        "initializer '%s': external data needs a location inside the model's "
+                        "directory, found '%s'",
+                        name, location ? location : "none");
+    unsigned long long offset = 0, length = out->nbytes;
+    if (!decimal(off, &offset) || !decimal(len_s, &length))
+        return mc_error(c->d, NULL,
+                        "initializer '%s': external data's offset and length must be "
+                        "decimal byte counts, found '%s' and '%s'",
+                        name, off ? off : "", len_s ? len_s : "");
+    size_t flen;
+    const unsigned char *file = external_file(c, location, &flen);
+    if (!file) return false;
+    if (length != out->nbytes || offset > flen || flen - offset < out->nbytes)
+        return mc_error(c->d, NULL,
+                        "initializer '%s': %s holds %llu bytes at offset %llu of its %zu; the "
+                        "tensor needs %zu",
+                        name, location, length, offset, flen, out->nbytes);
+    const unsigned char *at = file + offset;
+    if (offset % mc_dtype_size(out->dt)) {
+        unsigned char *copy = mc_arena_alloc(c->arena, out->nbytes ? out->nbytes : 1);
+        memcpy(copy, at, out->nbytes);
+        at = copy;
+    }
+    out->data = at;
+    return true;
+}
+
 /* The bytes of t, from raw_data or from the typed field ONNX keeps its dtype in. */
 static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *out) {
     int64_t n = 1;
@@ -129,12 +204,9 @@ static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *
         n *= t->dims[k];
     }
     size_t elem = mc_dtype_size(out->dt), bytes = (size_t)n * elem;
-    if (t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
-        return mc_error(c->d, NULL,
-                        "initializer '%s' keeps its data in an external file; moec reads "
-                        "initializers stored in the model",
-                        str(t->name));
     out->nbytes = bytes;
+    if (t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+        return external_bytes(c, t, out);
     if (t->has_raw_data) {
         if (t->raw_data.len != bytes)
             return mc_error(c->d, NULL, "initializer '%s' holds %zu bytes of data, expected %zu",
@@ -383,8 +455,11 @@ static cJSON *read_model(onnx_ctx *c, const void *buf, size_t len) {
 
 mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char *base_dir,
                        const mc_load_opts *opts, mc_diag *d) {
-    onnx_ctx c = {
-        .arena = mc_arena_new(), .d = d, .file = file ? file : "model.onnx", .opts = opts};
+    onnx_ctx c = {.arena = mc_arena_new(),
+                  .d = d,
+                  .file = file ? file : "model.onnx",
+                  .opts = opts,
+                  .base_dir = base_dir};
     cJSON *doc = read_model(&c, buf, len);
     char *json = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
@@ -402,10 +477,13 @@ mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char
     return g;
 }
 
-char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *weights,
-                      const mc_load_opts *opts, mc_diag *d) {
-    onnx_ctx c = {
-        .arena = mc_arena_new(), .d = d, .file = file ? file : "model.onnx", .opts = opts};
+char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *base_dir,
+                      const char *weights, const mc_load_opts *opts, mc_diag *d) {
+    onnx_ctx c = {.arena = mc_arena_new(),
+                  .d = d,
+                  .file = file ? file : "model.onnx",
+                  .opts = opts,
+                  .base_dir = base_dir};
     cJSON *doc = read_model(&c, buf, len);
     char *json = NULL;
     if (doc) {

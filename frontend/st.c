@@ -118,30 +118,39 @@ static void unmap(void *ctx) {
     munmap(m->addr, m->len);
 }
 
-bool mc_st_open(mc_safetensors *st, const char *path, mc_arena *a, mc_diag *d) {
-    const char *saved = d->file;
-    d->file = path;
-    st->path = mc_arena_strdup(a, path);
-    bool ok = false;
+const void *mc_map_file(const char *path, const char *what, size_t *len, mc_arena *a, mc_diag *d) {
     int fd = open(path, O_RDONLY);
     struct stat sb;
+    const void *data = NULL;
     if (fd < 0 || fstat(fd, &sb) != 0) {
-        d->file = saved; /* the model names the file: report it there */
-        mc_error(d, NULL, "cannot open weights file %s: %s", path, strerror(errno));
+        mc_error(d, NULL, "cannot open %s %s: %s", what, path, strerror(errno));
     } else if (sb.st_size == 0) {
-        ok = mc_st_parse(st, "", 0, a, d);
+        data = "";
     } else {
         void *addr = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (addr == MAP_FAILED) {
-            mc_error(d, NULL, "cannot map weights file: %s", strerror(errno));
+            mc_error(d, NULL, "cannot map %s %s: %s", what, path, strerror(errno));
         } else {
             mapping *m = mc_arena_alloc(a, sizeof *m);
             *m = (mapping){addr, (size_t)sb.st_size};
             mc_arena_on_free(a, unmap, m);
-            ok = mc_st_parse(st, addr, (size_t)sb.st_size, a, d);
+            data = addr;
         }
     }
     if (fd >= 0) close(fd);
+    *len = data ? (size_t)sb.st_size : 0;
+    return data;
+}
+
+bool mc_st_open(mc_safetensors *st, const char *path, mc_arena *a, mc_diag *d) {
+    st->path = mc_arena_strdup(a, path);
+    size_t len;
+    /* the model names the file: a failure to open it is reported there */
+    const void *data = mc_map_file(path, "weights file", &len, a, d);
+    if (!data) return false;
+    const char *saved = d->file;
+    d->file = path;
+    bool ok = mc_st_parse(st, data, len, a, d);
     if (ok) d->file = saved;
     return ok;
 }

@@ -255,6 +255,15 @@ int cmd_init_weights(const cli_args *a) {
     return ok ? EXIT_OK : cli_fail(&d);
 }
 
+/* The directory of the model file, or NULL for the current one. */
+static char *model_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return NULL;
+    char *dir = strndup(path, (size_t)(slash - path));
+    if (!dir) mc_oom((size_t)(slash - path) + 1);
+    return dir;
+}
+
 /* -o's path with ".json" (if there) replaced by ".safetensors". */
 static char *weights_beside(const char *json_path) {
     size_t n = strlen(json_path);
@@ -292,7 +301,9 @@ int cmd_import(const cli_args *a) {
     if (!d.failed) {
         const char *slash = strrchr(wpath, '/');
         mc_load_opts lo = load_opts(a);
-        json = mc_onnx_to_json(bytes, len, a->model, slash ? slash + 1 : wpath, &lo, &d);
+        char *dir = model_dir(a->model);
+        json = mc_onnx_to_json(bytes, len, a->model, dir, slash ? slash + 1 : wpath, &lo, &d);
+        free(dir);
     }
     bool ok = json && mc_st_write_params(wpath, g, &d) && write_text(a->out_path, json, &d);
     if (json && !ok) remove(wpath);

@@ -284,7 +284,11 @@ def onnx_cases():
     ext = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
     ext.ClearField("raw_data")
     ext.data_location = TensorProto.EXTERNAL
-    ext.external_data.add(key="location", value="w.bin")
+    ext.external_data.add(key="location", value="w.bin")  # not there
+    escape = numpy_helper.from_array(np.ones((4, 3), np.float32), "W")
+    escape.ClearField("raw_data")
+    escape.data_location = TensorProto.EXTERNAL
+    escape.external_data.add(key="location", value="../w.bin")
     cases = {
         "90-onnx-unknown-op": onnx_model([helper.make_node("NonMaxSuppression", ["x", "W"], ["y"], name="nms")]),
         "91-onnx-domain": onnx_model([helper.make_node("FusedGemm", ["x", "W"], ["y"], domain="com.example")],
@@ -295,6 +299,7 @@ def onnx_cases():
         "95-onnx-unnamed-dim": onnx_model(x_shape=(None, 4)),
         "96-onnx-truncated": onnx_model()[:-7],
         "97-onnx-external-data": onnx_model(inits=[ext]),
+        "89-onnx-external-escape": onnx_model(inits=[escape]),
     }
     for name, data in cases.items():
         write_bin(name + ".onnx", data)

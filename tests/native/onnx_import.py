@@ -8,7 +8,9 @@ read as ONNX too), and their outputs match NumPy's in the interpreter and native
     (int64_data), Cast of a float16 initializer (its bits in int32_data), a nameless
     node, at opset 13 and 21;
   - `moec import` writes the JSON and a safetensors file that give the same bits in the
-    interpreter as the .onnx file itself.
+    interpreter as the .onnx file itself;
+  - the dense model saved with its initializers in an external data file (as models
+    over 2 GiB must be) gives the same bits as with them inside.
 Errors (an op, domain, opset, dtype or dim moec cannot read, a truncated file) are in
 the bad-input corpus (tests/diag, cases 90-99).
 usage: onnx_import.py MOEC [--quick]   (--quick: the interpreter only)"""
@@ -124,21 +126,46 @@ def check_import(moec, path, d):
     return problems
 
 
+def check_external(moec, work):
+    """The dense model with its tensors in one external file."""
+    import onnx
+    model, want = dense_model(17)
+    d = os.path.join(work, "external")
+    os.makedirs(d)
+    inside, outside = os.path.join(d, "inside.onnx"), os.path.join(d, "outside.onnx")
+    onnx.save_model(model, inside)
+    onnx.save_model(model, outside, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="outside.bin", size_threshold=0)
+    problems = []
+    stored = {t.name: t for t in onnx.load(outside, load_external_data=False).graph.initializer}
+    if stored["W"].data_location != onnx.TensorProto.EXTERNAL:  # b, as float_data, stays in
+        problems.append("the external-data model still holds W")
+    x = RNG.standard_normal((4, 6)).astype(np.float32)
+    ys = [outputs([moec, "run", p, "--max", "batch=8", "--interp"], x, d, tag)
+          for tag, p in (("in", inside), ("out", outside))]
+    if ys[0].tobytes() != ys[1].tobytes() or not np.allclose(ys[1], want(x), rtol=1e-5, atol=1e-5):
+        problems.append("external data: outputs differ from the model with its tensors inside")
+    return problems
+
+
 def main():
     moec = os.path.abspath(sys.argv[1])
     quick = "--quick" in sys.argv
     cases = [("dense13", *dense_model(13)), ("gemm17", *gemm_model(17)), ("gemm21", *gemm_model(21))]
     failed = 0
     with tempfile.TemporaryDirectory() as work:
-        for name, model, want in cases:
+        checks = [(name, lambda m=model, w=want, n=name: check_model(moec, n, m, w, work, quick))
+                  for name, model, want in cases]
+        checks.append(("external data", lambda: check_external(moec, work)))
+        for name, check in checks:
             try:
-                problems = check_model(moec, name, model, want, work, quick)
+                problems = check()
             except RuntimeError as e:
                 problems = [str(e)]
             for p in problems:
                 print("FAIL %s: %s" % (name, p))
             failed += bool(problems)
-    print("%d models, %d failed" % (len(cases), failed))
+    print("%d checks, %d failed" % (len(checks), failed))
     return 1 if failed else 0
 
 
