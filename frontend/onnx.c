@@ -32,6 +32,8 @@ typedef struct {
     cJSON *symbols;       /* the symbols the inputs name, with their --max */
     mc_safetensors table; /* the initializers' bytes */
     int opset;            /* the default domain's */
+    cJSON *inits;         /* the document's initializers, which versions of ops add to */
+    int table_cap;        /* entries c->table.tensors has room for */
     const char *base_dir; /* the model's directory: external data lies there */
     external files[MAX_EXTERNAL_FILES];
     int nfiles;
@@ -239,6 +241,19 @@ static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *
     return true;
 }
 
+/* Appends t to the initializers' table, which grows by doubling in the arena. */
+static void add_table_entry(onnx_ctx *c, const mc_st_tensor *t) {
+    if (c->table.ntensors == c->table_cap) {
+        int cap = c->table_cap ? 2 * c->table_cap : 16;
+        mc_st_tensor *grown = mc_arena_alloc(c->arena, sizeof *grown * (size_t)cap);
+        if (c->table.ntensors)
+            memcpy(grown, c->table.tensors, sizeof *grown * (size_t)c->table.ntensors);
+        c->table.tensors = grown;
+        c->table_cap = cap;
+    }
+    c->table.tensors[c->table.ntensors++] = *t;
+}
+
 static cJSON *initializer(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *entry) {
     const char *what = mc_arena_printf(c->arena, "initializer '%s'", str(t->name));
     mc_dtype dt;
@@ -315,6 +330,41 @@ static const char *standard_ops(onnx_ctx *c) {
     return s;
 }
 
+/* ---- versions of ops: each opset's form into the one moec's IR takes ---- */
+
+/* Before opset 18, ReduceMean and ReduceMax (ReduceSum since 13 takes an input) take
+ * their axes as an attribute: moved into an int64 initializer given as input 1. */
+static bool attr_axes_to_input(onnx_ctx *c, const Onnx__NodeProto *n, size_t i, cJSON *j) {
+    bool old_form = c->opset < 18 &&
+                    (strcmp(n->op_type, "ReduceMean") == 0 || strcmp(n->op_type, "ReduceMax") == 0);
+    cJSON *attrs = cJSON_GetObjectItemCaseSensitive(j, "attrs");
+    cJSON *axes = old_form && attrs ? cJSON_DetachItemFromObject(attrs, "axes") : NULL;
+    if (!axes) return true;
+    int count = cJSON_GetArraySize(axes);
+    const char *name = mc_arena_printf(c->arena, "%s.axes.%zu", n->op_type, i);
+    int64_t *v = mc_arena_alloc(c->arena, sizeof(int64_t) * (size_t)(count + 1));
+    int k = 0;
+    for (const cJSON *a = axes->child; a; a = a->next)
+        v[k++] = (int64_t)a->valuedouble;
+    cJSON_Delete(axes);
+    cJSON *decl = cJSON_CreateObject(), *shape = cJSON_CreateArray();
+    cJSON_AddStringToObject(decl, "name", name);
+    cJSON_AddStringToObject(decl, "dtype", "int64");
+    cJSON_AddItemToArray(shape, cJSON_CreateNumber(count));
+    cJSON_AddItemToObject(decl, "shape", shape);
+    cJSON_AddItemToArray(c->inits, decl);
+    cJSON *ins = cJSON_GetObjectItemCaseSensitive(j, "inputs");
+    cJSON_AddItemToArray(ins, cJSON_CreateString(name));
+    mc_st_tensor t = {.name = name,
+                      .dt = MC_DT_I64,
+                      .rank = 1,
+                      .dims = {count},
+                      .data = v,
+                      .nbytes = sizeof(int64_t) * (size_t)count};
+    add_table_entry(c, &t);
+    return true;
+}
+
 static cJSON *node(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
     const char *what = node_what(c, n, i);
     bool standard = !n->domain || !*n->domain || strcmp(n->domain, "ai.onnx") == 0;
@@ -343,6 +393,10 @@ static cJSON *node(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
             return NULL;
         }
         cJSON_AddItemToObject(attrs, str(n->attribute[k]->name), v);
+    }
+    if (!attr_axes_to_input(c, n, i, j)) {
+        cJSON_Delete(j);
+        return NULL;
     }
     return j;
 }
@@ -398,13 +452,13 @@ static bool add_values(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
     }
     for (size_t k = 0; k < g->n_output; k++)
         cJSON_AddItemToArray(outs, cJSON_CreateString(str(g->output[k]->name)));
-    cJSON *inits = cJSON_AddArrayToObject(doc, "initializers");
-    c->table.ntensors = (int)g->n_initializer;
-    c->table.tensors = mc_arena_alloc(c->arena, sizeof(mc_st_tensor) * (g->n_initializer + 1));
+    c->inits = cJSON_AddArrayToObject(doc, "initializers");
     for (size_t k = 0; k < g->n_initializer; k++) {
-        cJSON *decl = initializer(c, g->initializer[k], &c->table.tensors[k]);
+        mc_st_tensor t;
+        cJSON *decl = initializer(c, g->initializer[k], &t);
         if (!decl) return false;
-        cJSON_AddItemToArray(inits, decl);
+        cJSON_AddItemToArray(c->inits, decl);
+        add_table_entry(c, &t);
     }
     return true;
 }

@@ -6,7 +6,9 @@ read as ONNX too), and their outputs match NumPy's in the interpreter and native
     raw bytes and the bias as float_data;
   - Gemm (transB, alpha, beta, a bias), Softmax, Reshape to an int64 shape initializer
     (int64_data), Cast of a float16 initializer (its bits in int32_data), a nameless
-    node, at opset 13 and 21;
+    node, at opset 17 and 21;
+  - RMSNorm as exports write it, with ReduceMean and ReduceMax taking their axes as an
+    attribute (opset 13) and as an input (opset 18);
   - `moec import` writes the JSON and a safetensors file that give the same bits in the
     interpreter as the .onnx file itself;
   - the dense model saved with its initializers in an external data file (as models
@@ -71,6 +73,33 @@ def gemm_model(opset):
         z = 0.5 * (x @ wt.T) + 2 * c
         e = np.exp(z - z.max(-1, keepdims=True))
         return (e / e.sum(-1, keepdims=True) + half.astype(np.float32)).reshape(-1, 2, 2)
+    return model, want
+
+
+def rmsnorm_model(opset):
+    """RMSNorm as exports write it: x / Sqrt(ReduceMean(x * x) + eps) * w, plus the row's
+    ReduceMax. Before opset 18 both Reduce ops take axes as an attribute, from 18 on as
+    an input."""
+    w = RNG.standard_normal(6).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1e-5], np.float32), "eps")]
+    if opset < 18:
+        mean = helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[-1], keepdims=1)
+        most = helper.make_node("ReduceMax", ["x"], ["mx"], axes=[1], keepdims=1)
+    else:
+        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "last"))
+        mean = helper.make_node("ReduceMean", ["sq", "last"], ["ms"], keepdims=1)
+        most = helper.make_node("ReduceMax", ["x", "last"], ["mx"], keepdims=1)
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["sq"]), mean,
+         helper.make_node("Add", ["ms", "eps"], ["var"]), helper.make_node("Sqrt", ["var"], ["rms"]),
+         helper.make_node("Div", ["x", "rms"], ["n"]), helper.make_node("Mul", ["n", "w"], ["nw"]), most,
+         helper.make_node("Add", ["nw", "mx"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+    def want(x):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + np.float32(1e-5)) * w + x.max(-1, keepdims=True)
     return model, want
 
 
@@ -151,7 +180,8 @@ def check_external(moec, work):
 def main():
     moec = os.path.abspath(sys.argv[1])
     quick = "--quick" in sys.argv
-    cases = [("dense13", *dense_model(13)), ("gemm17", *gemm_model(17)), ("gemm21", *gemm_model(21))]
+    cases = [("dense13", *dense_model(13)), ("gemm17", *gemm_model(17)), ("gemm21", *gemm_model(21)),
+             ("rmsnorm13", *rmsnorm_model(13)), ("rmsnorm18", *rmsnorm_model(18))]
     failed = 0
     with tempfile.TemporaryDirectory() as work:
         checks = [(name, lambda m=model, w=want, n=name: check_model(moec, n, m, w, work, quick))
