@@ -254,8 +254,11 @@ static void add_table_entry(onnx_ctx *c, const mc_st_tensor *t) {
     c->table.tensors[c->table.ntensors++] = *t;
 }
 
-static cJSON *initializer(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *entry) {
-    const char *what = mc_arena_printf(c->arena, "initializer '%s'", str(t->name));
+/* The declaration and table entry of tensor t, named `name` (NULL: its own). */
+static cJSON *initializer(onnx_ctx *c, const Onnx__TensorProto *t, const char *name,
+                          mc_st_tensor *entry) {
+    name = name ? name : str(t->name);
+    const char *what = mc_arena_printf(c->arena, "initializer '%s'", name);
     mc_dtype dt;
     if (!dtype_of(c, t->data_type, what, &dt)) return NULL;
     if (t->n_dims > MC_MAX_RANK) {
@@ -263,13 +266,13 @@ static cJSON *initializer(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor 
                  MC_MAX_RANK);
         return NULL;
     }
-    *entry = (mc_st_tensor){.name = str(t->name), .dt = dt, .rank = (int)t->n_dims};
+    *entry = (mc_st_tensor){.name = name, .dt = dt, .rank = (int)t->n_dims};
     cJSON *decl = cJSON_CreateObject(), *shape = cJSON_CreateArray();
     for (size_t k = 0; k < t->n_dims; k++) {
         entry->dims[k] = t->dims[k];
         cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->dims[k]));
     }
-    cJSON_AddStringToObject(decl, "name", str(t->name));
+    cJSON_AddStringToObject(decl, "name", name);
     cJSON_AddStringToObject(decl, "dtype", mc_dtype_json_name(dt));
     cJSON_AddItemToObject(decl, "shape", shape);
     if (!tensor_bytes(c, t, entry)) {
@@ -455,7 +458,7 @@ static bool add_values(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
     c->inits = cJSON_AddArrayToObject(doc, "initializers");
     for (size_t k = 0; k < g->n_initializer; k++) {
         mc_st_tensor t;
-        cJSON *decl = initializer(c, g->initializer[k], &t);
+        cJSON *decl = initializer(c, g->initializer[k], NULL, &t);
         if (!decl) return false;
         cJSON_AddItemToArray(c->inits, decl);
         add_table_entry(c, &t);
@@ -463,9 +466,61 @@ static bool add_values(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
     return true;
 }
 
+/* A Constant's value as an initializer named after its output: exports hold many. */
+static bool constant(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
+    const char *what = node_what(c, n, i);
+    if (n->n_output != 1 || n->n_attribute != 1)
+        return mc_error(c->d, NULL, "%s: a Constant has one output and one value attribute", what);
+    const Onnx__AttributeProto *a = n->attribute[0];
+    const char *name = str(n->output[0]);
+    Onnx__TensorProto t = ONNX__TENSOR_PROTO__INIT; /* the other forms, as a tensor */
+    int64_t count[1];
+    if (strcmp(str(a->name), "value") == 0 && a->t) {
+        t = *a->t;
+    } else if (strcmp(str(a->name), "value_float") == 0 ||
+               strcmp(str(a->name), "value_floats") == 0) {
+        bool one = a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+        t.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+        t.n_float_data = one ? 1 : a->n_floats;
+        t.float_data = one ? (float *)&a->f : a->floats;
+    } else if (strcmp(str(a->name), "value_int") == 0 || strcmp(str(a->name), "value_ints") == 0) {
+        bool one = a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+        t.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+        t.n_int64_data = one ? 1 : a->n_ints;
+        t.int64_data = one ? (int64_t *)&a->i : a->ints;
+    } else {
+        return mc_error(c->d, NULL,
+                        "%s: a Constant's '%s' is not read; moec reads value (a tensor), "
+                        "value_float(s) and value_int(s)",
+                        what, str(a->name));
+    }
+    bool list =
+        strcmp(str(a->name), "value_floats") == 0 || strcmp(str(a->name), "value_ints") == 0;
+    if (list) { /* a 1-D tensor; the single forms are scalars */
+        count[0] = (int64_t)(t.n_float_data + t.n_int64_data);
+        t.n_dims = 1;
+        t.dims = count;
+    }
+    mc_st_tensor entry;
+    cJSON *decl = initializer(c, &t, name, &entry);
+    if (!decl) return false;
+    cJSON_AddItemToArray(c->inits, decl);
+    add_table_entry(c, &entry);
+    return true;
+}
+
+static bool is_constant(const Onnx__NodeProto *n) {
+    bool standard = !n->domain || !*n->domain || strcmp(n->domain, "ai.onnx") == 0;
+    return standard && strcmp(str(n->op_type), "Constant") == 0;
+}
+
 static bool add_nodes(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
     cJSON *nodes = cJSON_AddArrayToObject(doc, "nodes");
     for (size_t k = 0; k < g->n_node; k++) {
+        if (is_constant(g->node[k])) {
+            if (!constant(c, g->node[k], k)) return false;
+            continue;
+        }
         cJSON *n = node(c, g->node[k], k);
         if (!n) return false;
         cJSON_AddItemToArray(nodes, n);

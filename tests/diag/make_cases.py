@@ -300,6 +300,7 @@ def onnx_cases():
         "96-onnx-truncated": onnx_model()[:-7],
         "97-onnx-external-data": onnx_model(inits=[ext]),
         "89-onnx-external-escape": onnx_model(inits=[escape]),
+        "88-onnx-constant-string": onnx_model([helper.make_node("Constant", [], ["y"], value_string="s")]),
     }
     for name, data in cases.items():
         write_bin(name + ".onnx", data)

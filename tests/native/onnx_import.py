@@ -9,6 +9,7 @@ read as ONNX too), and their outputs match NumPy's in the interpreter and native
     node, at opset 17 and 21;
   - RMSNorm as exports write it, with ReduceMean and ReduceMax taking their axes as an
     attribute (opset 13) and as an input (opset 18);
+  - Constant nodes (a tensor, value_float, value_ints) read as initializers;
   - `moec import` writes the JSON and a safetensors file that give the same bits in the
     interpreter as the .onnx file itself;
   - the dense model saved with its initializers in an external data file (as models
@@ -103,6 +104,23 @@ def rmsnorm_model(opset):
     return model, want
 
 
+def constant_model(opset):
+    """Constant nodes in each form moec reads (a tensor, value_float, value_ints) feeding
+    Mul, Add and Reshape, as exports write them."""
+    shift = RNG.standard_normal(6).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Constant", [], ["two"], value_float=2.0),
+         helper.make_node("Constant", [], ["shift"], value=numpy_helper.from_array(shift)),
+         helper.make_node("Constant", [], ["shape"], value_ints=[-1, 3, 2]),
+         helper.make_node("Mul", ["x", "two"], ["a"]),
+         helper.make_node("Add", ["a", "shift"], ["b"]),
+         helper.make_node("Reshape", ["b", "shape"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    return model, lambda x: (2 * x + shift).reshape(-1, 3, 2)
+
+
 def outputs(cmd, x, d, tag):
     xp, yp = os.path.join(d, tag + "_x.npy"), os.path.join(d, tag + "_y.npy")
     np.save(xp, x)
@@ -181,7 +199,8 @@ def main():
     moec = os.path.abspath(sys.argv[1])
     quick = "--quick" in sys.argv
     cases = [("dense13", *dense_model(13)), ("gemm17", *gemm_model(17)), ("gemm21", *gemm_model(21)),
-             ("rmsnorm13", *rmsnorm_model(13)), ("rmsnorm18", *rmsnorm_model(18))]
+             ("rmsnorm13", *rmsnorm_model(13)), ("rmsnorm18", *rmsnorm_model(18)),
+             ("constants", *constant_model(19))]
     failed = 0
     with tempfile.TemporaryDirectory() as work:
         checks = [(name, lambda m=model, w=want, n=name: check_model(moec, n, m, w, work, quick))
