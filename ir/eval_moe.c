@@ -122,6 +122,9 @@ static mc_real act(act_kind a, mc_real x) {
     case MC_A_MOE_MOE_activation_type_gelu:
         return EV_C(0.5) * x * (EV_C(1.0) + ev_erf(x * EV_C(0.70710678118654752)));
     case MC_A_MOE_MOE_activation_type_silu: return x * (EV_C(1.0) / (EV_C(1.0) + ev_exp(-x)));
+    case MC_A_MOE_MOE_activation_type_gelu_tanh: /* ONNX Runtime's MoE gelu */
+        return EV_C(0.5) * x *
+               (EV_C(1.0) + ev_tanh(EV_C(0.7978845608028654) * (x + EV_C(0.044715) * x * x * x)));
     }
     return x;
 }

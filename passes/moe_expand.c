@@ -27,7 +27,8 @@ typedef struct {
     const char *base; /* prefix of new names */
     mc_op act;        /* the expert activation */
     mc_diag *d;
-    bool ok; /* false once a node failed shape inference */
+    bool ok;       /* false once a node failed shape inference */
+    bool act_tanh; /* gelu_tanh: the Gelu takes approximate="tanh" */
 } expander;
 
 static int new_temp(expander *x, const char *role) {
@@ -57,7 +58,8 @@ static int op1(expander *x, mc_op op, const char *role, const int *in, int nin, 
 static mc_op activation(const mc_node *moe) {
     switch ((enum MC_A_MOE_MOE_activation_type_choices)mc_attr_choice(moe, "activation_type")) {
     case MC_A_MOE_MOE_activation_type_relu: return MC_OP_RELU;
-    case MC_A_MOE_MOE_activation_type_gelu: return MC_OP_GELU;
+    case MC_A_MOE_MOE_activation_type_gelu:
+    case MC_A_MOE_MOE_activation_type_gelu_tanh: return MC_OP_GELU;
     case MC_A_MOE_MOE_activation_type_silu: return MC_OP_SILU;
     }
     mc_die("moe.MoE node '%s': bad activation_type", moe->name);
@@ -65,9 +67,10 @@ static mc_op activation(const mc_node *moe) {
 
 /* act(gate) * up when gated, else act(up). */
 static int hidden(expander *x, int up, int gate, const char *prefix) {
-    int a = gate >= 0 ? gate : up;
-    const char *act_role = mc_arena_printf(x->g->arena, "%sact", prefix);
-    int h = op1(x, x->act, act_role, &a, 1, -1);
+    int a = gate >= 0 ? gate : up, h = new_temp(x, mc_arena_printf(x->g->arena, "%sact", prefix));
+    int id = emit(x, x->act, mc_arena_printf(x->g->arena, "%sact", prefix), &a, 1, &h, 1);
+    if (x->act_tanh) mc_node_set_str(x->g, mc_nod(x->g, id), "approximate", "tanh");
+    finish(x, id);
     if (gate < 0) return h;
     int mul[2] = {h, up};
     return op1(x, MC_OP_MUL, mc_arena_printf(x->g->arena, "%sglu", prefix), mul, 2, -1);
@@ -134,7 +137,10 @@ static bool expand_one(mc_graph *g, int node, mc_diag *d) {
     int y = moe.out[0], in[NUM_IN];
     for (int i = 0; i < NUM_IN; i++)
         in[i] = i < moe.nin ? moe.in[i] : -1;
-    expander x = {g, node, *moe.name ? moe.name : mc_val(g, y)->name, activation(&moe), d, true};
+    bool tanh_gelu =
+        mc_attr_choice(&moe, "activation_type") == MC_A_MOE_MOE_activation_type_gelu_tanh;
+    expander x = {g,    node,     *moe.name ? moe.name : mc_val(g, y)->name, activation(&moe), d,
+                  true, tanh_gelu};
     int rw[2], disp[4];
     int64_t experts = route(&x, &moe, in, rw);
     dispatch(&x, in[IN_X], rw, experts, disp);

@@ -9,6 +9,11 @@ packages=(build-essential cmake pkg-config llvm-19-dev libzstd-dev clang-19 libc
           python3 python3-numpy python3-onnx gnuplot-nox
           qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 
+# Node.js runs ONNX Runtime for the tests that compare with it (tests/ort); Debian's only
+# when none is on PATH (a Node.js with its own npm conflicts with Debian's npm package).
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# ONNX Runtime's CPU build from npm, the peer the ONNX tests compare with: the package
+# alone (--ignore-scripts fetches nothing else).
+[ -d tests/ort/node_modules/onnxruntime-node ] ||
+    (cd tests/ort && npm install --ignore-scripts --no-package-lock --no-audit --no-fund)
 jobs=$(nproc)
 
 echo "== release build and tests"

@@ -20,6 +20,11 @@ add_test(NAME native.onnx
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/onnx_import.py $<TARGET_FILE:moec>
                  ${QUICK_FLAG})
 set_tests_properties(native.onnx PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# com.microsoft.MoE: the same file in onnxruntime-node (tests/ort) and in moec.
+add_test(NAME native.onnx_moe
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/onnx_moe.py $<TARGET_FILE:moec>
+                 ${QUICK_FLAG})
+set_tests_properties(native.onnx_moe PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # The dot-product kernels where the host has them: bf16 weights against the interpreter
 # on activations rounded to bf16, int8 / int4 against NumPy's int8-activation model.
 add_test(NAME native.dot_kernels

@@ -278,6 +278,21 @@ def onnx_model(nodes=None, opset=17, x_type=None, x_shape=("batch", 4), inits=No
     return helper.make_model(g, opset_imports=opsets).SerializeToString()
 
 
+def moe_onnx(inputs=("x", "r", "fc1", "", "fc2"), **attrs):
+    """A com.microsoft.MoE node (E = 2, H = 4, I = 3) with the inputs and attributes given."""
+    from onnx import TensorProto, helper, numpy_helper
+    f = 2 if attrs.get("activation_type") == "swiglu" else 1
+    inits = [numpy_helper.from_array(np.ones((2, 3 * f, 4), np.float32), "fc1"),
+             numpy_helper.from_array(np.ones((2, 4, 3), np.float32), "fc2"),
+             numpy_helper.from_array(np.ones((2, 3 * f), np.float32), "b1")]
+    node = helper.make_node("MoE", list(inputs), ["y"], domain="com.microsoft", **attrs)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+                                        helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(g, opset_imports=opsets).SerializeToString()
+
+
 def onnx_cases():
     """ONNX models moec cannot read, each for one reason; `moec check` names it."""
     from onnx import TensorProto, helper, numpy_helper
@@ -306,6 +321,16 @@ def onnx_cases():
         write_bin(name + ".onnx", data)
         more = "" if name == "94-onnx-no-max" else " --max batch=4"
         write(name, args="check %s.onnx%s" % (name, more))
+    moe_cases = {
+        "80-onnx-moe-bias": moe_onnx(["x", "r", "fc1", "b1", "fc2"]),
+        "81-onnx-moe-sparse-mixer": moe_onnx(use_sparse_mixer=1, k=2),
+        "82-onnx-moe-swiglu-fusion": moe_onnx(activation_type="swiglu"),
+        "83-onnx-moe-identity": moe_onnx(activation_type="identity"),
+        "84-onnx-moe-weights-not-initializers": moe_onnx(["x", "r", "x", "", "fc2"]),
+    }
+    for name, data in moe_cases.items():
+        write_bin(name + ".onnx", data)
+        write(name, args="check %s.onnx --max batch=4" % name)
     write("98-onnx-max-unused", args="check 60-run.json --max B=4")
     write("99-onnx-import-bad", args="import 90-onnx-unknown-op.onnx --max batch=4 -o OUT.json")
 
