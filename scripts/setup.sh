@@ -3,10 +3,11 @@
 set -euo pipefail
 
 # qemu-user and the AArch64 cross compiler: the tests run AArch64 code (tests/native/aarch64.sh).
-# protobuf-c reads ONNX models; the tests write theirs with python3-onnx.
+# protobuf-c reads ONNX models; the tests write theirs with python3-onnx and run ONNX's
+# node tests (libonnx-testdata).
 packages=(build-essential cmake pkg-config llvm-19-dev libzstd-dev clang-19 libclang-rt-19-dev
           libcjson-dev libcriterion-dev libprotobuf-c-dev protobuf-c-compiler
-          python3 python3-numpy python3-onnx gnuplot-nox
+          python3 python3-numpy python3-onnx libonnx-testdata gnuplot-nox
           qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 
 # Node.js runs ONNX Runtime for the tests that compare with it (tests/ort); Debian's only

@@ -20,6 +20,12 @@ add_test(NAME native.onnx
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/onnx_import.py $<TARGET_FILE:moec>
                  ${QUICK_FLAG})
 set_tests_properties(native.onnx PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
+# ONNX's own node tests for every op moec has (libonnx-testdata), with the list of those
+# that cannot pass yet.
+add_test(NAME native.onnx_node_tests
+         COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/onnx_node_tests.py
+                 $<TARGET_FILE:moec> ${QUICK_FLAG})
+set_tests_properties(native.onnx_node_tests PROPERTIES ENVIRONMENT "${NATIVE_ENV}")
 # com.microsoft.MoE: the same file in onnxruntime-node (tests/ort) and in moec.
 add_test(NAME native.onnx_moe
          COMMAND ${SYSTEM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/native/onnx_moe.py $<TARGET_FILE:moec>
