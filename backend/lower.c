@@ -169,7 +169,11 @@ static void lower_node(lowering *L, int id) {
     int max_in = mc_op_infos[n->op].max_in;
     LLVMValueRef in = tensor_array(L, n->nin, max_in == MC_VARIADIC ? 0 : max_in, id, n->in, false);
     bool scratch = mc_op_infos[n->op].flags & MC_OPF_SCRATCH;
-    LLVMValueRef out = tensor_array(L, n->nout, 0, id, n->out, scratch);
+    /* Optional outputs past the node's are there with p NULL, as optional inputs are
+     * (the scratch, when there is one, comes right after the node's own). */
+    int max_out =
+        scratch || mc_op_infos[n->op].max_out == MC_VARIADIC ? 0 : mc_op_infos[n->op].max_out;
+    LLVMValueRef out = tensor_array(L, n->nout, max_out, id, n->out, scratch);
     const char *kname = mc_arena_printf(c->g->arena, "mk_%s", mb_op_id_name(n->op));
     /* A kernel the library lacks stays a declaration; mb_compile reports it. */
     LLVMValueRef fn = LLVMGetNamedFunction(c->mod, kname);

@@ -262,6 +262,8 @@ static bool norm(const mc_kernel_ctx *k, bool rms) {
         mc_real inv = EV_C(1.0) / ev_sqrt(var / (mc_real)n + eps);
         for (int64_t j = 0; j < n; j++)
             y->f[r * n + j] = (px[j] - mean) * inv * scale->f[j] + (bias ? bias->f[j] : EV_C(0.0));
+        if (k->n->nout > 1) k->out[1].f[r] = mean; /* LayerNormalization's optional outputs */
+        if (k->n->nout > 2) k->out[2].f[r] = inv;
     }
     return true;
 }

@@ -175,8 +175,17 @@ static bool norm(mc_infer_ctx *cx) {
     inf_set(cx, 0, inf_in(cx, 0)->dt, &inf_in(cx, 0)->shape);
     return true;
 }
+/* And the optional Mean and InvStdDev: f32, X's shape with the normalized dims 1. */
 bool mc_infer_LAYER_NORM(mc_infer_ctx *cx) {
-    return norm(cx);
+    if (!norm(cx)) return false;
+    mc_shape stats = inf_in(cx, 0)->shape;
+    int axis = (int)mc_attr_int(cx->n, "axis");
+    axis = axis < 0 ? axis + stats.rank : axis;
+    for (int i = axis; i < stats.rank; i++)
+        stats.d[i] = mc_dim_const(1);
+    for (int k = 1; k < cx->n->nout; k++)
+        inf_set(cx, k, MC_DT_F32, &stats);
+    return true;
 }
 bool mc_infer_RMS_NORM(mc_infer_ctx *cx) {
     return norm(cx);

@@ -90,8 +90,11 @@ static int opcode_of(const mc_node *n) {
     }
 }
 
+/* A norm a chain can start from: not a LayerNormalization whose Mean and InvStdDev
+ * outputs are asked for (the fused norm has only Y). */
 static bool is_norm(const mc_node *n) {
-    return n->op == MC_OP_LAYER_NORM || n->op == MC_OP_RMS_NORM || n->op == MC_OP_MOE_FUSED_NORM;
+    return (n->op == MC_OP_LAYER_NORM && n->nout == 1) || n->op == MC_OP_RMS_NORM ||
+           n->op == MC_OP_MOE_FUSED_NORM;
 }
 
 /* A norm (plain, or fused with the chain it already heads) as the head of a chain. */

@@ -352,6 +352,7 @@ int32_t mk_LOG_SOFTMAX(const mk_tensor *in, const mk_tensor *out, const mk_attr 
 
 typedef struct {
     const mk_tensor *x, *scale, *bias, *y;
+    const mk_tensor *mean, *inv; /* LayerNormalization's optional outputs, or NULL */
     int64_t n;
     float eps;
     bool rms;
@@ -390,6 +391,8 @@ static void norm_task(void *ctx, int64_t b, int64_t e) {
     for (int64_t r = b; r < e; r++) {
         int64_t base = r * c->n;
         float mean, inv = mk_norm_row_stats(c->x, base, c->n, c->eps, c->rms, &mean);
+        if (c->mean) mk_stf(c->mean, r, mean);
+        if (c->inv) mk_stf(c->inv, r, inv);
         if (c->x->dt == MK_F32) {
             const float *x = (const float *)c->x->p + base, *s = (const float *)c->scale->p;
             const float *bs = c->bias ? (const float *)c->bias->p : NULL;
@@ -416,7 +419,12 @@ static int32_t norm(const mk_tensor *in, const mk_tensor *out, const mk_attr *at
     int64_t axis = norm_axis(attr[MC_A_LAYER_NORM_axis].i, in[0].rank), n = 1;
     for (int64_t i = axis; i < in[0].rank; i++)
         n *= in[0].dims[i];
-    norm_ctx c = {&in[0], &in[1], bias, &out[0], n, (float)attr[MC_A_LAYER_NORM_epsilon].f, rms};
+    norm_ctx c = {
+        &in[0], &in[1], bias, &out[0], NULL, NULL, n, (float)attr[MC_A_LAYER_NORM_epsilon].f, rms};
+    if (!rms) { /* out[1] and out[2] are there, p NULL when not asked for */
+        c.mean = out[1].p ? &out[1] : NULL;
+        c.inv = out[2].p ? &out[2] : NULL;
+    }
     if (n > 0) moert_parallel_for(mk_numel(&in[0]) / n, row_grain(n), norm_task, &c);
     return MOERT_OK;
 }
