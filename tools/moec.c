@@ -164,8 +164,11 @@ static int parse_max(cli_args *a, const char *v) {
     uint64_t n;
     if (a->nmaxes == MC_MAX_SYMS)
         return cli_misuse(a, "too many --max options (at most %d)", MC_MAX_SYMS);
-    if (!parse_binding(v, &b) || !parse_u64(b.path, &n) || n < 1 || n > (uint64_t)MC_MAX_DIM)
+    bool bound = parse_binding(v, &b);
+    if (!bound || !parse_u64(b.path, &n) || n < 1 || n > (uint64_t)MC_MAX_DIM) {
+        if (bound) free((char *)b.name);
         return cli_misuse(a, "--max takes NAME=N with N from 1 to 2^40, got '%s'", v);
+    }
     a->maxes[a->nmaxes++] = (mc_sym_max){b.name, (int64_t)n};
     return EXIT_OK;
 }
@@ -363,6 +366,8 @@ static void free_args(cli_args *a) {
         free((char *)a->outputs[i].name);
     for (int i = 0; i < a->nsyms; i++)
         free((char *)a->syms[i].name);
+    for (int i = 0; i < a->nmaxes; i++)
+        free((char *)a->maxes[i].name);
 }
 
 static int run_command(const command *c, int argc, char **argv) {

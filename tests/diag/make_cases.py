@@ -332,6 +332,7 @@ def onnx_cases():
         write_bin(name + ".onnx", data)
         write(name, args="check %s.onnx --max batch=4" % name)
     write("98-onnx-max-unused", args="check 60-run.json --max B=4")
+    write("85-max-bad-value", args="check 60-run.json --max T=0", status=2)
     write("99-onnx-import-bad", args="import 90-onnx-unknown-op.onnx --max batch=4 -o OUT.json")
 
 
