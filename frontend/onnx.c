@@ -8,39 +8,15 @@
  * writes that same document and table (docs/format.md, "ONNX models"). What ONNX has and
  * moec's format cannot say (an op, domain or opset moec lacks, a dtype, an unnamed
  * dynamic dim, a symbol without a maximum) is an error here, naming the node or value. */
-#include "load.h"
-#include "onnx.pb-c.h"
+#include "onnx_internal.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { OPSET_MIN = 13, OPSET_MAX = 21, MAX_EXTERNAL_FILES = 64 };
-
-typedef struct {
-    const char *location;
-    const unsigned char *data;
-    size_t len;
-} external;
-
-typedef struct {
-    mc_arena *arena; /* the parse and the tensor bytes: freed with the graph */
-    mc_diag *d;
-    const char *file;
-    const mc_load_opts *opts;
-    cJSON *symbols;       /* the symbols the inputs name, with their --max */
-    mc_safetensors table; /* the initializers' bytes */
-    int opset;            /* the default domain's */
-    cJSON *inits;         /* the document's initializers, which versions of ops add to */
-    int table_cap;        /* entries c->table.tensors has room for */
-    const char *base_dir; /* the model's directory: external data lies there */
-    external files[MAX_EXTERNAL_FILES];
-    int nfiles;
-} onnx_ctx;
-
 /* proto2 leaves an absent string NULL; moec's names are never empty, so "" is absent. */
-static const char *str(const char *s) {
+const char *onnx_str(const char *s) {
     return s ? s : "";
 }
 
@@ -96,7 +72,7 @@ static bool dim_symbol(onnx_ctx *c, const char *name, const char *what, int k, c
 
 /* {"name", "dtype", "shape"} of a graph input or output. */
 static cJSON *value_decl(onnx_ctx *c, const Onnx__ValueInfoProto *v) {
-    const char *what = mc_arena_printf(c->arena, "graph input '%s'", str(v->name));
+    const char *what = mc_arena_printf(c->arena, "graph input '%s'", onnx_str(v->name));
     const Onnx__TypeProto *t = v->type;
     if (!t || t->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !t->tensor_type->shape) {
         mc_error(c->d, NULL, "%s: moec needs a tensor type with a shape", what);
@@ -105,7 +81,7 @@ static cJSON *value_decl(onnx_ctx *c, const Onnx__ValueInfoProto *v) {
     mc_dtype dt;
     if (!dtype_of(c, t->tensor_type->elem_type, what, &dt)) return NULL;
     cJSON *decl = cJSON_CreateObject(), *shape = cJSON_CreateArray();
-    cJSON_AddStringToObject(decl, "name", str(v->name));
+    cJSON_AddStringToObject(decl, "name", onnx_str(v->name));
     cJSON_AddStringToObject(decl, "dtype", mc_dtype_json_name(dt));
     cJSON_AddItemToObject(decl, "shape", shape);
     const Onnx__TensorShapeProto *s = t->tensor_type->shape;
@@ -115,7 +91,7 @@ static cJSON *value_decl(onnx_ctx *c, const Onnx__ValueInfoProto *v) {
         if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE)
             cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)dim->dim_value));
         else if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM)
-            ok = dim_symbol(c, str(dim->dim_param), what, (int)k, shape);
+            ok = dim_symbol(c, onnx_str(dim->dim_param), what, (int)k, shape);
         else
             ok = mc_error(c->d, NULL,
                           "%s: dim %d has neither a size nor a name; moec needs one of them", what,
@@ -133,7 +109,8 @@ static cJSON *value_decl(onnx_ctx *c, const Onnx__ValueInfoProto *v) {
 /* The value of external_data's `key`, or NULL. */
 static const char *external_key(const Onnx__TensorProto *t, const char *key) {
     for (size_t k = 0; k < t->n_external_data; k++)
-        if (strcmp(str(t->external_data[k]->key), key) == 0) return str(t->external_data[k]->value);
+        if (strcmp(onnx_str(t->external_data[k]->key), key) == 0)
+            return onnx_str(t->external_data[k]->value);
     return NULL;
 }
 
@@ -165,7 +142,7 @@ static bool decimal(const char *s, unsigned long long *out) {
  * location must stay in the model's directory, as ONNX Runtime requires. */
 static bool external_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *out) {
     const char *location = external_key(t, "location"), *off = external_key(t, "offset");
-    const char *len_s = external_key(t, "length"), *name = str(t->name);
+    const char *len_s = external_key(t, "length"), *name = onnx_str(t->name);
     if (!location || !*location || location[0] == '/' || strstr(location, ".."))
         return mc_error(c->d, NULL,
                         "initializer '%s': external data needs a location inside the model's "
@@ -202,7 +179,7 @@ static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *
         if (t->dims[k] < 0 || t->dims[k] > MC_MAX_DIM ||
             (t->dims[k] && n > MC_MAX_DIM / t->dims[k]))
             return mc_error(c->d, NULL, "initializer '%s' has dims past 2^40 elements or below 0",
-                            str(t->name));
+                            onnx_str(t->name));
         n *= t->dims[k];
     }
     size_t elem = mc_dtype_size(out->dt), bytes = (size_t)n * elem;
@@ -212,7 +189,7 @@ static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *
     if (t->has_raw_data) {
         if (t->raw_data.len != bytes)
             return mc_error(c->d, NULL, "initializer '%s' holds %zu bytes of data, expected %zu",
-                            str(t->name), t->raw_data.len, bytes);
+                            onnx_str(t->name), t->raw_data.len, bytes);
         out->data = t->raw_data.data;
         return true;
     }
@@ -221,7 +198,7 @@ static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *
                                          : t->n_int32_data;
     if (have != (size_t)n)
         return mc_error(c->d, NULL, "initializer '%s' holds %zu values, expected %lld",
-                        str(t->name), have, (long long)n);
+                        onnx_str(t->name), have, (long long)n);
     unsigned char *dst = mc_arena_alloc(c->arena, bytes ? bytes : 1); /* as many as it holds */
     for (int64_t i = 0; i < n; i++) { /* int32_data holds f16, bf16 and bool bits too */
         if (out->dt == MC_DT_F32)
@@ -242,7 +219,7 @@ static bool tensor_bytes(onnx_ctx *c, const Onnx__TensorProto *t, mc_st_tensor *
 }
 
 /* Appends t to the initializers' table, which grows by doubling in the arena. */
-static void add_table_entry(onnx_ctx *c, const mc_st_tensor *t) {
+void onnx_add_table_entry(onnx_ctx *c, const mc_st_tensor *t) {
     if (c->table.ntensors == c->table_cap) {
         int cap = c->table_cap ? 2 * c->table_cap : 16;
         mc_st_tensor *grown = mc_arena_alloc(c->arena, sizeof *grown * (size_t)cap);
@@ -257,7 +234,7 @@ static void add_table_entry(onnx_ctx *c, const mc_st_tensor *t) {
 /* The declaration and table entry of tensor t, named `name` (NULL: its own). */
 static cJSON *initializer(onnx_ctx *c, const Onnx__TensorProto *t, const char *name,
                           mc_st_tensor *entry) {
-    name = name ? name : str(t->name);
+    name = name ? name : onnx_str(t->name);
     const char *what = mc_arena_printf(c->arena, "initializer '%s'", name);
     mc_dtype dt;
     if (!dtype_of(c, t->data_type, what, &dt)) return NULL;
@@ -284,9 +261,9 @@ static cJSON *initializer(onnx_ctx *c, const Onnx__TensorProto *t, const char *n
 
 /* ---- nodes ---- */
 
-static const char *node_what(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
+const char *onnx_node_what(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
     return mc_arena_printf(c->arena, "node %zu ('%s', op %s, domain '%s', opset %d)", i,
-                           str(n->name), str(n->op_type), str(n->domain), c->opset);
+                           onnx_str(n->name), onnx_str(n->op_type), onnx_str(n->domain), c->opset);
 }
 
 static cJSON *attr_value(onnx_ctx *c, const Onnx__AttributeProto *a, const char *what) {
@@ -311,15 +288,15 @@ static cJSON *attr_value(onnx_ctx *c, const Onnx__AttributeProto *a, const char 
         mc_error(c->d, NULL,
                  "%s: attribute '%s' is of ONNX attribute type %d; moec takes int, float, "
                  "string, ints and floats",
-                 what, str(a->name), (int)a->type);
+                 what, onnx_str(a->name), (int)a->type);
         return NULL;
     }
 }
 
-static cJSON *name_list(char **names, size_t n) {
+cJSON *onnx_name_list(char **names, size_t n) {
     cJSON *arr = cJSON_CreateArray();
     for (size_t k = 0; k < n; k++)
-        cJSON_AddItemToArray(arr, cJSON_CreateString(str(names[k])));
+        cJSON_AddItemToArray(arr, cJSON_CreateString(onnx_str(names[k])));
     return arr;
 }
 
@@ -364,163 +341,17 @@ static bool attr_axes_to_input(onnx_ctx *c, const Onnx__NodeProto *n, size_t i, 
                       .dims = {count},
                       .data = v,
                       .nbytes = sizeof(int64_t) * (size_t)count};
-    add_table_entry(c, &t);
+    onnx_add_table_entry(c, &t);
     return true;
 }
 
-/* ---- com.microsoft.MoE, ONNX Runtime's contrib op, into moe.MoE ----
- * As ONNX Runtime 1.30's CPU kernel computes it (docs/format.md): softmax over all
- * experts of router_probs (logits), top k, weights renormalized with
- * normalize_routing_weights; per expert h = x fc1[e]^T, act, y_e = a fc2[e]^T
- * (nn.Linear's [out, in] layouts); gelu is the tanh form; swiglu (swiglu_fusion=1) is
- * silu(g) * l with g, l fc1's even and odd rows; fc3 gates as act(x fc1^T) * (x fc3^T).
- * The weights become moe.MoE's [E, in, out] initializers, transposed once here. */
-
-static const Onnx__AttributeProto *find_attr(const Onnx__NodeProto *n, const char *name) {
-    for (size_t k = 0; k < n->n_attribute; k++)
-        if (strcmp(str(n->attribute[k]->name), name) == 0) return n->attribute[k];
-    return NULL;
-}
-
-static int64_t attr_int(const Onnx__NodeProto *n, const char *name, int64_t dflt) {
-    const Onnx__AttributeProto *a = find_attr(n, name);
-    return a ? a->i : dflt;
-}
-
-/* Input k of n when given (not omitted). */
-static const char *input_at(const Onnx__NodeProto *n, size_t k) {
-    return k < n->n_input && *str(n->input[k]) ? n->input[k] : NULL;
-}
-
-/* Rows row0, row0 + step, ... (`rows` of them) of each expert's [out, in] matrix w, as
- * a new [E, in, rows] initializer `name`. */
-static void expert_weight(onnx_ctx *c, const mc_st_tensor *w, int64_t row0, int64_t step,
-                          int64_t rows, const char *name) {
-    int64_t E = w->dims[0], out = w->dims[1], in = w->dims[2];
-    size_t el = mc_dtype_size(w->dt);
-    unsigned char *dst = mc_arena_alloc(c->arena, (size_t)(E * in * rows) * el + 1);
-    const unsigned char *src = w->data;
-    for (int64_t e = 0; e < E; e++)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t k = 0; k < in; k++)
-                memcpy(dst + ((e * in + k) * rows + r) * el,
-                       src + ((e * out + row0 + r * step) * in + k) * el, el);
-    mc_st_tensor t = {.name = name,
-                      .dt = w->dt,
-                      .rank = 3,
-                      .dims = {E, in, rows},
-                      .data = dst,
-                      .nbytes = (size_t)(E * in * rows) * el};
-    cJSON *decl = cJSON_CreateObject(), *shape = cJSON_CreateArray();
-    for (int d = 0; d < 3; d++)
-        cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t.dims[d]));
-    cJSON_AddStringToObject(decl, "name", name);
-    cJSON_AddStringToObject(decl, "dtype", mc_dtype_json_name(w->dt));
-    cJSON_AddItemToObject(decl, "shape", shape);
-    cJSON_AddItemToArray(c->inits, decl);
-    add_table_entry(c, &t);
-}
-
-/* An expert weight input: an initializer of rank 3. */
-static const mc_st_tensor *expert_input(onnx_ctx *c, const Onnx__NodeProto *n, size_t k,
-                                        const char *role, const char *what) {
-    const char *name = input_at(n, k);
-    const mc_st_tensor *t = name ? mc_st_find(&c->table, name) : NULL;
-    if (!t || t->rank != 3)
-        mc_error(c->d, NULL, "%s: %s must be an initializer [experts, out, in]", what, role);
-    return t && t->rank == 3 ? t : NULL;
-}
-
-/* What moec's moe.MoE cannot express, as an error; NULL when the node translates. */
-static const char *moe_unsupported(onnx_ctx *c, const Onnx__NodeProto *n, bool swiglu) {
-    static const char *const biases[] = {"fc1_experts_bias", "fc2_experts_bias",
-                                         "fc3_experts_bias"};
-    for (int b = 0; b < 3; b++)
-        if (input_at(n, (size_t)(3 + 2 * b)))
-            return mc_arena_printf(c->arena, "%s: moe.MoE has no expert biases", biases[b]);
-    if (attr_int(n, "use_sparse_mixer", 0)) return "use_sparse_mixer=1 is not supported";
-    if (!swiglu) return NULL;
-    if (attr_int(n, "swiglu_fusion", 0) != 1)
-        return "swiglu needs swiglu_fusion=1 (gate and linear rows interleaved in fc1)";
-    const Onnx__AttributeProto *alpha = find_attr(n, "activation_alpha");
-    const Onnx__AttributeProto *beta = find_attr(n, "activation_beta");
-    if (find_attr(n, "swiglu_limit") || (alpha && alpha->f != 1.0f) || (beta && beta->f != 0.0f))
-        return "swiglu takes activation_alpha=1, activation_beta=0 and no swiglu_limit here";
-    if (input_at(n, 6)) return "swiglu with fc3_experts_weights is not supported";
-    return NULL;
-}
-
-static cJSON *moe_node(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
-    const char *what = node_what(c, n, i);
-    const Onnx__AttributeProto *act = find_attr(n, "activation_type");
-    const char *kind =
-        act ? mc_arena_printf(c->arena, "%.*s", (int)act->s.len, (const char *)act->s.data)
-            : "relu";
-    static const char *const from[] = {"relu", "gelu", "silu", "swiglu"};
-    static const char *const to[] = {"relu", "gelu_tanh", "silu", "silu"};
-    int a = 0;
-    while (a < 4 && strcmp(kind, from[a]) != 0)
-        a++;
-    const char *bad = a == 4 ? mc_arena_printf(c->arena,
-                                               "activation_type '%s' is not supported; "
-                                               "moec takes relu, gelu, silu and swiglu",
-                                               kind)
-                             : moe_unsupported(c, n, a == 3);
-    if (bad || n->n_input < 5 || n->n_output != 1) {
-        mc_error(c->d, NULL, "%s: %s", what,
-                 bad ? bad : "MoE takes at least 5 inputs and 1 output");
-        return NULL;
-    }
-    const mc_st_tensor *fc1 = expert_input(c, n, 2, "fc1_experts_weights", what);
-    const mc_st_tensor *fc2 = fc1 ? expert_input(c, n, 4, "fc2_experts_weights", what) : NULL;
-    const mc_st_tensor *fc3 =
-        fc2 && input_at(n, 6) ? expert_input(c, n, 6, "fc3_experts_weights", what) : NULL;
-    if (!fc2 || (input_at(n, 6) && !fc3)) return NULL;
-    int64_t inter = fc2->dims[2], f = a == 3 ? 2 : 1;
-    if (fc1->dims[0] != fc2->dims[0] || fc1->dims[1] != f * inter || fc1->dims[2] != fc2->dims[1] ||
-        (fc3 &&
-         (fc3->dims[0] != fc1->dims[0] || fc3->dims[1] != inter || fc3->dims[2] != fc1->dims[2]))) {
-        mc_error(c->d, NULL,
-                 "%s: expert weight shapes disagree: fc1 [E, %s, H], fc2 [E, H, I], fc3 [E, I, H]",
-                 what, f == 2 ? "2I" : "I");
-        return NULL;
-    }
-    const char *base = mc_arena_printf(c->arena, "%s.%zu", *str(n->name) ? n->name : "MoE", i);
-    const char *up = mc_arena_printf(c->arena, "%s.w_up", base);
-    const char *down = mc_arena_printf(c->arena, "%s.w_down", base);
-    const char *gate = mc_arena_printf(c->arena, "%s.w_gate", base);
-    if (a == 3) { /* swiglu: gate on the even rows, linear on the odd ones */
-        expert_weight(c, fc1, 0, 2, inter, gate);
-        expert_weight(c, fc1, 1, 2, inter, up);
-    } else if (fc3) { /* act(x fc1) * (x fc3) */
-        expert_weight(c, fc1, 0, 1, inter, gate);
-        expert_weight(c, fc3, 0, 1, inter, up);
-    } else {
-        expert_weight(c, fc1, 0, 1, inter, up);
-    }
-    expert_weight(c, fc2, 0, 1, fc2->dims[1], down);
-    cJSON *j = cJSON_CreateObject(), *ins = cJSON_CreateArray(), *attrs = cJSON_CreateObject();
-    if (*str(n->name)) cJSON_AddStringToObject(j, "name", n->name);
-    cJSON_AddStringToObject(j, "op", "moe.MoE");
-    const char *names[5] = {n->input[0], n->input[1], up, down, gate};
-    for (int k = 0; k < (a == 3 || fc3 ? 5 : 4); k++)
-        cJSON_AddItemToArray(ins, cJSON_CreateString(str(names[k])));
-    cJSON_AddItemToObject(j, "inputs", ins);
-    cJSON_AddItemToObject(j, "outputs", name_list(n->output, 1));
-    cJSON_AddNumberToObject(attrs, "k", (double)attr_int(n, "k", 1));
-    cJSON_AddStringToObject(attrs, "activation_type", to[a]);
-    cJSON_AddNumberToObject(attrs, "normalize_routing_weights",
-                            (double)(attr_int(n, "normalize_routing_weights", 0) == 1));
-    cJSON_AddItemToObject(j, "attrs", attrs);
-    return j;
-}
-
 static cJSON *node(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
-    const char *what = node_what(c, n, i);
+    const char *what = onnx_node_what(c, n, i);
     bool standard = !n->domain || !*n->domain || strcmp(n->domain, "ai.onnx") == 0;
     mc_op op;
-    if (n->domain && strcmp(n->domain, "com.microsoft") == 0 && strcmp(str(n->op_type), "MoE") == 0)
-        return moe_node(c, n, i);
+    if (n->domain && strcmp(n->domain, "com.microsoft") == 0 &&
+        strcmp(onnx_str(n->op_type), "MoE") == 0)
+        return mc_onnx_moe_node(c, n, i);
     if (!standard) {
         mc_error(c->d, NULL,
                  "%s: moec reads ops of the default ONNX domain, and com.microsoft's MoE", what);
@@ -533,8 +364,8 @@ static cJSON *node(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
     cJSON *j = cJSON_CreateObject(), *attrs = cJSON_CreateObject();
     if (n->name && *n->name) cJSON_AddStringToObject(j, "name", n->name);
     cJSON_AddStringToObject(j, "op", n->op_type);
-    cJSON_AddItemToObject(j, "inputs", name_list(n->input, n->n_input));
-    cJSON_AddItemToObject(j, "outputs", name_list(n->output, n->n_output));
+    cJSON_AddItemToObject(j, "inputs", onnx_name_list(n->input, n->n_input));
+    cJSON_AddItemToObject(j, "outputs", onnx_name_list(n->output, n->n_output));
     if (n->n_attribute)
         cJSON_AddItemToObject(j, "attrs", attrs);
     else
@@ -545,7 +376,7 @@ static cJSON *node(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
             cJSON_Delete(j);
             return NULL;
         }
-        cJSON_AddItemToObject(attrs, str(n->attribute[k]->name), v);
+        cJSON_AddItemToObject(attrs, onnx_str(n->attribute[k]->name), v);
     }
     if (!attr_axes_to_input(c, n, i, j)) {
         cJSON_Delete(j);
@@ -590,7 +421,7 @@ static const char *model_name(onnx_ctx *c) {
 
 static bool is_initializer(const Onnx__GraphProto *g, const char *name) {
     for (size_t k = 0; k < g->n_initializer; k++)
-        if (strcmp(str(g->initializer[k]->name), name) == 0) return true;
+        if (strcmp(onnx_str(g->initializer[k]->name), name) == 0) return true;
     return false;
 }
 
@@ -598,42 +429,43 @@ static bool add_values(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
     cJSON *ins = cJSON_AddArrayToObject(doc, "inputs"),
           *outs = cJSON_AddArrayToObject(doc, "outputs");
     for (size_t k = 0; k < g->n_input; k++) { /* before IR 4, initializers are inputs too */
-        if (is_initializer(g, str(g->input[k]->name))) continue;
+        if (is_initializer(g, onnx_str(g->input[k]->name))) continue;
         cJSON *decl = value_decl(c, g->input[k]);
         if (!decl) return false;
         cJSON_AddItemToArray(ins, decl);
     }
     for (size_t k = 0; k < g->n_output; k++)
-        cJSON_AddItemToArray(outs, cJSON_CreateString(str(g->output[k]->name)));
+        cJSON_AddItemToArray(outs, cJSON_CreateString(onnx_str(g->output[k]->name)));
     c->inits = cJSON_AddArrayToObject(doc, "initializers");
     for (size_t k = 0; k < g->n_initializer; k++) {
         mc_st_tensor t;
         cJSON *decl = initializer(c, g->initializer[k], NULL, &t);
         if (!decl) return false;
         cJSON_AddItemToArray(c->inits, decl);
-        add_table_entry(c, &t);
+        onnx_add_table_entry(c, &t);
     }
     return true;
 }
 
 /* A Constant's value as an initializer named after its output: exports hold many. */
 static bool constant(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
-    const char *what = node_what(c, n, i);
+    const char *what = onnx_node_what(c, n, i);
     if (n->n_output != 1 || n->n_attribute != 1)
         return mc_error(c->d, NULL, "%s: a Constant has one output and one value attribute", what);
     const Onnx__AttributeProto *a = n->attribute[0];
-    const char *name = str(n->output[0]);
+    const char *name = onnx_str(n->output[0]);
     Onnx__TensorProto t = ONNX__TENSOR_PROTO__INIT; /* the other forms, as a tensor */
     int64_t count[1];
-    if (strcmp(str(a->name), "value") == 0 && a->t) {
+    if (strcmp(onnx_str(a->name), "value") == 0 && a->t) {
         t = *a->t;
-    } else if (strcmp(str(a->name), "value_float") == 0 ||
-               strcmp(str(a->name), "value_floats") == 0) {
+    } else if (strcmp(onnx_str(a->name), "value_float") == 0 ||
+               strcmp(onnx_str(a->name), "value_floats") == 0) {
         bool one = a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
         t.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
         t.n_float_data = one ? 1 : a->n_floats;
         t.float_data = one ? (float *)&a->f : a->floats;
-    } else if (strcmp(str(a->name), "value_int") == 0 || strcmp(str(a->name), "value_ints") == 0) {
+    } else if (strcmp(onnx_str(a->name), "value_int") == 0 ||
+               strcmp(onnx_str(a->name), "value_ints") == 0) {
         bool one = a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
         t.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
         t.n_int64_data = one ? 1 : a->n_ints;
@@ -642,10 +474,10 @@ static bool constant(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
         return mc_error(c->d, NULL,
                         "%s: a Constant's '%s' is not read; moec reads value (a tensor), "
                         "value_float(s) and value_int(s)",
-                        what, str(a->name));
+                        what, onnx_str(a->name));
     }
-    bool list =
-        strcmp(str(a->name), "value_floats") == 0 || strcmp(str(a->name), "value_ints") == 0;
+    bool list = strcmp(onnx_str(a->name), "value_floats") == 0 ||
+                strcmp(onnx_str(a->name), "value_ints") == 0;
     if (list) { /* a 1-D tensor; the single forms are scalars */
         count[0] = (int64_t)(t.n_float_data + t.n_int64_data);
         t.n_dims = 1;
@@ -655,13 +487,13 @@ static bool constant(onnx_ctx *c, const Onnx__NodeProto *n, size_t i) {
     cJSON *decl = initializer(c, &t, name, &entry);
     if (!decl) return false;
     cJSON_AddItemToArray(c->inits, decl);
-    add_table_entry(c, &entry);
+    onnx_add_table_entry(c, &entry);
     return true;
 }
 
 static bool is_constant(const Onnx__NodeProto *n) {
     bool standard = !n->domain || !*n->domain || strcmp(n->domain, "ai.onnx") == 0;
-    return standard && strcmp(str(n->op_type), "Constant") == 0;
+    return standard && strcmp(onnx_str(n->op_type), "Constant") == 0;
 }
 
 static bool add_nodes(onnx_ctx *c, const Onnx__GraphProto *g, cJSON *doc) {
@@ -712,13 +544,18 @@ static cJSON *read_model(onnx_ctx *c, const void *buf, size_t len) {
     return translate(c, m);
 }
 
+static onnx_ctx new_ctx(const char *file, const char *base_dir, const mc_load_opts *opts,
+                        mc_diag *d) {
+    return (onnx_ctx){.arena = mc_arena_new(),
+                      .d = d,
+                      .file = file ? file : "model.onnx",
+                      .opts = opts,
+                      .base_dir = base_dir};
+}
+
 mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char *base_dir,
                        const mc_load_opts *opts, mc_diag *d) {
-    onnx_ctx c = {.arena = mc_arena_new(),
-                  .d = d,
-                  .file = file ? file : "model.onnx",
-                  .opts = opts,
-                  .base_dir = base_dir};
+    onnx_ctx c = new_ctx(file, base_dir, opts, d);
     cJSON *doc = read_model(&c, buf, len);
     char *json = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
@@ -738,11 +575,7 @@ mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char
 
 char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *base_dir,
                       const char *weights, const mc_load_opts *opts, mc_diag *d) {
-    onnx_ctx c = {.arena = mc_arena_new(),
-                  .d = d,
-                  .file = file ? file : "model.onnx",
-                  .opts = opts,
-                  .base_dir = base_dir};
+    onnx_ctx c = new_ctx(file, base_dir, opts, d);
     cJSON *doc = read_model(&c, buf, len);
     char *json = NULL;
     if (doc) {
