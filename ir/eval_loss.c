@@ -37,6 +37,22 @@ static mc_real neg_log_softmax(const mc_real *x, int64_t C, int64_t stride, int6
     return ev_log(s) - (x[label * stride] - mx);
 }
 
+/* The optional log_prob output: log softmax of every row of x over its C classes, each
+ * x[c] - max - log(sum e^(x[c]-max)), the loss's operations. */
+static void log_prob(const mc_tensor *x, int64_t C, int64_t inner, mc_real *out) {
+    for (int64_t r = 0; r < x->numel / C; r++) {
+        int64_t base = (r / inner) * C * inner + r % inner;
+        const mc_real *row = x->f + base;
+        mc_real mx = -INFINITY, s = 0;
+        for (int64_t c = 0; c < C; c++)
+            mx = ev_gt(row[c * inner], mx) ? row[c * inner] : mx;
+        for (int64_t c = 0; c < C; c++)
+            s += ev_exp(row[c * inner] - mx);
+        for (int64_t c = 0; c < C; c++)
+            out[base + c * inner] = (row[c * inner] - mx) - ev_log(s);
+    }
+}
+
 /* scores[N,C,d...], labels[N,d...], weights[C]? -> loss. Position i of the labels is
  * row (i / inner, :, i % inner) of the scores, inner = prod(d...). loss_i = w[label_i] *
  * -log softmax(row_i)[label_i] (w = 1 without weights), 0 where label_i == ignore_index.
@@ -70,6 +86,7 @@ bool mc_interp_SOFTMAX_CROSS_ENTROPY_LOSS(const mc_kernel_ctx *k) {
         sum += li;
     }
     reduce_out(k, red, sum, den);
+    if (k->n->nout > 1) log_prob(x, C, inner, k->out[1].f);
     return true;
 }
 

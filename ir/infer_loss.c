@@ -13,7 +13,8 @@ static void set_loss(mc_infer_ctx *cx, mc_dtype dt, const mc_shape *elem) {
 }
 
 /* SoftmaxCrossEntropyLoss(scores[N,C,d...] float, labels[N,d...] i32|i64, weights[C]?)
- *   -> loss[] (mean, sum) or loss[N,d...] (none), dtype of scores. */
+ *   -> loss[] (mean, sum) or loss[N,d...] (none), and the optional log_prob of the
+ *   scores' shape; dtype of scores. */
 bool mc_infer_SOFTMAX_CROSS_ENTROPY_LOSS(mc_infer_ctx *cx) {
     if (!inf_float(cx, 0) || !inf_int_index(cx, 1)) return false;
     const mc_shape *x = &inf_in(cx, 0)->shape, *lab = &inf_in(cx, 1)->shape;
@@ -37,6 +38,7 @@ bool mc_infer_SOFTMAX_CROSS_ENTROPY_LOSS(mc_infer_ctx *cx) {
                             inf_shape(cx, &w->shape), inf_shape(cx, &want));
     }
     set_loss(cx, inf_in(cx, 0)->dt, &per);
+    if (cx->n->nout > 1) inf_set(cx, 1, inf_in(cx, 0)->dt, x);
     return true;
 }
 

@@ -43,6 +43,23 @@ static float neg_log_softmax(const mk_tensor *x, int64_t base, int64_t C, int64_
     return __builtin_logf(s) - (mk_ldf(x, base + label * stride) - mx);
 }
 
+/* The optional log_prob output (out[1], p NULL when not asked for): the interpreter's
+ * log_prob, in its order. */
+static void log_prob(const mk_tensor *x, int64_t C, int64_t inner, const mk_tensor *y) {
+    for (int64_t r = 0; r < mk_numel(x) / C; r++) {
+        int64_t base = (r / inner) * C * inner + r % inner;
+        float mx = -__builtin_inff(), s = 0;
+        for (int64_t c = 0; c < C; c++) {
+            float v = mk_ldf(x, base + c * inner);
+            mx = gt(v, mx) ? v : mx;
+        }
+        for (int64_t c = 0; c < C; c++)
+            s += __builtin_expf(mk_ldf(x, base + c * inner) - mx);
+        for (int64_t c = 0; c < C; c++)
+            mk_stf(y, base + c * inner, (mk_ldf(x, base + c * inner) - mx) - __builtin_logf(s));
+    }
+}
+
 static int32_t bad_label(int64_t l, int64_t i, int64_t C, const mk_attr *ig) {
     if (ig->present)
         return moert_fail(MOERT_ERR_ARGUMENT,
@@ -77,6 +94,7 @@ int32_t mk_SOFTMAX_CROSS_ENTROPY_LOSS(const mk_tensor *in, const mk_tensor *out,
         sum += li;
     }
     reduce_out(&out[0], red, sum, den);
+    if (out[1].p) log_prob(x, C, inner, &out[1]);
     return MOERT_OK;
 }
 
