@@ -71,7 +71,7 @@ bool mc_interp_GEMM(const mc_kernel_ctx *k) {
     return true;
 }
 
-typedef enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_EQ, B_LT } binop;
+typedef enum { B_ADD, B_SUB, B_MUL, B_DIV, B_EQ, B_LT } binop;
 
 static bool binary(const mc_kernel_ctx *k, binop op) {
     const mc_tensor *a = k->in[0], *b = k->in[1];
@@ -88,7 +88,6 @@ static bool binary(const mc_kernel_ctx *k, binop op) {
             case B_SUB: y->f[e] = x - z; break;
             case B_MUL: y->f[e] = x * z; break;
             case B_DIV: y->f[e] = x / z; break;
-            case B_POW: y->f[e] = ev_pow(x, z); break;
             case B_EQ: y->i[e] = x == z; break;
             case B_LT: y->i[e] = x < z; break;
             }
@@ -105,7 +104,6 @@ static bool binary(const mc_kernel_ctx *k, binop op) {
                 return ev_fail(k, "integer division overflows at element %lld", (long long)e);
             y->i[e] = x / z;
             break;
-        case B_POW: y->i[e] = 0; break;
         case B_EQ: y->i[e] = x == z; break;
         case B_LT: y->i[e] = x < z; break;
         }
@@ -125,8 +123,29 @@ bool mc_interp_MUL(const mc_kernel_ctx *k) {
 bool mc_interp_DIV(const mc_kernel_ctx *k) {
     return binary(k, B_DIV);
 }
+static mc_real real_at(const mc_tensor *t, int64_t i) {
+    return t->f ? t->f[i] : (mc_real)t->i[i];
+}
+
+/* Pow over any numeric base and exponent: the real power, stored in the base's dtype; an
+ * integer one truncated toward zero and saturated (NaN: 0), as the kernel does. */
 bool mc_interp_POW(const mc_kernel_ctx *k) {
-    return binary(k, B_POW);
+    const mc_tensor *a = k->in[0], *b = k->in[1];
+    mc_tensor *y = &k->out[0];
+    ev_bcast bc;
+    ev_bcast_init(&bc, y, k->in, 2);
+    for (int64_t e = 0; e < y->numel; e++) {
+        int64_t o[2];
+        ev_bcast_offsets(&bc, e, o);
+        mc_real v = ev_pow(real_at(a, o[0]), real_at(b, o[1]));
+        if (y->f) {
+            y->f[e] = v;
+            continue;
+        }
+        double lim = y->dt == MC_DT_I32 ? 2147483647.0 : 9223372036854775807.0;
+        y->i[e] = v != v ? 0 : v >= lim ? (int64_t)lim : v <= -lim ? -(int64_t)lim - 1 : (int64_t)v;
+    }
+    return true;
 }
 bool mc_interp_EQUAL(const mc_kernel_ctx *k) {
     return binary(k, B_EQ);

@@ -86,8 +86,16 @@ bool mc_infer_MUL(mc_infer_ctx *cx) {
 bool mc_infer_DIV(mc_infer_ctx *cx) {
     return binary(cx, false);
 }
+/* Pow: base and exponent of any numeric dtypes, not necessarily one (ONNX's T and T1);
+ * the result has the base's dtype. */
 bool mc_infer_POW(mc_infer_ctx *cx) {
-    return binary(cx, true);
+    for (int i = 0; i < 2; i++)
+        if (inf_in(cx, i)->dt == MC_DT_BOOL)
+            return inf_fail(cx, inf_sub(cx, i), "Pow does not take bool inputs");
+    mc_shape out;
+    if (!inf_broadcast(cx, &inf_in(cx, 0)->shape, &inf_in(cx, 1)->shape, &out, NULL)) return false;
+    inf_set(cx, 0, inf_in(cx, 0)->dt, &out);
+    return true;
 }
 
 /* Unary float ops: X -> Y of the same dtype and shape. Neg also takes ints. */

@@ -94,7 +94,7 @@ static ALWAYS_INLINE void fbin_range(bin_ctx *c, binop op, int64_t begin, int64_
     for (int64_t e = begin, n; e < end; e += n) {
         n = mk_run_len(&c->p, &cur, end - e);
         int64_t oa = cur.off[0], ob = cur.off[1];
-        if (c->y->dt == MK_F32) {
+        if (c->y->dt == MK_F32 && c->a->dt == MK_F32 && c->b->dt == MK_F32) {
             fbin_f32(op, (float *)c->y->p + e, (const float *)c->a->p + oa, sa,
                      (const float *)c->b->p + ob, sb, n);
         } else {
@@ -105,9 +105,17 @@ static ALWAYS_INLINE void fbin_range(bin_ctx *c, binop op, int64_t begin, int64_
     }
 }
 
+/* An integer Pow's element: the real power of the operands (of any numeric dtypes)
+ * truncated toward zero and saturated to y's dtype (NaN: 0), as the interpreter's. */
+static int64_t int_pow(const mk_tensor *y, float x, float z) {
+    float v = mk_powf(x, z);
+    double lim = y->dt == MK_I32 ? 2147483647.0 : 9223372036854775807.0;
+    return v != v ? 0 : v >= lim ? (int64_t)lim : v <= -lim ? -(int64_t)lim - 1 : (int64_t)v;
+}
+
 /* Integer arithmetic wraps (computed in 64 bits, i32 keeps the low half like the
- * interpreter); Div reports zero divisors and INT64_MIN / -1. Pow is 0 (not reachable:
- * shape inference only lets floats through). */
+ * interpreter); Div reports zero divisors and INT64_MIN / -1; Pow goes through floats
+ * (int_pow). */
 static void ibin_range(bin_ctx *c, binop op, int64_t begin, int64_t end) {
     mk_cursor cur;
     mk_seek(&c->p, &cur, begin);
@@ -129,7 +137,10 @@ static void ibin_range(bin_ctx *c, binop op, int64_t begin, int64_t end) {
                 }
                 v = (uint64_t)((int64_t)x / (int64_t)z);
                 break;
-            case B_POW: v = 0; break;
+            case B_POW:
+                v = (uint64_t)int_pow(c->y, mk_ldf(c->a, cur.off[0] + i * sa),
+                                      mk_ldf(c->b, cur.off[1] + i * sb));
+                break;
             }
             mk_sti(c->y, e + i, (int64_t)v);
         }

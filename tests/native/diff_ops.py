@@ -81,7 +81,11 @@ def binary(name, op, tol, bshape=("T", 1, 6), gen_b=rnd()):
 def std_cases():
     c = [binary("add_bcast", "Add", "arith"), binary("add_same", "Add", "arith", ("T", 4, 6)),
          binary("sub_row", "Sub", "arith", (6,)), binary("mul_scalar", "Mul", "arith", (1,)),
-         binary("div", "Div", "arith", ("T", 4, 1), pos()), binary("pow", "Pow", "transc", (6,), pos())]
+         binary("div", "Div", "arith", ("T", 4, 1), pos()), binary("pow", "Pow", "transc", (6,), pos()),
+         case("pow_int_exponent", "Pow", [("a", "float32", ["T", 4], pos()), ("b", "int32", [4], ints(-2, 4, np.int32))],
+              ["y"], "transc"),
+         case("pow_int_base", "Pow", [("a", "int64", ["T", 4], ints(-5, 6)), ("b", "float32", [4], ints(0, 3, np.float32))],
+              ["y"], "exact")]
     c[5]["inputs"][0] = ("a", "float32", ["T", 4, 6], pos())
     c += [unary("neg", "Neg", "exact"), unary("sqrt", "Sqrt", "transc", pos()),
           unary("exp", "Exp", "transc"), unary("log", "Log", "transc", pos()),

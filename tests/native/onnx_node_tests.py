@@ -28,7 +28,6 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 # Tests of moec's ops that cannot pass, and why (patterns over test names). What the
 # ONNX issue still has to do: optional outputs, mixed dtypes, zero-size dims.
 EXPECTED_FAILURES = [
-    (r"test_pow_types_", "Pow with integer operands or operands of two dtypes"),
     (r"test_reduce_sum_(default_axes_keepdims|empty_axes_input_noop|negative_axes_keepdims_random)",
      "an empty axes tensor (a zero-size dim)"),
     (r"test_(reshape_allowzero_reordered|split_zero_size_splits|slice_start_out_of_bounds)$",
