@@ -26,15 +26,22 @@ static void reduce_out(const mc_kernel_ctx *k, int red, mc_real sum, mc_real den
     if (red == RED_SUM) k->out[0].f[0] = sum;
 }
 
-/* -log softmax(x)[label] of the row x[0], x[stride], ..., x[(C-1)*stride]: the max-shifted
- * log-sum-exp, log(sum e^(x[c]-max)) - (x[label]-max), sums in ascending c. */
-static mc_real neg_log_softmax(const mc_real *x, int64_t C, int64_t stride, int64_t label) {
+/* The max of the row x[0], x[stride], ..., x[(C-1)*stride], and log(sum e^(x[c]-max)),
+ * sums in ascending c. */
+static mc_real row_log_sum_exp(const mc_real *x, int64_t C, int64_t stride, mc_real *mx_out) {
     mc_real mx = -INFINITY, s = 0;
     for (int64_t c = 0; c < C; c++)
         mx = ev_gt(x[c * stride], mx) ? x[c * stride] : mx;
     for (int64_t c = 0; c < C; c++)
         s += ev_exp(x[c * stride] - mx);
-    return ev_log(s) - (x[label * stride] - mx);
+    *mx_out = mx;
+    return ev_log(s);
+}
+
+/* -log softmax(x)[label] of that row: the max-shifted log-sum-exp minus (x[label]-max). */
+static mc_real neg_log_softmax(const mc_real *x, int64_t C, int64_t stride, int64_t label) {
+    mc_real mx, lse = row_log_sum_exp(x, C, stride, &mx);
+    return lse - (x[label * stride] - mx);
 }
 
 /* The optional log_prob output: log softmax of every row of x over its C classes, each
@@ -43,13 +50,9 @@ static void log_prob(const mc_tensor *x, int64_t C, int64_t inner, mc_real *out)
     for (int64_t r = 0; r < x->numel / C; r++) {
         int64_t base = (r / inner) * C * inner + r % inner;
         const mc_real *row = x->f + base;
-        mc_real mx = -INFINITY, s = 0;
+        mc_real mx, lse = row_log_sum_exp(row, C, inner, &mx);
         for (int64_t c = 0; c < C; c++)
-            mx = ev_gt(row[c * inner], mx) ? row[c * inner] : mx;
-        for (int64_t c = 0; c < C; c++)
-            s += ev_exp(row[c * inner] - mx);
-        for (int64_t c = 0; c < C; c++)
-            out[base + c * inner] = (row[c * inner] - mx) - ev_log(s);
+            out[base + c * inner] = (row[c * inner] - mx) - lse;
     }
 }
 

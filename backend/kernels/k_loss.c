@@ -30,9 +30,9 @@ static void reduce_out(const mk_tensor *y, int64_t red, float sum, float den) {
     if (red == MC_A_MSE_LOSS_reduction_sum) mk_stf(y, 0, sum);
 }
 
-/* -log softmax(row)[label] of the row starting at element `base` of x with `stride`. */
-static float neg_log_softmax(const mk_tensor *x, int64_t base, int64_t C, int64_t stride,
-                             int64_t label) {
+/* The max of the row starting at element `base` of x with `stride`, and log sum e^(x-max). */
+static float row_log_sum_exp(const mk_tensor *x, int64_t base, int64_t C, int64_t stride,
+                             float *mx_out) {
     float mx = -__builtin_inff(), s = 0;
     for (int64_t c = 0; c < C; c++) {
         float v = mk_ldf(x, base + c * stride);
@@ -40,7 +40,15 @@ static float neg_log_softmax(const mk_tensor *x, int64_t base, int64_t C, int64_
     }
     for (int64_t c = 0; c < C; c++)
         s += __builtin_expf(mk_ldf(x, base + c * stride) - mx);
-    return __builtin_logf(s) - (mk_ldf(x, base + label * stride) - mx);
+    *mx_out = mx;
+    return __builtin_logf(s);
+}
+
+/* -log softmax(row)[label] of that row. */
+static float neg_log_softmax(const mk_tensor *x, int64_t base, int64_t C, int64_t stride,
+                             int64_t label) {
+    float mx, lse = row_log_sum_exp(x, base, C, stride, &mx);
+    return lse - (mk_ldf(x, base + label * stride) - mx);
 }
 
 /* The optional log_prob output (out[1], p NULL when not asked for): the interpreter's
@@ -48,15 +56,9 @@ static float neg_log_softmax(const mk_tensor *x, int64_t base, int64_t C, int64_
 static void log_prob(const mk_tensor *x, int64_t C, int64_t inner, const mk_tensor *y) {
     for (int64_t r = 0; r < mk_numel(x) / C; r++) {
         int64_t base = (r / inner) * C * inner + r % inner;
-        float mx = -__builtin_inff(), s = 0;
-        for (int64_t c = 0; c < C; c++) {
-            float v = mk_ldf(x, base + c * inner);
-            mx = gt(v, mx) ? v : mx;
-        }
+        float mx, lse = row_log_sum_exp(x, base, C, inner, &mx);
         for (int64_t c = 0; c < C; c++)
-            s += __builtin_expf(mk_ldf(x, base + c * inner) - mx);
-        for (int64_t c = 0; c < C; c++)
-            mk_stf(y, base + c * inner, (mk_ldf(x, base + c * inner) - mx) - __builtin_logf(s));
+            mk_stf(y, base + c * inner, (mk_ldf(x, base + c * inner) - mx) - lse);
     }
 }
 
