@@ -168,7 +168,10 @@ typedef enum {
     U_GELU_TANH,
     U_SIGMOID,
     U_TANH,
-    U_SILU
+    U_SILU,
+    U_ABS,
+    U_RECIPROCAL,
+    U_ERF
 } unop;
 
 static mc_real apply_unary(unop op, mc_real x) {
@@ -185,6 +188,9 @@ static mc_real apply_unary(unop op, mc_real x) {
     case U_SIGMOID: return sigmoid(x);
     case U_TANH: return ev_tanh(x);
     case U_SILU: return x * sigmoid(x);
+    case U_ABS: return x < 0 ? -x : x;
+    case U_RECIPROCAL: return EV_C(1.0) / x;
+    case U_ERF: return ev_erf(x);
     }
     return x;
 }
@@ -192,9 +198,11 @@ static mc_real apply_unary(unop op, mc_real x) {
 static bool unary(const mc_kernel_ctx *k, unop op) {
     const mc_tensor *x = k->in[0];
     mc_tensor *y = &k->out[0];
-    if (!x->f) { /* Neg of an integer tensor */
-        for (int64_t e = 0; e < y->numel; e++)
-            y->i[e] = y->dt == MC_DT_I32 ? (int32_t)-x->i[e] : (int64_t)(0 - (uint64_t)x->i[e]);
+    if (!x->f) { /* Neg or Abs of an integer tensor: wraps at the dtype's minimum */
+        for (int64_t e = 0; e < y->numel; e++) {
+            int64_t v = op == U_ABS && x->i[e] >= 0 ? x->i[e] : (int64_t)(0 - (uint64_t)x->i[e]);
+            y->i[e] = y->dt == MC_DT_I32 ? (int32_t)v : v;
+        }
         return true;
     }
     for (int64_t e = 0; e < y->numel; e++)
@@ -206,6 +214,15 @@ bool mc_interp_NEG(const mc_kernel_ctx *k) {
 }
 bool mc_interp_SQRT(const mc_kernel_ctx *k) {
     return unary(k, U_SQRT);
+}
+bool mc_interp_ABS(const mc_kernel_ctx *k) {
+    return unary(k, U_ABS);
+}
+bool mc_interp_RECIPROCAL(const mc_kernel_ctx *k) {
+    return unary(k, U_RECIPROCAL);
+}
+bool mc_interp_ERF(const mc_kernel_ctx *k) {
+    return unary(k, U_ERF);
 }
 bool mc_interp_EXP(const mc_kernel_ctx *k) {
     return unary(k, U_EXP);

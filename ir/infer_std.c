@@ -98,7 +98,7 @@ bool mc_infer_POW(mc_infer_ctx *cx) {
     return true;
 }
 
-/* Unary float ops: X -> Y of the same dtype and shape. Neg also takes ints. */
+/* Unary float ops: X -> Y of the same dtype and shape. Neg and Abs also take ints. */
 static bool unary(mc_infer_ctx *cx, bool ints_ok) {
     const mc_value *x = inf_in(cx, 0);
     bool ok = mc_dtype_is_float(x->dt) || (ints_ok && (x->dt == MC_DT_I32 || x->dt == MC_DT_I64));
@@ -108,6 +108,15 @@ static bool unary(mc_infer_ctx *cx, bool ints_ok) {
 }
 bool mc_infer_NEG(mc_infer_ctx *cx) {
     return unary(cx, true);
+}
+bool mc_infer_ABS(mc_infer_ctx *cx) {
+    return unary(cx, true);
+}
+bool mc_infer_RECIPROCAL(mc_infer_ctx *cx) {
+    return unary(cx, false);
+}
+bool mc_infer_ERF(mc_infer_ctx *cx) {
+    return unary(cx, false);
 }
 bool mc_infer_SQRT(mc_infer_ctx *cx) {
     return unary(cx, false);

@@ -56,6 +56,28 @@ static void neg(ad *a) {
     ad_add_grad(a, ad_in(a, 0), ad_op1(a, MC_OP_NEG, &g, 1));
 }
 
+/* Abs: gx = gy where x >= 0, -gy where x < 0. */
+static void abs_grad(ad *a) {
+    int g = gy(a), x = ad_in(a, 0);
+    int below = ad_op2(a, MC_OP_LESS, x, ad_const_scalar(a, 0, mc_val(a->g, x)->dt));
+    int neg = ad_op1(a, MC_OP_NEG, &g, 1);
+    ad_add_grad(a, x, ad_op1(a, MC_OP_WHERE, (const int[]){below, neg, g}, 3));
+}
+
+/* Reciprocal: gx = -gy / (x x). */
+static void reciprocal_grad(ad *a) {
+    int x = ad_in(a, 0), q = ad_op2(a, MC_OP_DIV, gy(a), ad_op2(a, MC_OP_MUL, x, x));
+    ad_add_grad(a, x, ad_op1(a, MC_OP_NEG, &q, 1));
+}
+
+/* Erf: gx = gy 2/sqrt(pi) e^(-x x). */
+static void erf_grad(ad *a) {
+    int x = ad_in(a, 0), xx = ad_op2(a, MC_OP_MUL, x, x);
+    int e = ad_op1(a, MC_OP_EXP, (const int[]){ad_op1(a, MC_OP_NEG, &xx, 1)}, 1);
+    int d = ad_op2(a, MC_OP_MUL, e, ad_const_scalar(a, 1.1283791670955126f, mc_val(a->g, x)->dt));
+    ad_add_grad(a, x, ad_op2(a, MC_OP_MUL, gy(a), d));
+}
+
 /* gx = UnaryGrad(gy, x) {op = which}. */
 static void unary(ad *a, const char *which) {
     int out, in[2] = {gy(a), ad_in(a, 0)};
@@ -385,6 +407,9 @@ void ad_backprop(ad *a) {
     case MC_OP_GELU: gelu(a); break;
     case MC_OP_SIGMOID: unary(a, "Sigmoid"); break;
     case MC_OP_TANH: unary(a, "Tanh"); break;
+    case MC_OP_ABS: abs_grad(a); break;
+    case MC_OP_RECIPROCAL: reciprocal_grad(a); break;
+    case MC_OP_ERF: erf_grad(a); break;
     case MC_OP_SILU: unary(a, "Silu"); break;
     case MC_OP_SOFTMAX: softmax(a, false); break;
     case MC_OP_LOG_SOFTMAX: softmax(a, true); break;

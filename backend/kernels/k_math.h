@@ -458,7 +458,10 @@ typedef enum {
     U_GELU_TANH,
     U_SIGMOID,
     U_TANH,
-    U_SILU
+    U_SILU,
+    U_ABS,
+    U_RECIPROCAL,
+    U_ERF
 } mk_unop;
 
 /* The interpreter's formulas, with the helpers above in place of libm; contraction off so
@@ -477,6 +480,9 @@ static inline __attribute__((always_inline)) float mk_unary(mk_unop op, float x)
     case U_SIGMOID: return mk_sigmoidf(x);
     case U_TANH: return mk_tanhf(x);
     case U_SILU: return x * mk_sigmoidf(x);
+    case U_ABS: return x < 0 ? -x : x;
+    case U_RECIPROCAL: return 1.0f / x;
+    case U_ERF: return mk_erff(x);
     }
     return x;
 }

@@ -212,9 +212,11 @@ static ALWAYS_INLINE void un_range(const un_ctx *c, mk_unop op, int64_t b, int64
     } else if (mk_isfloat(c->x->dt)) {
         for (int64_t i = b; i < e; i++)
             mk_stf(c->y, i, mk_unary(op, mk_ldf(c->x, i)));
-    } else { /* Neg of i32/i64: wraps */
-        for (int64_t i = b; i < e; i++)
-            mk_sti(c->y, i, (int64_t)(0 - (uint64_t)mk_ldi(c->x, i)));
+    } else { /* Neg or Abs of i32/i64: wraps at the dtype's minimum */
+        for (int64_t i = b; i < e; i++) {
+            int64_t v = mk_ldi(c->x, i);
+            mk_sti(c->y, i, op == U_ABS && v >= 0 ? v : (int64_t)(0 - (uint64_t)v));
+        }
     }
 }
 
@@ -232,6 +234,9 @@ UN_TASK(task_gelu_tanh, U_GELU_TANH)
 UN_TASK(task_sigmoid, U_SIGMOID)
 UN_TASK(task_tanh, U_TANH)
 UN_TASK(task_silu, U_SILU)
+UN_TASK(task_abs, U_ABS)
+UN_TASK(task_reciprocal, U_RECIPROCAL)
+UN_TASK(task_erf, U_ERF)
 
 static int32_t unary(const mk_tensor *in, const mk_tensor *out, moert_task_fn task) {
     un_ctx c = {&in[0], &out[0]};
@@ -242,6 +247,18 @@ static int32_t unary(const mk_tensor *in, const mk_tensor *out, moert_task_fn ta
 int32_t mk_NEG(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     (void)attr;
     return unary(in, out, task_neg);
+}
+int32_t mk_ABS(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    return unary(in, out, task_abs);
+}
+int32_t mk_RECIPROCAL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    return unary(in, out, task_reciprocal);
+}
+int32_t mk_ERF(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    return unary(in, out, task_erf);
 }
 int32_t mk_SQRT(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     (void)attr;

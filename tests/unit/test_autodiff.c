@@ -298,42 +298,72 @@ Test(autodiff, capacity_sigmoid_bias_mse) {
 Test(autodiff, names_targets_identity_reductions_summed_loss) {
     check_model(HEAD(
         X_IN) "\"outputs\":[\"total\"],"
-              "\"initializers\":[" W("c", "[6]", 1) "," W(
-                  "c.1", "[6]",
-                  2) "," W("target", "[6]",
-                           3) ","
-                              "{\"name\":\"e\",\"dtype\":\"float32\",\"shape\":[6],\"data\":[1.5,2,"
-                              "1.25,1.75,2.5,1.125]},"
-                              "{\"name\":\"w\",\"dtype\":\"float32\",\"shape\":[6],\"data\":[1,2,3,"
-                              "1,2,3]}],"
-                              "\"nodes\":[" NODE("m1", "Mul", "[\"x\",\"c\"]", "[\"a\"]", "") "," NODE(
-                                  "m2", "Mul", "[\"a\",\"c.1\"]", "[\"b\"]",
-                                  "") "," NODE("r", "Relu", "[\"b\"]", "[\"rb\"]",
-                                               "") "," NODE("p", "Pow", "[\"rb\",\"e\"]",
-                                                            "[\"pb\"]",
-                                                            "") "," NODE("rm", "ReduceMean",
-                                                                         "[\"pb\"]", "[\"id\"]",
-                                                                         "\"noop_with_empty_axes\":"
-                                                                         "1") "," NODE("tt", "Add",
-                                                                                       "[\"x\","
-                                                                                       "\"target\""
-                                                                                       "]",
-                                                                                       "[\"tx\"]",
-                                                                                       "") "," NODE("l1",
-                                                                                                    "MSELoss",
-                                                                                                    "[\"id\",\"tx\"]",
-                                                                                                    "[\"l1\"]",
-                                                                                                    "") "," NODE("ww",
-                                                                                                                 "Mul",
-                                                                                                                 "[\"x\",\"w\"]",
-                                                                                                                 "[\"wx\"]",
-                                                                                                                 "") "," NODE("l2",
-                                                                                                                              "MSELoss",
-                                                                                                                              "[\"b\",\"wx\"]",
-                                                                                                                              "[\"l2\"]",
-                                                                                                                              "\"reduction\":\"sum\"") "," NODE("t",
-                                                                                                                                                                "Add",
-                                                                                                                                                                "[\"l1\",\"l2\"]",
-                                                                                                                                                                "[\"total\"]",
-                                                                                                                                                                "") "]}");
+              "\"initializers\":[" W("c", "[6]", 1) "," W("c.1", "[6]", 2) "," W(
+                  "target", "[6]",
+                  3) ","
+                     "{\"name\":\"e\",\"dtype\":\"float32\",\"shape\":[6],\"data\":[1.5,2,"
+                     "1.25,1.75,2.5,1.125]},"
+                     "{\"name\":\"w\",\"dtype\":\"float32\",\"shape\":[6],\"data\":[1,2,3,"
+                     "1,2,3]}],"
+                     "\"nodes\":[" NODE("m1", "Mul", "[\"x\",\"c\"]", "[\"a\"]", "") "," NODE("m2", "Mul", "[\"a\",\"c.1\"]", "[\"b\"]", "") "," NODE(
+                         "r", "Relu",
+                         "[\"b\"]", "[\"rb\"]",
+                         "") "," NODE("p", "Pow", "[\"rb\",\"e\"]", "[\"pb\"]",
+                                      "") "," NODE("rm", "ReduceMean", "[\"pb\"]", "[\"id\"]",
+                                                   "\"noop_with_empty_axes\":"
+                                                   "1") "," NODE("tt", "Add",
+                                                                 "[\"x\","
+                                                                 "\"target\""
+                                                                 "]",
+                                                                 "[\"tx\"]",
+                                                                 "") "," NODE("l1", "MSELoss",
+                                                                              "[\"id\",\"tx\"]",
+                                                                              "[\"l1\"]",
+                                                                              "") "," NODE("ww",
+                                                                                           "Mul",
+                                                                                           "[\"x\","
+                                                                                           "\"w\"]",
+                                                                                           "[\"wx\""
+                                                                                           "]",
+                                                                                           "") "," NODE("l2",
+                                                                                                        "MSELoss",
+                                                                                                        "[\"b\",\"wx\"]",
+                                                                                                        "[\"l2\"]",
+                                                                                                        "\"reduction\":\"sum\"") "," NODE("t",
+                                                                                                                                          "Add",
+                                                                                                                                          "[\"l1\",\"l2\"]",
+                                                                                                                                          "[\"total\"]",
+                                                                                                                                          "") "]}");
+}
+
+/* Abs, Reciprocal and Erf (composed gradients: sign, -1/x^2, 2/sqrt(pi) e^(-x^2)) on an
+ * affine map h = x w + b: mse(Erf(h) * Reciprocal(Abs(h) + one), target). */
+static const char
+    *const
+        ABS_RECIPROCAL_ERF = HEAD(X_IN ",{\"name\":\"target\",\"dtype\":\"float32\",\"shape\":["
+                                       "\"T\",5]}") "\"outputs\":[\"mse\"],\"initializers\":[" W("w", "[6,5]", 6) "," W(
+            "b", "[5]",
+            7) ",{\"name\":\"one\",\"dtype\":\"float32\",\"shape\":[1],\"data\":[1]}],\"nodes\":"
+               "[" NODE("xw", "MatMul", "[\"x\",\"w\"]", "[\"xw\"]",
+                        "") "," NODE("h", "Add", "[\"xw\",\"b\"]", "[\"h\"]",
+                                     "") "," NODE("a", "Abs", "[\"h\"]", "[\"a\"]",
+                                                  "") "," NODE("s", "Add", "[\"a\",\"one\"]",
+                                                               "[\"s\"]",
+                                                               "") "," NODE("r", "Reciprocal",
+                                                                            "[\"s\"]", "[\"r\"]",
+                                                                            "") "," NODE("e", "Erf",
+                                                                                         "[\"h\"]",
+                                                                                         "[\"e\"]",
+                                                                                         "") "," NODE("p",
+                                                                                                      "Mul",
+                                                                                                      "[\"e\",\"r\"]",
+                                                                                                      "[\"p\"]",
+                                                                                                      "") "," NODE("mse",
+                                                                                                                   "MSELoss",
+                                                                                                                   "[\"p\",\"target\"]",
+                                                                                                                   "[\"mse\"]",
+                                                                                                                   "") "]}";
+
+Test(autodiff, abs_reciprocal_erf) {
+    check_model(ABS_RECIPROCAL_ERF);
 }
