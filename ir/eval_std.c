@@ -71,7 +71,7 @@ bool mc_interp_GEMM(const mc_kernel_ctx *k) {
     return true;
 }
 
-typedef enum { B_ADD, B_SUB, B_MUL, B_DIV, B_EQ, B_LT } binop;
+typedef enum { B_ADD, B_SUB, B_MUL, B_DIV, B_EQ, B_LT, B_GT, B_LE } binop;
 
 static bool binary(const mc_kernel_ctx *k, binop op) {
     const mc_tensor *a = k->in[0], *b = k->in[1];
@@ -90,6 +90,8 @@ static bool binary(const mc_kernel_ctx *k, binop op) {
             case B_DIV: y->f[e] = x / z; break;
             case B_EQ: y->i[e] = x == z; break;
             case B_LT: y->i[e] = x < z; break;
+            case B_GT: y->i[e] = x > z; break;
+            case B_LE: y->i[e] = x <= z; break;
             }
             continue;
         }
@@ -106,6 +108,8 @@ static bool binary(const mc_kernel_ctx *k, binop op) {
             break;
         case B_EQ: y->i[e] = x == z; break;
         case B_LT: y->i[e] = x < z; break;
+        case B_GT: y->i[e] = x > z; break;
+        case B_LE: y->i[e] = x <= z; break;
         }
         if (y->dt == MC_DT_I32) y->i[e] = (int32_t)y->i[e];
     }
@@ -152,6 +156,12 @@ bool mc_interp_EQUAL(const mc_kernel_ctx *k) {
 }
 bool mc_interp_LESS(const mc_kernel_ctx *k) {
     return binary(k, B_LT);
+}
+bool mc_interp_GREATER(const mc_kernel_ctx *k) {
+    return binary(k, B_GT);
+}
+bool mc_interp_LESS_OR_EQUAL(const mc_kernel_ctx *k) {
+    return binary(k, B_LE);
 }
 
 static mc_real sigmoid(mc_real x) {

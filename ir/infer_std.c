@@ -239,7 +239,7 @@ bool mc_infer_WHERE(mc_infer_ctx *cx) {
     return true;
 }
 
-/* Equal/Less(A, B) -> bool, broadcasting. */
+/* Equal/Less/Greater/LessOrEqual(A, B) -> bool, broadcasting. */
 static bool compare(mc_infer_ctx *cx) {
     mc_shape out;
     if (!inf_same_dtype(cx, 0, 1) ||
@@ -252,6 +252,12 @@ bool mc_infer_EQUAL(mc_infer_ctx *cx) {
     return compare(cx);
 }
 bool mc_infer_LESS(mc_infer_ctx *cx) {
+    return compare(cx);
+}
+bool mc_infer_GREATER(mc_infer_ctx *cx) {
+    return compare(cx);
+}
+bool mc_infer_LESS_OR_EQUAL(mc_infer_ctx *cx) {
     return compare(cx);
 }
 

@@ -431,7 +431,9 @@ void ad_backprop(ad *a) {
     case MC_OP_WHERE: where(a); break;
     case MC_OP_TOPK: first_input_grad(a, "moe.TopKGrad"); break;
     case MC_OP_EQUAL:
-    case MC_OP_LESS: break; /* bool results: no gradient */
+    case MC_OP_LESS:
+    case MC_OP_GREATER:
+    case MC_OP_LESS_OR_EQUAL: break; /* bool results: no gradient */
     case MC_OP_MOE_TOPK_ROUTE: route(a, "moe.TopKRouteGrad"); break;
     case MC_OP_MOE_TOPP_ROUTE: route(a, "moe.TopPRouteGrad"); break;
     case MC_OP_MOE_EXPERT_CHOICE_ROUTE: route(a, "moe.ExpertChoiceRouteGrad"); break;

@@ -477,11 +477,20 @@ int32_t mk_CAST(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) 
 
 /* ---- Where, Equal, Less: broadcasting ---- */
 
+typedef enum { CMP_EQ, CMP_LT, CMP_GT, CMP_LE } cmp_op;
+
 typedef struct {
     mk_plan p;
     const mk_tensor *in, *y;
-    bool less;
+    cmp_op cmp; /* Equal, Less, Greater, LessOrEqual */
 } bc_ctx;
+
+/* One comparison; NaN is unordered and unequal, so every one of them is false for it. */
+#define CMP(op, x, z)                                                                              \
+    ((op) == CMP_EQ   ? (x) == (z)                                                                 \
+     : (op) == CMP_LT ? (x) < (z)                                                                  \
+     : (op) == CMP_GT ? (x) > (z)                                                                  \
+                      : (x) <= (z))
 
 #define WHERE_RUN(T)                                                                               \
     do {                                                                                           \
@@ -533,29 +542,25 @@ static void cmp_task(void *ctx, int64_t b, int64_t end) {
         int64_t oa = cur.off[0], ob = cur.off[1];
         if (A->dt == MK_F32) {
             const float *a = (const float *)A->p + oa, *bb = (const float *)B->p + ob;
-            if (c->less)
-                for (int64_t i = 0; i < n; i++)
-                    y[e + i] = a[i * sa] < bb[i * sb];
-            else
-                for (int64_t i = 0; i < n; i++)
-                    y[e + i] = a[i * sa] == bb[i * sb];
+            for (int64_t i = 0; i < n; i++)
+                y[e + i] = CMP(c->cmp, a[i * sa], bb[i * sb]);
         } else if (mk_isfloat(A->dt)) {
             for (int64_t i = 0; i < n; i++) {
                 float x = mk_ldf(A, oa + i * sa), z = mk_ldf(B, ob + i * sb);
-                y[e + i] = c->less ? x < z : x == z;
+                y[e + i] = CMP(c->cmp, x, z);
             }
         } else {
             for (int64_t i = 0; i < n; i++) {
                 int64_t x = mk_ldi(A, oa + i * sa), z = mk_ldi(B, ob + i * sb);
-                y[e + i] = c->less ? x < z : x == z;
+                y[e + i] = CMP(c->cmp, x, z);
             }
         }
         mk_advance(&c->p, &cur, n);
     }
 }
 
-static int32_t compare(const mk_tensor *in, const mk_tensor *out, bool less) {
-    bc_ctx c = {.in = in, .y = &out[0], .less = less};
+static int32_t compare(const mk_tensor *in, const mk_tensor *out, cmp_op cmp) {
+    bc_ctx c = {.in = in, .y = &out[0], .cmp = cmp};
     mk_bcast_init(&c.p, &out[0], in, 2);
     moert_parallel_for(mk_numel(&out[0]), GRAIN, cmp_task, &c);
     return MOERT_OK;
@@ -563,11 +568,19 @@ static int32_t compare(const mk_tensor *in, const mk_tensor *out, bool less) {
 
 int32_t mk_EQUAL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     (void)attr;
-    return compare(in, out, false);
+    return compare(in, out, CMP_EQ);
 }
 int32_t mk_LESS(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
     (void)attr;
-    return compare(in, out, true);
+    return compare(in, out, CMP_LT);
+}
+int32_t mk_GREATER(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    return compare(in, out, CMP_GT);
+}
+int32_t mk_LESS_OR_EQUAL(const mk_tensor *in, const mk_tensor *out, const mk_attr *attr) {
+    (void)attr;
+    return compare(in, out, CMP_LE);
 }
 
 /* ---- TopK ---- */
