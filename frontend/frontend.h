@@ -27,6 +27,10 @@ typedef struct mc_load_opts {
     const mc_safetensors *weights_table;
     const mc_sym_max *sym_max; /* symbols' maxima for ONNX models */
     int nsym_max;
+    /* moec import: when set and the model is ONNX, the JSON it was read as (free with
+     * free()), naming onnx_json_weights as its weights file. */
+    char **onnx_json;
+    const char *onnx_json_weights;
 } mc_load_opts;
 
 /* Reads, checks and builds the graph: names resolved, arity and attributes checked
@@ -38,9 +42,6 @@ mc_graph *mc_load_model(const char *path, const mc_load_opts *opts, mc_diag *d);
 mc_graph *mc_load_model_from_memory(const char *json, size_t len, const char *file,
                                     const char *base_dir, const mc_load_opts *opts, mc_diag *d);
 
-/* A file's bytes (mc_alloc'd, NUL-terminated; free with mc_free); NULL after an error. */
-char *mc_read_file(const char *path, size_t *out_len, mc_diag *d);
-
 /* ---- ONNX (frontend/onnx.c) ---- */
 /* Whether a model file's bytes are ONNX (protobuf) rather than JSON text: every command
  * reads both, recognizing the format by content. */
@@ -49,10 +50,6 @@ bool mc_onnx_is_model(const void *buf, size_t len);
  * models"); `file` names it in messages and gives the model's name. */
 mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char *base_dir,
                        const mc_load_opts *opts, mc_diag *d);
-/* That model as moec's JSON text (what the loader reads), naming `weights` as its
- * weights file; free with free(). NULL after an error. */
-char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *base_dir,
-                      const char *weights, const mc_load_opts *opts, mc_diag *d);
 
 /* ---- safetensors ---- */
 typedef struct mc_st_tensor {

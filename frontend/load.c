@@ -349,7 +349,7 @@ mc_graph *mc_load_model_from_memory(const char *json, size_t len, const char *fi
     return g;
 }
 
-char *mc_read_file(const char *path, size_t *out_len, mc_diag *d) {
+static char *read_file(const char *path, size_t *out_len, mc_diag *d) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         mc_error(d, NULL, "cannot read %s: %s", path, strerror(errno));
@@ -387,7 +387,7 @@ char *mc_read_file(const char *path, size_t *out_len, mc_diag *d) {
 
 mc_graph *mc_load_model(const char *path, const mc_load_opts *opts, mc_diag *d) {
     size_t len;
-    char *json = mc_read_file(path, &len, d);
+    char *json = read_file(path, &len, d);
     if (!json) return NULL;
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);

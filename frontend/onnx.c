@@ -544,20 +544,19 @@ static cJSON *read_model(onnx_ctx *c, const void *buf, size_t len) {
     return translate(c, m);
 }
 
-static onnx_ctx new_ctx(const char *file, const char *base_dir, const mc_load_opts *opts,
-                        mc_diag *d) {
-    return (onnx_ctx){.arena = mc_arena_new(),
-                      .d = d,
-                      .file = file ? file : "model.onnx",
-                      .opts = opts,
-                      .base_dir = base_dir};
-}
-
 mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char *base_dir,
                        const mc_load_opts *opts, mc_diag *d) {
-    onnx_ctx c = new_ctx(file, base_dir, opts, d);
+    onnx_ctx c = {.arena = mc_arena_new(),
+                  .d = d,
+                  .file = file ? file : "model.onnx",
+                  .opts = opts,
+                  .base_dir = base_dir};
     cJSON *doc = read_model(&c, buf, len);
     char *json = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    if (json && opts && opts->onnx_json) { /* moec import's file, which names its weights */
+        cJSON_AddStringToObject(doc, "weights", opts->onnx_json_weights);
+        *opts->onnx_json = cJSON_Print(doc);
+    }
     cJSON_Delete(doc);
     mc_graph *g = NULL;
     if (json) {
@@ -571,18 +570,4 @@ mc_graph *mc_load_onnx(const void *buf, size_t len, const char *file, const char
     else
         mc_arena_free(c.arena);
     return g;
-}
-
-char *mc_onnx_to_json(const void *buf, size_t len, const char *file, const char *base_dir,
-                      const char *weights, const mc_load_opts *opts, mc_diag *d) {
-    onnx_ctx c = new_ctx(file, base_dir, opts, d);
-    cJSON *doc = read_model(&c, buf, len);
-    char *json = NULL;
-    if (doc) {
-        cJSON_AddStringToObject(doc, "weights", weights);
-        json = cJSON_Print(doc);
-    }
-    cJSON_Delete(doc);
-    mc_arena_free(c.arena);
-    return json;
 }

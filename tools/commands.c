@@ -164,10 +164,11 @@ static mc_load_opts load_opts(const cli_args *a) {
                           .nsym_max = a->nmaxes};
 }
 
-mc_graph *cli_load_and_lower(const cli_args *a, const char *default_passes, mc_diag *d) {
-    mc_load_opts lo = load_opts(a);
+/* cli_load_and_lower with load options of the caller's. */
+static mc_graph *load_and_lower(const cli_args *a, const mc_load_opts *lo,
+                                const char *default_passes, mc_diag *d) {
     cli_phase("load");
-    mc_graph *g = mc_load_model(a->model, &lo, d);
+    mc_graph *g = mc_load_model(a->model, lo, d);
     if (!g || !maxes_used(a, g, d)) {
         mc_graph_free(g);
         return NULL;
@@ -182,6 +183,11 @@ mc_graph *cli_load_and_lower(const cli_args *a, const char *default_passes, mc_d
         return NULL;
     }
     return g;
+}
+
+mc_graph *cli_load_and_lower(const cli_args *a, const char *default_passes, mc_diag *d) {
+    mc_load_opts lo = load_opts(a);
+    return load_and_lower(a, &lo, default_passes, d);
 }
 
 static void print_summary(const mc_graph *g, const char *path) {
@@ -255,15 +261,6 @@ int cmd_init_weights(const cli_args *a) {
     return ok ? EXIT_OK : cli_fail(&d);
 }
 
-/* The directory of the model file, or NULL for the current one. */
-static char *model_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return NULL;
-    char *dir = strndup(path, (size_t)(slash - path));
-    if (!dir) mc_oom((size_t)(slash - path) + 1);
-    return dir;
-}
-
 /* -o's path with ".json" (if there) replaced by ".safetensors". */
 static char *weights_beside(const char *json_path) {
     size_t n = strlen(json_path);
@@ -292,24 +289,17 @@ static bool write_text(const char *path, const char *text, mc_diag *d) {
 int cmd_import(const cli_args *a) {
     mc_diag d;
     mc_diag_init(&d, a->model);
-    mc_graph *g = cli_load_and_lower(a, "infer-shapes,verify", &d);
-    size_t len = 0;
-    char *bytes = g ? mc_read_file(a->model, &len, &d) : NULL;
-    if (bytes && !mc_onnx_is_model(bytes, len))
-        mc_error(&d, NULL, "import reads ONNX models; this is moec's JSON already");
     char *wpath = weights_beside(a->out_path), *json = NULL;
-    if (!d.failed) {
-        const char *slash = strrchr(wpath, '/');
-        mc_load_opts lo = load_opts(a);
-        char *dir = model_dir(a->model);
-        json = mc_onnx_to_json(bytes, len, a->model, dir, slash ? slash + 1 : wpath, &lo, &d);
-        free(dir);
-    }
-    bool ok = json && mc_st_write_params(wpath, g, &d) && write_text(a->out_path, json, &d);
-    if (json && !ok) remove(wpath);
+    const char *slash = strrchr(wpath, '/');
+    mc_load_opts lo = load_opts(a);
+    lo.onnx_json = &json; /* the model read once, its JSON kept */
+    lo.onnx_json_weights = slash ? slash + 1 : wpath;
+    mc_graph *g = load_and_lower(a, &lo, "infer-shapes,verify", &d);
+    if (g && !json) mc_error(&d, NULL, "import reads ONNX models; this is moec's JSON already");
+    bool ok = g && json && mc_st_write_params(wpath, g, &d) && write_text(a->out_path, json, &d);
+    if (g && json && !ok) remove(wpath);
     free(json);
     free(wpath);
-    mc_free(bytes);
     mc_graph_free(g);
     return ok ? EXIT_OK : cli_fail(&d);
 }
