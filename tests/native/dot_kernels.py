@@ -30,13 +30,13 @@ The instruction selection itself is checked on object code by targets.sh.
 usage: dot_kernels.py MOEC [--aarch64]"""
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
 import diff_ops
+from npy_run import run, run_model
 from safetensors_np import read as read_st
 from weight_dtype import host_has
 
@@ -46,23 +46,6 @@ A_INPUT = {"matmul_wbf16": "a", "expert_matmul_wbf16": "x", "gather_matmul_wide_
 # int8 / int4: (weight_dtype, K)
 QUANT = (("int8", 777), ("int4:32", 256), ("int4:64:zp", 192))
 A_BLOCK, N, MR = 32, 200, 6
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), r.returncode, r.stderr.strip()))
-
-
-def run_model(cmd, feeds, out_name, d, tag):
-    args = []
-    for name, arr in feeds.items():
-        p = os.path.join(d, "%s_%s.npy" % (tag, name))
-        np.save(p, arr)
-        args += ["--input", "%s=%s" % (name, p)]
-    out = os.path.join(d, tag + "_y.npy")
-    run(cmd + args + ["--output", "%s=%s" % (out_name, out)])
-    return np.load(out)
 
 
 # ---- bf16 ----
@@ -96,10 +79,10 @@ def check_bf16(moec, cs, work, rng, dot):
     for T in diff_ops.T_VALUES:
         feeds = diff_ops.feeds_of(cs, T, rng)
         a = A_INPUT[cs["name"]]
-        native = run_model([exe], feeds, out, d, "native%d" % T)
-        interp = run_model([moec, "run", model, "--interp"], feeds, out, d, "interp%d" % T)
+        native = run_model([exe], feeds, d, "native%d" % T, out)
+        interp = run_model([moec, "run", model, "--interp"], feeds, d, "interp%d" % T, out)
         rounded = run_model([moec, "run", model, "--interp"], dict(feeds, **{a: round_bf16(feeds[a])}),
-                            out, d, "rounded%d" % T)
+                            d, "rounded%d" % T, out)
         msg = diff_ops.compare(cs, native, rounded if dot else interp)
         if msg:
             problems.append("T=%d: against the interpreter on %s activations: %s"
@@ -176,7 +159,7 @@ def check_reuse(moec, fmt, K, d, rng, target, st):
     x = rng.standard_normal((2, K)).astype(np.float32)
     problems = []
     for y, a in (("y1", x + x), ("y2", x * x)):
-        got = run_model(target["run"] + [exe], {"x": x}, y, d, "reuse_" + y)
+        got = run_model(target["run"] + [exe], {"x": x}, d, "reuse_" + y, y)
         want = dot_reference(a, st, fmt, K)
         if not np.allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max()):
             problems.append("%s of two products in turn: differs from NumPy's model by %g"
@@ -196,8 +179,8 @@ def check_quant(moec, fmt, K, work, rng, dot, target):
     problems = []
     for T in (1, 3, MR, 33):
         feeds = {"x": rng.standard_normal((T, K)).astype(np.float32)}
-        native = run_model(native_cmd, feeds, "y", d, "native%d" % T)
-        interp = run_model([moec, "run", model, "--interp"], feeds, "y", d, "interp%d" % T)
+        native = run_model(native_cmd, feeds, d, "native%d" % T)
+        interp = run_model([moec, "run", model, "--interp"], feeds, d, "interp%d" % T)
         want = dot_reference(feeds["x"], st, fmt, K) if dot else interp
         tol = dict(rtol=1e-5, atol=1e-5 * np.abs(want).max())
         if not np.allclose(native, want, **tol):
@@ -211,8 +194,8 @@ def check_quant(moec, fmt, K, work, rng, dot, target):
     # whose block scale is NaN), the other rows untouched.
     x = rng.standard_normal((3, K)).astype(np.float32)
     x[1, 5] = np.inf
-    native = run_model(native_cmd, {"x": x}, "y", d, "inf")
-    clean = run_model(native_cmd, {"x": x[[0, 2]]}, "y", d, "clean")
+    native = run_model(native_cmd, {"x": x}, d, "inf")
+    clean = run_model(native_cmd, {"x": x[[0, 2]]}, d, "clean")
     if np.isfinite(native[1]).any() or not np.array_equal(native[[0, 2]], clean):
         problems.append("an infinite activation: its row is not all non-finite, or the others changed")
     return problems

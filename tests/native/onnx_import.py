@@ -20,21 +20,15 @@ usage: onnx_import.py MOEC [--quick]   (--quick: the interpreter only)"""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from npy_run import run, run_model
+
 RNG = np.random.default_rng(20261208)
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), r.returncode, r.stderr.strip()))
-    return r.stdout
 
 
 def dense_model(opset):
@@ -121,13 +115,6 @@ def constant_model(opset):
     return model, lambda x: (2 * x + shift).reshape(-1, 3, 2)
 
 
-def outputs(cmd, x, d, tag):
-    xp, yp = os.path.join(d, tag + "_x.npy"), os.path.join(d, tag + "_y.npy")
-    np.save(xp, x)
-    run(cmd + ["--input", "x=" + xp, "--output", "y=" + yp])
-    return np.load(yp)
-
-
 def check_model(moec, name, model, want, work, quick):
     d = os.path.join(work, name)
     os.makedirs(d)
@@ -149,7 +136,7 @@ def check_model(moec, name, model, want, work, quick):
     for batch in (1, 5):
         x = RNG.standard_normal((batch, 6)).astype(np.float32)
         for tag, cmd in engines:
-            got = outputs(cmd, x, d, "%s%d" % (tag.split(",")[0], batch))
+            got = run_model(cmd, {"x": x}, d, "%s%d" % (tag.split(",")[0], batch))
             if got.shape != want(x).shape or not np.allclose(got, want(x), rtol=1e-5, atol=1e-5):
                 problems.append("%s, batch %d: differs from NumPy by %g" % (
                     tag, batch, np.abs(got - want(x)).max() if got.shape == want(x).shape else np.inf))
@@ -166,8 +153,8 @@ def check_import(moec, path, d):
     if doc.get("weights") != "imported.safetensors" or not os.path.exists(os.path.join(d, "imported.safetensors")):
         problems.append("import: the JSON does not name its weights file beside it")
     x = RNG.standard_normal((3, 6)).astype(np.float32)
-    a = outputs([moec, "run", path, "--max", "batch=8", "--interp"], x, d, "onnx")
-    b = outputs([moec, "run", out, "--interp"], x, d, "json")
+    a = run_model([moec, "run", path, "--max", "batch=8", "--interp"], {"x": x}, d, "onnx")
+    b = run_model([moec, "run", out, "--interp"], {"x": x}, d, "json")
     if a.tobytes() != b.tobytes():
         problems.append("import: the JSON's outputs differ from the .onnx file's")
     return problems
@@ -188,7 +175,7 @@ def check_external(moec, work):
     if stored["W"].data_location != onnx.TensorProto.EXTERNAL:  # b, as float_data, stays in
         problems.append("the external-data model still holds W")
     x = RNG.standard_normal((4, 6)).astype(np.float32)
-    ys = [outputs([moec, "run", p, "--max", "batch=8", "--interp"], x, d, tag)
+    ys = [run_model([moec, "run", p, "--max", "batch=8", "--interp"], {"x": x}, d, tag)
           for tag, p in (("in", inside), ("out", outside))]
     if ys[0].tobytes() != ys[1].tobytes() or not np.allclose(ys[1], want(x), rtol=1e-5, atol=1e-5):
         problems.append("external data: outputs differ from the model with its tensors inside")

@@ -10,12 +10,13 @@ moec, interpreted and native, with E = 4 experts, k = 2, H = 8, I = 6 over 5 tok
 and each against NumPy's model as well. Tolerance 1e-5 relative and absolute.
 usage: onnx_moe.py MOEC [--quick]   (--quick: the interpreter only)"""
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
+
+from npy_run import run, run_model
 
 E, K, H, I, N = 4, 2, 8, 6, 5
 RNG = np.random.default_rng(20261208)
@@ -73,13 +74,6 @@ def reference(x, router, w, act, normalize):
     return y
 
 
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), r.returncode, r.stderr.strip()))
-    return r.stdout
-
-
 def ort_output(path, feeds, d):
     args = []
     for name, a in feeds.items():
@@ -89,17 +83,6 @@ def ort_output(path, feeds, d):
     out = os.path.join(d, "ort_y.bin")
     dims = run(["node", os.path.join(ORT, "run_model.js"), path, out] + args).strip()
     return np.fromfile(out, np.float32).reshape([int(v) for v in dims.split(",")])
-
-
-def moec_output(cmd, feeds, d, tag):
-    args = []
-    for name, a in feeds.items():
-        p = os.path.join(d, "%s_%s.npy" % (tag, name))
-        np.save(p, a)
-        args += ["--input", "%s=%s" % (name, p)]
-    out = os.path.join(d, tag + "_y.npy")
-    run(cmd + args + ["--output", "y=" + out])
-    return np.load(out)
 
 
 def check(moec, act, normalize, fc3, work, quick):
@@ -116,11 +99,11 @@ def check(moec, act, normalize, fc3, work, quick):
     got = {"numpy": want}
     if not fc3:  # ONNX Runtime's CPU kernel has no fc3
         got["onnxruntime"] = ort_output(path, feeds, d)
-    got["moec interp"] = moec_output([moec, "run", path, "--max", "tokens=16", "--interp"], feeds, d, "i")
+    got["moec interp"] = run_model([moec, "run", path, "--max", "tokens=16", "--interp"], feeds, d, "i")
     if not quick:
         exe = os.path.join(d, "model")
         run([moec, "build", path, "--max", "tokens=16", "-o", exe])
-        got["moec native"] = moec_output([exe], feeds, d, "n")
+        got["moec native"] = run_model([exe], feeds, d, "n")
     problems = []
     for name, y in got.items():
         for ref in ("numpy", "onnxruntime"):
