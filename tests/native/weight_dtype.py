@@ -24,6 +24,7 @@ usage: weight_dtype.py MOEC EXAMPLES_DIR [--quick]
 bf16 runs on every example, f16 (the same path with another widening) on mixtral_block
 and deepseek_moe (shared experts).
 --quick (the sanitizer build): mixtral_block only."""
+import functools
 import json
 import os
 import re
@@ -57,6 +58,7 @@ def params(dump):
     return out
 
 
+@functools.lru_cache(maxsize=None)  # /proc/cpuinfo read once, not once per comparison
 def host_has(flag):
     """Whether this host's CPU has AVX-512 and `flag` (as /proc/cpuinfo spells it), so
     that moec's code for it uses the dot-product kernels that need it (docs/backend.md):
