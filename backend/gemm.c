@@ -720,7 +720,9 @@ void mb_emit_ukernel(mb_ctx *c) {
     for (int v = 0; v < c->g->nvalues; v++)
         if (!mc_val(c->g, v)->dead) present[mc_val(c->g, v)->dt] = true;
     for (size_t i = 0; i < sizeof kernels / sizeof *kernels; i++) {
-        bool full = present[kernels[i].dt] && (kernels[i].kind != U_INT8_DOT || c->t->int8_dot);
+        /* On an int8-dot target the driver reaches the quantized kernels' dot variants only. */
+        bool used = !is_quant(kernels[i].bk) || (kernels[i].kind == U_INT8_DOT) == c->t->int8_dot;
+        bool full = present[kernels[i].dt] && used;
         emit_ukernel(c, kernels[i].name, kernels[i].bk, kernels[i].kind, full);
     }
     emit_const_fn(c, "mk_gemm_mr", c->t->mr);
